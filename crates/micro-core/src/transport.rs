@@ -1,0 +1,84 @@
+//! How messages cross the network: [`Transport`] dials and listens; a [`Socket`] carries
+//! [`Message`]s, each a header map and a body.
+//!
+//! A unary exchange is one socket: the client sends the request and receives the reply. A
+//! stream is one socket on which both sides send any number of messages. The server side of a
+//! transport hands out one socket per exchange from its [`Listener`].
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::{Metadata, Result};
+
+/// One message on a transport: headers (`Micro-Endpoint`, `Content-Type`, metadata ...) and a
+/// body already encoded by a codec.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Message {
+    /// The headers, compared case-insensitively.
+    pub header: Metadata,
+    /// The encoded body.
+    pub body: Bytes,
+}
+
+/// Options for [`Transport::dial`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DialOptions {
+    /// Whether the socket is for a stream (many messages each way) rather than one exchange.
+    pub stream: bool,
+    /// How long connecting may take.
+    pub connect_timeout: Duration,
+}
+
+impl Default for DialOptions {
+    fn default() -> Self {
+        DialOptions {
+            stream: false,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A transport plugin: `http` (the default), `grpc`, ...
+#[async_trait::async_trait]
+pub trait Transport: Send + Sync + fmt::Debug {
+    /// The plugin's name, as written in `MICRO_TRANSPORT`.
+    fn name(&self) -> &str;
+
+    /// Opens a socket to `addr` (`host:port`).
+    async fn dial(&self, addr: &str, opts: DialOptions) -> Result<Box<dyn Socket>>;
+
+    /// Listens on `addr` (`host:port`, port 0 for any).
+    async fn listen(&self, addr: &str) -> Result<Box<dyn Listener>>;
+}
+
+/// One side of an exchange or stream.
+#[async_trait::async_trait]
+pub trait Socket: Send + fmt::Debug {
+    /// Sends a message to the peer.
+    async fn send(&mut self, msg: Message) -> Result<()>;
+
+    /// The next message from the peer; `None` once the peer has finished sending.
+    async fn recv(&mut self) -> Result<Option<Message>>;
+
+    /// Ends this side's sending; the peer's `recv` then returns `None`.
+    async fn close(&mut self) -> Result<()>;
+
+    /// The peer's address, for logs.
+    fn remote_addr(&self) -> String;
+}
+
+/// The server side of a transport.
+#[async_trait::async_trait]
+pub trait Listener: Send + Sync + fmt::Debug {
+    /// The address actually bound (with the real port when 0 was asked for).
+    fn local_addr(&self) -> String;
+
+    /// The next incoming exchange or stream; `None` once the listener is shut down.
+    async fn accept(&self) -> Result<Option<Box<dyn Socket>>>;
+
+    /// Stops accepting, lets exchanges under way finish, and returns once every connection has
+    /// closed. Callers bound the wait with their own timeout.
+    async fn shutdown(&self);
+}
