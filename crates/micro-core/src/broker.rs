@@ -20,7 +20,8 @@ pub struct Message {
     pub body: Bytes,
 }
 
-/// Acknowledges one delivery to the backend.
+/// Acknowledges one delivery to the backend. Settling a delivery twice is harmless: the first
+/// ack or nack wins and later ones do nothing.
 pub trait Acknowledger: Send + Sync + fmt::Debug {
     /// The message was handled: the backend may forget it.
     fn ack(&self) -> BoxFuture<'_, Result<()>>;

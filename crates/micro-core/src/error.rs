@@ -243,10 +243,18 @@ mod tests {
     fn constructors_and_mappings() {
         let cases = [
             (Error::bad_request("x", "d"), 400, GrpcCode::InvalidArgument),
-            (Error::unauthorized("x", "d"), 401, GrpcCode::Unauthenticated),
+            (
+                Error::unauthorized("x", "d"),
+                401,
+                GrpcCode::Unauthenticated,
+            ),
             (Error::forbidden("x", "d"), 403, GrpcCode::PermissionDenied),
             (Error::not_found("x", "d"), 404, GrpcCode::NotFound),
-            (Error::method_not_allowed("x", "d"), 405, GrpcCode::Unimplemented),
+            (
+                Error::method_not_allowed("x", "d"),
+                405,
+                GrpcCode::Unimplemented,
+            ),
             (Error::timeout("x", "d"), 408, GrpcCode::DeadlineExceeded),
             (Error::conflict("x", "d"), 409, GrpcCode::AlreadyExists),
             (Error::internal("x", "d"), 500, GrpcCode::Internal),
@@ -261,10 +269,7 @@ mod tests {
         assert!(!Error::not_found("x", "d").is_retryable());
         let unavailable = Error::from_grpc("x", GrpcCode::Unavailable, "down");
         assert!(unavailable.is_retryable());
-        assert_eq!(
-            Error::from_grpc("x", GrpcCode::NotFound, "d").code,
-            404
-        );
+        assert_eq!(Error::from_grpc("x", GrpcCode::NotFound, "d").code, 404);
     }
 
     #[test]

@@ -56,9 +56,7 @@ impl Metadata {
 
     /// The entries, keys as first inserted.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.entries
-            .values()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
+        self.entries.values().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
     /// Copies every entry of `other` into this map, overwriting equal keys.

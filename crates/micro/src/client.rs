@@ -1,0 +1,621 @@
+//! The RPC client: selection, retries with backoff, deadlines, codecs, streams, publishing,
+//! with a tower middleware stack around every call.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use micro_core::broker::Message as BrokerMessage;
+use micro_core::rpc::{self, CallOptions};
+use micro_core::selector::{Outcome, Picker, SelectOptions};
+use micro_core::transport::{DialOptions, Message as TransportMessage, Socket};
+use micro_core::{Broker, Codec, Error, Message, Metadata, Node, Result, Selector, Transport};
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, Service, ServiceExt};
+
+use crate::codec::Codecs;
+use crate::headers;
+use crate::request::{Request, Response};
+use crate::selector::DirectPicker;
+use crate::BoxFuture;
+
+/// Client settings (Go Micro's names in brackets).
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Retries after a failed first attempt (`client_retries`, default 1).
+    pub retries: u32,
+    /// The default deadline of a call (`client_request_timeout`, default 5 s).
+    pub request_timeout: Duration,
+    /// How long connecting to a node may take.
+    pub dial_timeout: Duration,
+    /// The codec for requests (`application/protobuf` by default).
+    pub content_type: String,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            retries: 1,
+            request_timeout: Duration::from_secs(5),
+            dial_timeout: Duration::from_secs(5),
+            content_type: "application/protobuf".into(),
+        }
+    }
+}
+
+/// Go Micro's backoff before retry number `attempt` (1 for the first retry): attempt^e x 100 ms.
+pub fn backoff(attempt: u32) -> Duration {
+    if attempt == 0 {
+        return Duration::ZERO;
+    }
+    if attempt > 13 {
+        return Duration::from_secs(120);
+    }
+    Duration::from_secs_f64(f64::from(attempt).powf(std::f64::consts::E) * 0.1)
+}
+
+/// One call on its way through the client's middleware: the encoded request and its options.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// The encoded request.
+    pub request: rpc::Request,
+    /// The per-call options.
+    pub options: CallOptions,
+}
+
+/// The client's call path as a tower service; layers wrap it.
+pub type CallService = BoxCloneSyncService<Call, rpc::Response, Error>;
+
+/// The RPC client. Cheap to clone; clones share connections and the selector's cache.
+#[derive(Clone)]
+pub struct Client {
+    parts: Arc<Parts>,
+    service: CallService,
+}
+
+struct Parts {
+    selector: Arc<dyn Selector>,
+    transport: Arc<dyn Transport>,
+    broker: Arc<dyn Broker>,
+    codecs: Codecs,
+    opts: ClientOptions,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("selector", &self.parts.selector)
+            .field("transport", &self.parts.transport.name())
+            .field("broker", &self.parts.broker.name())
+            .field("codecs", &self.parts.codecs)
+            .field("options", &self.parts.opts)
+            .finish()
+    }
+}
+
+impl Client {
+    /// A client that finds nodes with `selector`, reaches them over `transport` and publishes to
+    /// `broker`.
+    pub fn new(
+        selector: Arc<dyn Selector>,
+        transport: Arc<dyn Transport>,
+        broker: Arc<dyn Broker>,
+        codecs: Codecs,
+        opts: ClientOptions,
+    ) -> Self {
+        let parts = Arc::new(Parts {
+            selector,
+            transport,
+            broker,
+            codecs,
+            opts,
+        });
+        let service = CallService::new(Dispatch {
+            parts: parts.clone(),
+        });
+        Client { parts, service }
+    }
+
+    /// Wraps the call path in a tower layer (tracing, metrics, rate limits, ...). Layers added
+    /// later run first.
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<CallService>,
+        L::Service:
+            Service<Call, Response = rpc::Response, Error = Error> + Clone + Send + Sync + 'static,
+        <L::Service as Service<Call>>::Future: Send + 'static,
+    {
+        self.service = CallService::new(layer.layer(self.service));
+        self
+    }
+
+    pub(crate) fn with_service(mut self, wrap: impl FnOnce(CallService) -> CallService) -> Self {
+        self.service = wrap(self.service);
+        self
+    }
+
+    /// This client, encoding requests with another codec (`application/json`, say).
+    pub fn with_content_type(&self, content_type: impl Into<String>) -> Self {
+        let p = &self.parts;
+        let mut opts = p.opts.clone();
+        opts.content_type = content_type.into();
+        Client::new(
+            p.selector.clone(),
+            p.transport.clone(),
+            p.broker.clone(),
+            p.codecs.clone(),
+            opts,
+        )
+    }
+
+    /// The client's settings.
+    pub fn options(&self) -> &ClientOptions {
+        &self.parts.opts
+    }
+
+    /// The broker publishing goes to.
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        &self.parts.broker
+    }
+
+    /// The codecs this client speaks.
+    pub fn codecs(&self) -> &Codecs {
+        &self.parts.codecs
+    }
+
+    fn codec(&self) -> Result<Arc<dyn Codec>> {
+        self.parts.codecs.get(&self.parts.opts.content_type)
+    }
+
+    /// A typed unary call to `endpoint` (`Greeter.Hello`) of `service`.
+    pub async fn unary<Req, Rsp>(
+        &self,
+        service: &str,
+        endpoint: &str,
+        req: Request<Req>,
+    ) -> Result<Response<Rsp>>
+    where
+        Req: Message,
+        Rsp: Message + Default,
+    {
+        let codec = self.codec()?;
+        let (message, metadata, options) = req.into_parts();
+        let request = rpc::Request {
+            service: service.to_string(),
+            endpoint: endpoint.to_string(),
+            content_type: codec.content_type().to_string(),
+            metadata,
+            body: codec.encode(&message)?,
+        };
+        let rsp = self.call_raw(request, options).await?;
+        let codec = match rsp.content_type.is_empty() {
+            true => codec,
+            false => self.parts.codecs.get(&rsp.content_type)?,
+        };
+        let mut out = Rsp::default();
+        codec.decode(&rsp.body, &mut out)?;
+        Ok(Response::from_parts(out, rsp.metadata))
+    }
+
+    /// An encoded unary call through the middleware stack.
+    pub async fn call_raw(
+        &self,
+        request: rpc::Request,
+        options: CallOptions,
+    ) -> Result<rpc::Response> {
+        self.service
+            .clone()
+            .oneshot(Call { request, options })
+            .await
+    }
+
+    /// Opens a stream for client-streaming or bidirectional endpoints. The request carries only
+    /// metadata and options.
+    pub async fn stream<Req, Rsp>(
+        &self,
+        service: &str,
+        endpoint: &str,
+        req: Request<()>,
+    ) -> Result<Stream<Req, Rsp>>
+    where
+        Req: Message,
+        Rsp: Message + Default,
+    {
+        let codec = self.codec()?;
+        let ((), metadata, options) = req.into_parts();
+        let request = rpc::Request {
+            service: service.to_string(),
+            endpoint: endpoint.to_string(),
+            content_type: codec.content_type().to_string(),
+            metadata,
+            body: Bytes::new(),
+        };
+        let (socket, stream_id) = open_stream(&self.parts, request, &options).await?;
+        Ok(Stream {
+            socket,
+            codec,
+            codecs: self.parts.codecs.clone(),
+            stream_id,
+            send_closed: false,
+            finished: false,
+            _types: PhantomData,
+        })
+    }
+
+    /// Opens a stream for a server-streaming endpoint: sends `req`, then reads the replies.
+    pub async fn server_stream<Req, Rsp>(
+        &self,
+        service: &str,
+        endpoint: &str,
+        req: Request<Req>,
+    ) -> Result<Stream<Req, Rsp>>
+    where
+        Req: Message,
+        Rsp: Message + Default,
+    {
+        let (message, metadata, options) = req.into_parts();
+        let mut opener = Request::new(());
+        *opener.metadata_mut() = metadata;
+        *opener.options_mut() = options;
+        let mut stream = self.stream(service, endpoint, opener).await?;
+        stream.send(&message).await?;
+        stream.close_send().await?;
+        Ok(stream)
+    }
+
+    /// Publishes an already-encoded message through the broker.
+    pub async fn publish_raw(&self, topic: &str, msg: BrokerMessage) -> Result<()> {
+        self.parts.broker.publish(topic, msg).await
+    }
+}
+
+#[async_trait::async_trait]
+impl micro_core::Client for Client {
+    async fn call(&self, req: rpc::Request, opts: &CallOptions) -> Result<rpc::Response> {
+        self.call_raw(req, opts.clone()).await
+    }
+
+    async fn stream(&self, req: rpc::Request, opts: &CallOptions) -> Result<Box<dyn Socket>> {
+        Ok(open_stream(&self.parts, req, opts).await?.0)
+    }
+
+    async fn publish(&self, topic: &str, msg: BrokerMessage) -> Result<()> {
+        self.publish_raw(topic, msg).await
+    }
+}
+
+/// The innermost call service: select, dial, send, receive, retry.
+#[derive(Clone)]
+struct Dispatch {
+    parts: Arc<Parts>,
+}
+
+impl Service<Call> for Dispatch {
+    type Response = rpc::Response;
+    type Error = Error;
+    type Future = BoxFuture<'static, Result<rpc::Response>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: Call) -> Self::Future {
+        let parts = self.parts.clone();
+        Box::pin(async move { dispatch(&parts, call).await })
+    }
+}
+
+async fn picker_for(parts: &Parts, service: &str, opts: &CallOptions) -> Result<Box<dyn Picker>> {
+    match &opts.address {
+        Some(addr) => Ok(Box::new(DirectPicker(addr.clone()))),
+        None => {
+            let select = SelectOptions {
+                filters: opts.filters.clone(),
+                strategy: None,
+            };
+            parts.selector.select(service, &select).await
+        }
+    }
+}
+
+fn target(req: &rpc::Request) -> String {
+    format!("{}.{}", req.service, req.endpoint)
+}
+
+async fn dispatch(parts: &Parts, call: Call) -> Result<rpc::Response> {
+    let Call { request, options } = call;
+    let timeout = options.timeout.unwrap_or(parts.opts.request_timeout);
+    let deadline = Instant::now() + timeout;
+    let retries = options.retries.unwrap_or(parts.opts.retries);
+    let mut picker = picker_for(parts, &request.service, &options).await?;
+    let mut attempt = 0;
+    loop {
+        let wait = backoff(attempt);
+        if Instant::now() + wait >= deadline {
+            return Err(deadline_error(&request, timeout));
+        }
+        tokio::time::sleep(wait).await;
+        let node = picker.pick()?;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let result =
+            tokio::time::timeout(remaining, attempt_once(parts, &node, &request, remaining)).await;
+        let err = match result {
+            Ok(Ok(rsp)) => {
+                parts
+                    .selector
+                    .mark(&request.service, &node, Outcome::Success);
+                return Ok(rsp);
+            }
+            Ok(Err(Failed::Answered(e))) => {
+                parts
+                    .selector
+                    .mark(&request.service, &node, Outcome::Success);
+                e
+            }
+            Ok(Err(Failed::Unreachable(e))) => {
+                parts
+                    .selector
+                    .mark(&request.service, &node, Outcome::Failure);
+                e
+            }
+            Err(_) => {
+                parts
+                    .selector
+                    .mark(&request.service, &node, Outcome::Success);
+                return Err(deadline_error(&request, timeout));
+            }
+        };
+        if !err.is_retryable() || attempt >= retries {
+            return Err(err);
+        }
+        tracing::debug!(target = %target(&request), node = %node.address, error = %err, attempt, "retrying");
+        attempt += 1;
+    }
+}
+
+fn deadline_error(req: &rpc::Request, timeout: Duration) -> Error {
+    Error::timeout(
+        "micro.client",
+        format!("call to {} timed out after {timeout:?}", target(req)),
+    )
+}
+
+/// Why one attempt failed: the node answered with an error, or could not be reached.
+enum Failed {
+    Answered(Error),
+    Unreachable(Error),
+}
+
+fn request_header(req: &rpc::Request, timeout: Option<Duration>) -> Metadata {
+    let mut h = req.metadata.clone();
+    h.insert(headers::ID, uuid::Uuid::new_v4().to_string());
+    h.insert(headers::SERVICE, req.service.clone());
+    h.insert(headers::ENDPOINT, req.endpoint.clone());
+    h.insert(headers::METHOD, req.endpoint.clone());
+    h.insert(headers::CONTENT_TYPE, req.content_type.clone());
+    h.insert(headers::ACCEPT, req.content_type.clone());
+    if let Some(t) = timeout {
+        h.insert(headers::TIMEOUT, t.as_nanos().to_string());
+    }
+    h
+}
+
+async fn attempt_once(
+    parts: &Parts,
+    node: &Node,
+    req: &rpc::Request,
+    remaining: Duration,
+) -> std::result::Result<rpc::Response, Failed> {
+    let dial = DialOptions {
+        stream: false,
+        connect_timeout: parts.opts.dial_timeout.min(remaining),
+    };
+    let mut socket = parts
+        .transport
+        .dial(&node.address, dial)
+        .await
+        .map_err(Failed::Unreachable)?;
+    let msg = TransportMessage {
+        header: request_header(req, Some(remaining)),
+        body: req.body.clone(),
+    };
+    socket.send(msg).await.map_err(Failed::Unreachable)?;
+    let reply = socket
+        .recv()
+        .await
+        .map_err(Failed::Unreachable)?
+        .ok_or_else(|| {
+            Failed::Unreachable(Error::internal(
+                "micro.client",
+                format!(
+                    "{} closed the connection without replying to {}",
+                    node.address,
+                    target(req)
+                ),
+            ))
+        })?;
+    if let Some(e) = headers::error_of(&reply.header) {
+        return Err(Failed::Answered(e));
+    }
+    Ok(rpc::Response {
+        content_type: headers::get(&reply.header, headers::CONTENT_TYPE)
+            .unwrap_or_default()
+            .to_string(),
+        metadata: headers::metadata_of(&reply.header),
+        body: reply.body,
+    })
+}
+
+async fn open_stream(
+    parts: &Parts,
+    req: rpc::Request,
+    opts: &CallOptions,
+) -> Result<(Box<dyn Socket>, String)> {
+    let mut picker = picker_for(parts, &req.service, opts).await?;
+    let retries = opts.retries.unwrap_or(parts.opts.retries);
+    let mut attempt = 0;
+    loop {
+        let node = picker.pick()?;
+        let dial = DialOptions {
+            stream: true,
+            connect_timeout: parts.opts.dial_timeout,
+        };
+        let stream_id = uuid::Uuid::new_v4().to_string();
+        let opened = async {
+            let mut socket = parts.transport.dial(&node.address, dial).await?;
+            let mut header = request_header(&req, None);
+            header.insert(headers::STREAM, stream_id.clone());
+            socket
+                .send(TransportMessage {
+                    header,
+                    body: Bytes::new(),
+                })
+                .await?;
+            Ok::<_, Error>(socket)
+        };
+        match opened.await {
+            Ok(socket) => {
+                parts.selector.mark(&req.service, &node, Outcome::Success);
+                return Ok((socket, stream_id));
+            }
+            Err(e) => {
+                parts.selector.mark(&req.service, &node, Outcome::Failure);
+                if attempt >= retries || !e.is_retryable() {
+                    return Err(e);
+                }
+                attempt += 1;
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+        }
+    }
+}
+
+/// The caller's side of a stream: send requests, then read replies.
+pub struct Stream<Req, Rsp> {
+    socket: Box<dyn Socket>,
+    codec: Arc<dyn Codec>,
+    codecs: Codecs,
+    stream_id: String,
+    send_closed: bool,
+    finished: bool,
+    _types: PhantomData<fn(Req) -> Rsp>,
+}
+
+impl<Req, Rsp> fmt::Debug for Stream<Req, Rsp> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stream")
+            .field("id", &self.stream_id)
+            .field("peer", &self.socket.remote_addr())
+            .finish()
+    }
+}
+
+impl<Req: Message, Rsp: Message + Default> Stream<Req, Rsp> {
+    /// Sends one message.
+    pub async fn send(&mut self, msg: &Req) -> Result<()> {
+        if self.send_closed {
+            return Err(Error::bad_request(
+                "micro.client",
+                "send on a stream whose sending side is closed",
+            ));
+        }
+        let body = self.codec.encode(msg)?;
+        let header = stream_header(&self.stream_id, self.codec.content_type(), None);
+        self.socket.send(TransportMessage { header, body }).await
+    }
+
+    /// Ends the sending side; the server's `recv` then returns `None`.
+    pub async fn close_send(&mut self) -> Result<()> {
+        if self.send_closed {
+            return Ok(());
+        }
+        self.send_closed = true;
+        let header = stream_header(
+            &self.stream_id,
+            self.codec.content_type(),
+            Some(headers::EOS),
+        );
+        self.socket
+            .send(TransportMessage {
+                header,
+                body: Bytes::new(),
+            })
+            .await?;
+        self.socket.close().await
+    }
+
+    /// The next reply; `None` once the server has ended the stream.
+    pub async fn recv(&mut self) -> Result<Option<Rsp>> {
+        if self.finished {
+            return Ok(None);
+        }
+        let msg = recv_stream_message(&mut *self.socket, &self.codecs).await;
+        match msg {
+            Ok(Some((codec, body))) => {
+                let mut out = Rsp::default();
+                codec.decode(&body, &mut out)?;
+                Ok(Some(out))
+            }
+            Ok(None) => {
+                self.finished = true;
+                Ok(None)
+            }
+            Err(e) => {
+                self.finished = true;
+                Err(e)
+            }
+        }
+    }
+}
+
+pub(crate) fn stream_header(id: &str, content_type: &str, error: Option<&str>) -> Metadata {
+    let mut h = Metadata::new();
+    h.insert(headers::STREAM, id);
+    h.insert(headers::CONTENT_TYPE, content_type);
+    if let Some(e) = error {
+        h.insert(headers::ERROR, e);
+    }
+    h
+}
+
+/// Reads the next data message of a stream: `None` on EOS, an error on a `Micro-Error` or when
+/// the peer went away without EOS.
+pub(crate) async fn recv_stream_message(
+    socket: &mut dyn Socket,
+    codecs: &Codecs,
+) -> Result<Option<(Arc<dyn Codec>, Bytes)>> {
+    match socket.recv().await? {
+        None => Err(Error::internal(
+            "micro.stream",
+            format!(
+                "{} ended the stream without an end-of-stream message",
+                socket.remote_addr()
+            ),
+        )),
+        Some(msg) if headers::is_eos(&msg.header) => Ok(None),
+        Some(msg) => {
+            if let Some(e) = headers::error_of(&msg.header) {
+                return Err(e);
+            }
+            let ct = headers::get(&msg.header, headers::CONTENT_TYPE).unwrap_or_default();
+            Ok(Some((codecs.get(ct)?, msg.body)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_follows_go_micro() {
+        assert_eq!(backoff(0), Duration::ZERO);
+        assert_eq!(backoff(1), Duration::from_millis(100));
+        let two = backoff(2).as_millis();
+        assert!((650..=660).contains(&two), "{two}");
+        assert_eq!(backoff(20), Duration::from_secs(120));
+    }
+}

@@ -1,0 +1,294 @@
+//! Handlers: a named group of endpoints (`Greeter.Hello`, ...), each a typed function.
+//! Generated code builds them; hand-written code can too.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use micro_core::registry::Endpoint;
+use micro_core::transport::{Message as TransportMessage, Socket};
+use micro_core::{rpc, Codec, Error, Message, Metadata, Result};
+
+use crate::client::{recv_stream_message, stream_header};
+use crate::codec::Codecs;
+use crate::headers;
+use crate::request::{Request, Response};
+use crate::BoxFuture;
+
+/// One decoded unary call as it reaches the handler path (and its tower layers).
+#[derive(Debug, Clone)]
+pub struct ServerCall {
+    /// The encoded request.
+    pub request: rpc::Request,
+    /// When the caller stops waiting.
+    pub deadline: Option<Instant>,
+    /// The codec of the request, which the reply uses too.
+    pub codec: Arc<dyn Codec>,
+}
+
+pub(crate) type UnaryFn =
+    Arc<dyn Fn(ServerCall) -> BoxFuture<'static, Result<rpc::Response>> + Send + Sync>;
+pub(crate) type StreamFn = Arc<dyn Fn(StreamStart) -> BoxFuture<'static, Result<()>> + Send + Sync>;
+
+pub(crate) type SharedSocket = Arc<tokio::sync::Mutex<Box<dyn Socket>>>;
+
+/// What a stream handler starts from.
+pub(crate) struct StreamStart {
+    pub(crate) socket: SharedSocket,
+    pub(crate) codec: Arc<dyn Codec>,
+    pub(crate) codecs: Codecs,
+    pub(crate) metadata: Metadata,
+    pub(crate) endpoint: String,
+    pub(crate) stream_id: String,
+}
+
+#[derive(Clone)]
+pub(crate) enum EndpointFn {
+    Unary(UnaryFn),
+    Stream(StreamFn),
+}
+
+/// A named group of endpoints, registered on a service.
+#[derive(Clone)]
+pub struct Handler {
+    name: String,
+    pub(crate) endpoints: Vec<(Endpoint, EndpointFn)>,
+}
+
+impl fmt::Debug for Handler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handler")
+            .field("name", &self.name)
+            .field(
+                "endpoints",
+                &self
+                    .endpoints
+                    .iter()
+                    .map(|(e, _)| &e.name)
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl Handler {
+    /// An empty handler for the type `name` (`Greeter`); endpoints are `<name>.<Method>`.
+    pub fn new(name: impl Into<String>) -> Self {
+        Handler {
+            name: name.into(),
+            endpoints: Vec::new(),
+        }
+    }
+
+    /// The handler's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The endpoints, as registered.
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        self.endpoints.iter().map(|(e, _)| e.clone()).collect()
+    }
+
+    fn endpoint<Req: Message + Default, Rsp: Message + Default>(
+        &self,
+        method: &str,
+        stream: bool,
+    ) -> Endpoint {
+        let mut metadata = BTreeMap::new();
+        if stream {
+            metadata.insert("stream".to_string(), "true".to_string());
+        }
+        Endpoint {
+            name: format!("{}.{method}", self.name),
+            request: Some(Req::describe()),
+            response: Some(Rsp::describe()),
+            metadata,
+        }
+    }
+
+    /// Adds a unary endpoint.
+    pub fn unary<Req, Rsp, F>(mut self, method: &str, f: F) -> Self
+    where
+        Req: Message + Default,
+        Rsp: Message + Default,
+        F: Fn(Request<Req>) -> BoxFuture<'static, Result<Response<Rsp>>> + Send + Sync + 'static,
+    {
+        let endpoint = self.endpoint::<Req, Rsp>(method, false);
+        let f = Arc::new(f);
+        let run: UnaryFn = Arc::new(move |call: ServerCall| {
+            let f = f.clone();
+            Box::pin(async move {
+                let mut message = Req::default();
+                call.codec.decode(&call.request.body, &mut message)?;
+                let req = Request::incoming(
+                    message,
+                    call.request.metadata,
+                    call.request.endpoint,
+                    call.deadline,
+                );
+                let (reply, metadata) = f(req).await?.into_parts();
+                Ok(rpc::Response {
+                    content_type: call.codec.content_type().to_string(),
+                    metadata,
+                    body: call.codec.encode(&reply)?,
+                })
+            })
+        });
+        self.endpoints.push((endpoint, EndpointFn::Unary(run)));
+        self
+    }
+
+    /// Adds a server-streaming endpoint: one request, many replies.
+    pub fn server_stream<Req, Rsp, F>(mut self, method: &str, f: F) -> Self
+    where
+        Req: Message + Default,
+        Rsp: Message + Default,
+        F: Fn(Request<Req>, ServerStream<Req, Rsp>) -> BoxFuture<'static, Result<()>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let endpoint = self.endpoint::<Req, Rsp>(method, true);
+        let f = Arc::new(f);
+        let run: StreamFn = Arc::new(move |start: StreamStart| {
+            let f = f.clone();
+            Box::pin(async move {
+                let mut stream = ServerStream::<Req, Rsp>::new(start);
+                let first = stream.recv().await?.ok_or_else(|| {
+                    Error::bad_request(
+                        stream.endpoint.clone(),
+                        "the stream ended before its request arrived",
+                    )
+                })?;
+                let req = Request::incoming(
+                    first,
+                    stream.metadata.clone(),
+                    stream.endpoint.clone(),
+                    None,
+                );
+                f(req, stream).await
+            })
+        });
+        self.endpoints.push((endpoint, EndpointFn::Stream(run)));
+        self
+    }
+
+    /// Adds a client-streaming or bidirectional endpoint.
+    pub fn stream<Req, Rsp, F>(mut self, method: &str, f: F) -> Self
+    where
+        Req: Message + Default,
+        Rsp: Message + Default,
+        F: Fn(ServerStream<Req, Rsp>) -> BoxFuture<'static, Result<()>> + Send + Sync + 'static,
+    {
+        let endpoint = self.endpoint::<Req, Rsp>(method, true);
+        let f = Arc::new(f);
+        let run: StreamFn = Arc::new(move |start: StreamStart| {
+            let f = f.clone();
+            Box::pin(async move { f(ServerStream::new(start)).await })
+        });
+        self.endpoints.push((endpoint, EndpointFn::Stream(run)));
+        self
+    }
+}
+
+/// The handler's side of a stream: receive requests, send replies. Returning from the handler
+/// ends the stream (with the handler's error, if any).
+pub struct ServerStream<Req, Rsp> {
+    socket: SharedSocket,
+    codec: Arc<dyn Codec>,
+    codecs: Codecs,
+    metadata: Metadata,
+    endpoint: String,
+    stream_id: String,
+    recv_done: bool,
+    _types: PhantomData<fn(Req) -> Rsp>,
+}
+
+impl<Req, Rsp> fmt::Debug for ServerStream<Req, Rsp> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerStream")
+            .field("endpoint", &self.endpoint)
+            .field("id", &self.stream_id)
+            .finish()
+    }
+}
+
+impl<Req: Message + Default, Rsp: Message> ServerStream<Req, Rsp> {
+    fn new(start: StreamStart) -> Self {
+        ServerStream {
+            socket: start.socket,
+            codec: start.codec,
+            codecs: start.codecs,
+            metadata: start.metadata,
+            endpoint: start.endpoint,
+            stream_id: start.stream_id,
+            recv_done: false,
+            _types: PhantomData,
+        }
+    }
+
+    /// The caller's metadata.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// The next request; `None` once the caller has closed its side.
+    pub async fn recv(&mut self) -> Result<Option<Req>> {
+        if self.recv_done {
+            return Ok(None);
+        }
+        let mut socket = self.socket.lock().await;
+        match recv_stream_message(&mut **socket, &self.codecs).await {
+            Ok(Some((codec, body))) => {
+                let mut out = Req::default();
+                codec.decode(&body, &mut out)?;
+                Ok(Some(out))
+            }
+            Ok(None) => {
+                self.recv_done = true;
+                Ok(None)
+            }
+            Err(e) => {
+                self.recv_done = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// Sends one reply.
+    pub async fn send(&mut self, msg: &Rsp) -> Result<()> {
+        let body = self.codec.encode(msg)?;
+        let header = stream_header(&self.stream_id, self.codec.content_type(), None);
+        self.socket
+            .lock()
+            .await
+            .send(TransportMessage { header, body })
+            .await
+    }
+}
+
+/// Ends a stream after its handler returned: EOS on success, the error otherwise.
+pub(crate) async fn finish_stream(
+    socket: &mut dyn Socket,
+    stream_id: &str,
+    content_type: &str,
+    result: Result<()>,
+) {
+    let marker = match result {
+        Ok(()) => headers::EOS.to_string(),
+        Err(e) => e.to_json(),
+    };
+    let header = stream_header(stream_id, content_type, Some(&marker));
+    let end = TransportMessage {
+        header,
+        body: Bytes::new(),
+    };
+    if let Err(e) = socket.send(end).await {
+        tracing::debug!(error = %e, "could not end the stream; the caller is gone");
+    }
+    let _ = socket.close().await;
+}

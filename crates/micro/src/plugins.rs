@@ -1,0 +1,235 @@
+//! The plugin table: every registry, broker and transport by the name `MICRO_*` settings use,
+//! and the cargo feature that compiles it in.
+//!
+//! Adding a plugin adds one line to the table below and one arm to the matching constructor.
+
+use std::sync::{Arc, OnceLock};
+
+use micro_core::{Broker, Error, Registry, Result, Transport};
+
+use crate::broker::MemoryBroker;
+use crate::registry::MemoryRegistry;
+
+/// What kind of plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `MICRO_REGISTRY`.
+    Registry,
+    /// `MICRO_BROKER`.
+    Broker,
+    /// `MICRO_TRANSPORT`.
+    Transport,
+}
+
+/// One known plugin: its kind, name, and the feature of `micro` that compiles it in (`None`
+/// when always there).
+#[derive(Debug, Clone, Copy)]
+pub struct Plugin {
+    /// Registry, broker or transport.
+    pub kind: Kind,
+    /// The name in `MICRO_*` settings.
+    pub name: &'static str,
+    /// The cargo feature of `micro` that enables it.
+    pub feature: Option<&'static str>,
+    /// Whether this build has it.
+    pub enabled: bool,
+}
+
+/// Every plugin Micro knows, compiled in or not.
+pub const PLUGINS: &[Plugin] = &[
+    Plugin {
+        kind: Kind::Registry,
+        name: "memory",
+        feature: None,
+        enabled: true,
+    },
+    Plugin {
+        kind: Kind::Registry,
+        name: "mdns",
+        feature: Some("mdns"),
+        enabled: cfg!(feature = "mdns"),
+    },
+    Plugin {
+        kind: Kind::Registry,
+        name: "etcd",
+        feature: Some("etcd"),
+        enabled: false,
+    },
+    Plugin {
+        kind: Kind::Registry,
+        name: "consul",
+        feature: Some("consul"),
+        enabled: false,
+    },
+    Plugin {
+        kind: Kind::Registry,
+        name: "kubernetes",
+        feature: Some("kubernetes"),
+        enabled: false,
+    },
+    Plugin {
+        kind: Kind::Broker,
+        name: "memory",
+        feature: None,
+        enabled: true,
+    },
+    Plugin {
+        kind: Kind::Broker,
+        name: "http",
+        feature: Some("http-broker"),
+        enabled: false,
+    },
+    Plugin {
+        kind: Kind::Broker,
+        name: "kafka",
+        feature: Some("kafka"),
+        enabled: false,
+    },
+    Plugin {
+        kind: Kind::Broker,
+        name: "rabbitmq",
+        feature: Some("rabbitmq"),
+        enabled: false,
+    },
+    Plugin {
+        kind: Kind::Broker,
+        name: "nats",
+        feature: Some("nats"),
+        enabled: false,
+    },
+    Plugin {
+        kind: Kind::Transport,
+        name: "http",
+        feature: Some("http"),
+        enabled: cfg!(feature = "http"),
+    },
+    Plugin {
+        kind: Kind::Transport,
+        name: "grpc",
+        feature: Some("grpc"),
+        enabled: false,
+    },
+];
+
+/// The default registry of this build: mdns when compiled in, else memory.
+pub fn default_registry() -> &'static str {
+    if cfg!(feature = "mdns") {
+        "mdns"
+    } else {
+        "memory"
+    }
+}
+
+/// The default broker of this build (memory until the http broker lands).
+pub fn default_broker() -> &'static str {
+    "memory"
+}
+
+/// The default transport of this build.
+pub fn default_transport() -> &'static str {
+    "http"
+}
+
+fn check(kind: Kind, name: &str) -> Result<()> {
+    let label = match kind {
+        Kind::Registry => "registry",
+        Kind::Broker => "broker",
+        Kind::Transport => "transport",
+    };
+    match PLUGINS.iter().find(|p| p.kind == kind && p.name == name) {
+        Some(p) if p.enabled => Ok(()),
+        Some(p) => Err(Error::bad_request(
+            "micro.plugins",
+            format!(
+                "{label} {name:?} is not compiled in: enable the cargo feature `{}` of the micro crate",
+                p.feature.unwrap_or(name)
+            ),
+        )),
+        None => {
+            let known: Vec<&str> = PLUGINS
+                .iter()
+                .filter(|p| p.kind == kind)
+                .map(|p| p.name)
+                .collect();
+            Err(Error::bad_request(
+                "micro.plugins",
+                format!("unknown {label} {name:?}; known: {}", known.join(", ")),
+            ))
+        }
+    }
+}
+
+/// The process-wide in-memory registry, shared by every service that picks `memory`.
+pub fn memory_registry() -> MemoryRegistry {
+    static SHARED: OnceLock<MemoryRegistry> = OnceLock::new();
+    SHARED.get_or_init(MemoryRegistry::new).clone()
+}
+
+/// The process-wide in-memory broker, shared by every service that picks `memory`.
+pub fn memory_broker() -> MemoryBroker {
+    static SHARED: OnceLock<MemoryBroker> = OnceLock::new();
+    SHARED.get_or_init(MemoryBroker::new).clone()
+}
+
+/// The registry called `name`, at `address` where it has one.
+pub fn registry(name: &str, address: Option<&str>) -> Result<Arc<dyn Registry>> {
+    check(Kind::Registry, name)?;
+    let _ = address;
+    match name {
+        #[cfg(feature = "mdns")]
+        "mdns" => Ok(Arc::new(micro_registry_mdns::MdnsRegistry::new(
+            micro_registry_mdns::MdnsOptions::from_env(),
+        )?)),
+        _ => Ok(Arc::new(memory_registry())),
+    }
+}
+
+/// The broker called `name`, at `address` where it has one.
+pub fn broker(name: &str, address: Option<&str>) -> Result<Arc<dyn Broker>> {
+    check(Kind::Broker, name)?;
+    let _ = address;
+    Ok(Arc::new(memory_broker()))
+}
+
+/// The transport called `name`.
+pub fn transport(name: &str) -> Result<Arc<dyn Transport>> {
+    check(Kind::Transport, name)?;
+    match name {
+        #[cfg(feature = "http")]
+        "http" => Ok(Arc::new(micro_transport_http::HttpTransport::new(
+            micro_transport_http::HttpOptions::from_env()?,
+        ))),
+        _ => Err(Error::internal(
+            "micro.plugins",
+            format!("transport {name:?} has no constructor"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_plugins_name_their_feature() {
+        let err = registry("etcd", None).expect_err("not compiled in");
+        assert!(err.detail.contains("feature `etcd`"), "{}", err.detail);
+        let err = broker("kafka", None).expect_err("not compiled in");
+        assert!(err.detail.contains("feature `kafka`"), "{}", err.detail);
+        let err = transport("grpc").expect_err("not compiled in");
+        assert!(err.detail.contains("feature `grpc`"), "{}", err.detail);
+    }
+
+    #[test]
+    fn unknown_plugins_list_the_known_ones() {
+        let err = registry("zookeeper", None).expect_err("unknown");
+        assert!(err.detail.contains("memory, mdns, etcd"), "{}", err.detail);
+    }
+
+    #[test]
+    fn memory_plugins_are_shared() {
+        let a = registry("memory", None).expect("memory");
+        assert_eq!(a.name(), "memory");
+        assert_eq!(broker("memory", None).expect("memory").name(), "memory");
+    }
+}

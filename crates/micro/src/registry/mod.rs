@@ -1,0 +1,6 @@
+//! Registries: the interface (re-exported from `micro-core`) and the in-memory registry.
+
+mod memory;
+
+pub use memory::MemoryRegistry;
+pub use micro_core::registry::*;

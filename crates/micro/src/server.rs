@@ -1,0 +1,561 @@
+//! The RPC server: serves handlers over a transport, keeps its service registered, and stops
+//! gracefully.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use micro_core::registry::{Endpoint, RegisterOptions};
+use micro_core::transport::{Listener, Message as TransportMessage, Socket};
+use micro_core::{rpc, Error, Metadata, Node, Registry, Result, Service, Transport};
+use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
+use tower::util::BoxCloneSyncService;
+use tower::{Service as TowerService, ServiceExt};
+
+use crate::codec::Codecs;
+use crate::handler::{finish_stream, EndpointFn, Handler, ServerCall, StreamStart};
+use crate::headers;
+use crate::BoxFuture;
+
+/// The handler path as a tower service; layers wrap it.
+pub type HandlerService = BoxCloneSyncService<ServerCall, rpc::Response, Error>;
+
+/// Server settings (Go Micro's flag names in brackets).
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// The service name (`server_name`).
+    pub name: String,
+    /// The service version, `latest` by default.
+    pub version: String,
+    /// Service metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// The node id, `<name>-<uuid>`.
+    pub id: String,
+    /// Where to listen (`server_address`), `127.0.0.1:0` by default.
+    pub address: String,
+    /// The address to register instead of the bound one (`server_advertise`).
+    pub advertise: Option<String>,
+    /// How long a registration lives (`register_ttl`, default 90 s).
+    pub register_ttl: Duration,
+    /// How often the registration is renewed (`register_interval`, default 30 s).
+    pub register_interval: Duration,
+    /// How long a stop waits for calls in flight.
+    pub drain_wait: Duration,
+}
+
+impl ServerOptions {
+    /// Defaults for a service called `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        let name = name.into();
+        ServerOptions {
+            id: format!("{name}-{}", uuid::Uuid::new_v4()),
+            name,
+            version: "latest".into(),
+            metadata: BTreeMap::new(),
+            address: "127.0.0.1:0".into(),
+            advertise: None,
+            register_ttl: Duration::from_secs(90),
+            register_interval: Duration::from_secs(30),
+            drain_wait: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The RPC server of a service.
+#[derive(Clone)]
+pub struct Server {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    opts: ServerOptions,
+    registry: Arc<dyn Registry>,
+    transport: Arc<dyn Transport>,
+    node_metadata: BTreeMap<String, String>,
+    codecs: Codecs,
+    routes: Arc<HashMap<String, EndpointFn>>,
+    endpoints: Vec<Endpoint>,
+    service: HandlerService,
+    running: Mutex<Option<Running>>,
+    calls: TaskTracker,
+}
+
+struct Running {
+    listener: Arc<dyn Listener>,
+    record: Service,
+    accept: JoinHandle<()>,
+    renew: JoinHandle<()>,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("name", &self.inner.opts.name)
+            .field("id", &self.inner.opts.id)
+            .field("address", &rpc::Server::address(self))
+            .finish()
+    }
+}
+
+/// Everything a [`Server`] is built from.
+pub(crate) struct ServerParts {
+    pub(crate) opts: ServerOptions,
+    pub(crate) registry: Arc<dyn Registry>,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) broker_name: String,
+    pub(crate) codecs: Codecs,
+    pub(crate) handlers: Vec<Handler>,
+    pub(crate) extra_endpoints: Vec<Endpoint>,
+}
+
+impl Server {
+    pub(crate) fn new(
+        parts: ServerParts,
+        wrap: impl FnOnce(HandlerService) -> HandlerService,
+    ) -> Self {
+        let mut routes = HashMap::new();
+        let mut endpoints = Vec::new();
+        for h in parts.handlers {
+            for (endpoint, f) in h.endpoints {
+                routes.insert(endpoint.name.clone(), f);
+                endpoints.push(endpoint);
+            }
+        }
+        endpoints.extend(parts.extra_endpoints);
+        let routes = Arc::new(routes);
+        let service = wrap(HandlerService::new(Route {
+            routes: routes.clone(),
+            service: parts.opts.name.clone(),
+        }));
+        let node_metadata = [
+            ("broker", parts.broker_name.as_str()),
+            ("registry", parts.registry.name()),
+            ("server", "mucp"),
+            ("transport", parts.transport.name()),
+            ("protocol", "mucp"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        Server {
+            inner: Arc::new(Inner {
+                opts: parts.opts,
+                registry: parts.registry,
+                transport: parts.transport,
+                node_metadata,
+                codecs: parts.codecs,
+                routes,
+                endpoints,
+                service,
+                running: Mutex::new(None),
+                calls: TaskTracker::new(),
+            }),
+        }
+    }
+
+    fn running(&self) -> MutexGuard<'_, Option<Running>> {
+        self.inner
+            .running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The server's settings.
+    pub fn options(&self) -> &ServerOptions {
+        &self.inner.opts
+    }
+
+    /// The service as registered (with this node), once started.
+    pub fn registration(&self) -> Option<Service> {
+        self.running().as_ref().map(|r| r.record.clone())
+    }
+
+    fn record(&self, address: String) -> Service {
+        let o = &self.inner.opts;
+        Service {
+            name: o.name.clone(),
+            version: o.version.clone(),
+            metadata: o.metadata.clone(),
+            endpoints: self.inner.endpoints.clone(),
+            nodes: vec![Node {
+                id: o.id.clone(),
+                address,
+                metadata: self.inner.node_metadata.clone(),
+            }],
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl rpc::Server for Server {
+    async fn start(&self) -> Result<()> {
+        if self.running().is_some() {
+            return Ok(());
+        }
+        let o = &self.inner.opts;
+        let listener: Arc<dyn Listener> = self
+            .inner
+            .transport
+            .listen(&o.address)
+            .await
+            .map_err(|e| {
+                Error::internal(
+                    "micro.server",
+                    format!("{}: cannot listen on {}: {}", o.name, o.address, e.detail),
+                )
+            })?
+            .into();
+        let address = advertised(o.advertise.as_deref(), &listener.local_addr());
+        let record = self.record(address.clone());
+        let registry = self.inner.registry.clone();
+        let opts = RegisterOptions {
+            ttl: o.register_ttl,
+        };
+        if let Err(e) = registry.register(&record, opts).await {
+            tracing::error!(
+                service = %o.name, registry = registry.name(), error = %e,
+                "cannot register; serving anyway and retrying"
+            );
+        }
+        let renew = tokio::spawn(renew_loop(
+            registry,
+            record.clone(),
+            opts,
+            o.register_interval,
+        ));
+        let accept = tokio::spawn(accept_loop(self.inner.clone(), listener.clone()));
+        tracing::info!(service = %o.name, id = %o.id, %address, transport = self.inner.transport.name(), "serving");
+        *self.running() = Some(Running {
+            listener,
+            record,
+            accept,
+            renew,
+        });
+        Ok(())
+    }
+
+    async fn stop(&self) -> Result<()> {
+        let Some(running) = self.running().take() else {
+            return Ok(());
+        };
+        let o = &self.inner.opts;
+        running.renew.abort();
+        // Deregister first, so that callers stop choosing this node while it drains.
+        if let Err(e) = self.inner.registry.deregister(&running.record).await {
+            tracing::warn!(service = %o.name, error = %e, "cannot deregister");
+        }
+        self.inner.calls.close();
+        let drain = async {
+            tokio::join!(running.listener.shutdown(), self.inner.calls.wait());
+        };
+        if tokio::time::timeout(o.drain_wait, drain).await.is_err() {
+            tracing::warn!(
+                service = %o.name, in_flight = self.inner.calls.len(),
+                "calls still running after the drain wait of {:?}; closing", o.drain_wait
+            );
+        }
+        running.accept.abort();
+        self.inner.calls.reopen();
+        tracing::info!(service = %o.name, id = %o.id, "stopped");
+        Ok(())
+    }
+
+    fn address(&self) -> Option<String> {
+        self.running()
+            .as_ref()
+            .and_then(|r| r.record.nodes.first().map(|n| n.address.clone()))
+    }
+}
+
+/// The address to register: the advertised one, else the bound one with an unspecified host
+/// replaced by this machine's first private address (loopback when there is none).
+fn advertised(advertise: Option<&str>, bound: &str) -> String {
+    if let Some(a) = advertise {
+        return a.to_string();
+    }
+    let Ok(addr) = bound.parse::<SocketAddr>() else {
+        return bound.to_string();
+    };
+    if !addr.ip().is_unspecified() {
+        return bound.to_string();
+    }
+    let ip = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| i.ip())
+        .find(|ip| matches!(ip, IpAddr::V4(v4) if v4.is_private()))
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    SocketAddr::new(ip, addr.port()).to_string()
+}
+
+async fn renew_loop(
+    registry: Arc<dyn Registry>,
+    record: Service,
+    opts: RegisterOptions,
+    interval: Duration,
+) {
+    let mut failures: u32 = 0;
+    loop {
+        let wait = if failures == 0 {
+            interval
+        } else {
+            // Retry sooner while the registry is away, growing up to the interval.
+            interval.min(Duration::from_millis(250) * failures.min(40))
+        };
+        tokio::time::sleep(wait).await;
+        match registry.register(&record, opts).await {
+            Ok(()) => {
+                if failures > 0 {
+                    tracing::info!(service = %record.name, "registered again");
+                }
+                failures = 0;
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                tracing::warn!(service = %record.name, registry = registry.name(), error = %e, "cannot renew the registration");
+            }
+        }
+    }
+}
+
+async fn accept_loop(inner: Arc<Inner>, listener: Arc<dyn Listener>) {
+    loop {
+        match listener.accept().await {
+            Ok(Some(socket)) => {
+                let inner = inner.clone();
+                inner.calls.clone().spawn(serve_socket(inner, socket));
+            }
+            Ok(None) => return,
+            Err(e) => {
+                // Running out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn serve_socket(inner: Arc<Inner>, mut socket: Box<dyn Socket>) {
+    let first = match socket.recv().await {
+        Ok(Some(m)) => m,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::debug!(peer = %socket.remote_addr(), error = %e, "bad request from peer");
+            return;
+        }
+    };
+    if headers::get(&first.header, headers::STREAM).is_some() {
+        serve_stream(&inner, socket, first).await;
+        return;
+    }
+    let reply = serve_unary(&inner, first).await;
+    if let Err(e) = socket.send(reply).await {
+        tracing::debug!(peer = %socket.remote_addr(), error = %e, "could not reply");
+    }
+}
+
+fn endpoint_of(header: &Metadata) -> Option<String> {
+    headers::get(header, headers::ENDPOINT)
+        .or_else(|| headers::get(header, headers::METHOD))
+        .map(str::to_string)
+}
+
+fn deadline_of(header: &Metadata) -> Result<Option<Instant>> {
+    match headers::get(header, headers::TIMEOUT) {
+        None => Ok(None),
+        Some(ns) => {
+            let ns: u64 = ns.trim().parse().map_err(|_| {
+                Error::bad_request(
+                    "micro.server",
+                    format!("Timeout header {ns:?} is not a number of nanoseconds"),
+                )
+            })?;
+            Ok(Some(Instant::now() + Duration::from_nanos(ns)))
+        }
+    }
+}
+
+async fn serve_unary(inner: &Inner, msg: TransportMessage) -> TransportMessage {
+    let endpoint = endpoint_of(&msg.header);
+    let mut header = Metadata::new();
+    for name in [
+        headers::ID,
+        headers::SERVICE,
+        headers::ENDPOINT,
+        headers::METHOD,
+    ] {
+        if let Some(v) = headers::get(&msg.header, name) {
+            header.insert(name, v);
+        }
+    }
+    let result = call_unary(inner, endpoint.as_deref(), msg).await;
+    match result {
+        Ok(rsp) => {
+            header.extend_from(&rsp.metadata);
+            header.insert(headers::CONTENT_TYPE, rsp.content_type);
+            TransportMessage {
+                header,
+                body: rsp.body,
+            }
+        }
+        Err(mut e) => {
+            if e.id.is_empty() {
+                e.id = format!("{}.{}", inner.opts.name, endpoint.unwrap_or_default());
+            }
+            header.insert(headers::ERROR, e.to_json());
+            TransportMessage {
+                header,
+                body: Default::default(),
+            }
+        }
+    }
+}
+
+async fn call_unary(
+    inner: &Inner,
+    endpoint: Option<&str>,
+    msg: TransportMessage,
+) -> Result<rpc::Response> {
+    let name = &inner.opts.name;
+    let endpoint = endpoint.ok_or_else(|| {
+        Error::bad_request(
+            name.clone(),
+            "the request names no endpoint: set the Micro-Endpoint header (e.g. Greeter.Hello)",
+        )
+    })?;
+    let content_type = headers::get(&msg.header, headers::CONTENT_TYPE).unwrap_or_default();
+    let codec = inner.codecs.get(content_type)?;
+    let deadline = deadline_of(&msg.header)?;
+    let call = ServerCall {
+        request: rpc::Request {
+            service: headers::get(&msg.header, headers::SERVICE)
+                .unwrap_or(name)
+                .to_string(),
+            endpoint: endpoint.to_string(),
+            content_type: codec.content_type().to_string(),
+            metadata: headers::metadata_of(&msg.header),
+            body: msg.body,
+        },
+        deadline,
+        codec,
+    };
+    let fut = inner.service.clone().oneshot(call);
+    match deadline {
+        None => fut.await,
+        Some(d) => tokio::time::timeout_at(d.into(), fut)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::timeout(
+                    format!("{name}.{endpoint}"),
+                    "the handler did not finish within the caller's timeout",
+                ))
+            }),
+    }
+}
+
+/// The innermost handler service: routes a call to its endpoint.
+#[derive(Clone)]
+struct Route {
+    routes: Arc<HashMap<String, EndpointFn>>,
+    service: String,
+}
+
+impl TowerService<ServerCall> for Route {
+    type Response = rpc::Response;
+    type Error = Error;
+    type Future = BoxFuture<'static, Result<rpc::Response>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: ServerCall) -> Self::Future {
+        let endpoint = call.request.endpoint.clone();
+        match self.routes.get(&endpoint) {
+            Some(EndpointFn::Unary(f)) => f(call),
+            Some(EndpointFn::Stream(_)) => {
+                let e = Error::bad_request(
+                    format!("{}.{endpoint}", self.service),
+                    format!("{endpoint} is a streaming endpoint: open a stream to call it"),
+                );
+                Box::pin(async move { Err(e) })
+            }
+            None => {
+                let e = Error::not_found(
+                    format!("{}.{endpoint}", self.service),
+                    format!("service {} has no endpoint {endpoint}", self.service),
+                );
+                Box::pin(async move { Err(e) })
+            }
+        }
+    }
+}
+
+async fn serve_stream(inner: &Inner, mut socket: Box<dyn Socket>, first: TransportMessage) {
+    let stream_id = headers::get(&first.header, headers::STREAM)
+        .unwrap_or_default()
+        .to_string();
+    let endpoint = endpoint_of(&first.header).unwrap_or_default();
+    let content_type = headers::get(&first.header, headers::CONTENT_TYPE).unwrap_or_default();
+    let id = format!("{}.{endpoint}", inner.opts.name);
+    let codec = match inner.codecs.get(content_type) {
+        Ok(c) => c,
+        Err(e) => {
+            finish_stream(&mut *socket, &stream_id, content_type, Err(e)).await;
+            return;
+        }
+    };
+    let f = match inner.routes.get(&endpoint) {
+        Some(EndpointFn::Stream(f)) => f.clone(),
+        Some(EndpointFn::Unary(_)) => {
+            let e = Error::bad_request(id, format!("{endpoint} is a unary endpoint, not a stream"));
+            finish_stream(&mut *socket, &stream_id, codec.content_type(), Err(e)).await;
+            return;
+        }
+        None => {
+            let e = Error::not_found(
+                id,
+                format!("service {} has no endpoint {endpoint}", inner.opts.name),
+            );
+            finish_stream(&mut *socket, &stream_id, codec.content_type(), Err(e)).await;
+            return;
+        }
+    };
+    let shared = Arc::new(tokio::sync::Mutex::new(socket));
+    let start = StreamStart {
+        socket: shared.clone(),
+        codec: codec.clone(),
+        codecs: inner.codecs.clone(),
+        metadata: headers::metadata_of(&first.header),
+        endpoint,
+        stream_id: stream_id.clone(),
+    };
+    let result = f(start).await.map_err(|mut e| {
+        if e.id.is_empty() {
+            e.id = id;
+        }
+        e
+    });
+    let mut socket = shared.lock().await;
+    finish_stream(&mut **socket, &stream_id, codec.content_type(), result).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advertises_what_was_asked_or_a_concrete_address() {
+        assert_eq!(advertised(Some("10.0.0.5:80"), "0.0.0.0:80"), "10.0.0.5:80");
+        assert_eq!(advertised(None, "127.0.0.1:8080"), "127.0.0.1:8080");
+        let a: SocketAddr = advertised(None, "0.0.0.0:8080")
+            .parse()
+            .expect("socket address");
+        assert!(!a.ip().is_unspecified());
+        assert_eq!(a.port(), 8080);
+    }
+}
