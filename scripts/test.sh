@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Runs the whole test suite the way CI does: prepares what the tests need on this machine,
+# then formatting, lints, every test, and the quickstart example.
+#
+#   scripts/test.sh            # everything
+#   scripts/test.sh --quick    # skip fmt and clippy
+#
+# Tests that need a backend fail (never skip) because MICRO_TEST_REQUIRE_SERVICES=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+
+export MICRO_TEST_REQUIRE_SERVICES=1
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# Keep every test's mDNS on loopback, whatever the caller's environment says.
+unset MICRO_MDNS_INTERFACE MICRO_REGISTRY MICRO_REGISTRY_ADDRESS MICRO_BROKER MICRO_BROKER_ADDRESS MICRO_TRANSPORT MICRO_SERVER_ADDRESS
+
+log() { printf '\n== %s\n' "$*"; }
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+        echo "need root for: $*" >&2
+        return 1
+    fi
+}
+
+apt_updated=0
+need_pkg() { # need_pkg COMMAND PACKAGE
+    command -v "$1" >/dev/null && return 0
+    if [ "$apt_updated" = 0 ]; then as_root apt-get update -qq; apt_updated=1; fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+}
+
+log "loopback multicast for mDNS (this machine never sends multicast anywhere else)"
+need_pkg ip iproute2
+as_root ip link set lo multicast on
+as_root ip route replace 224.0.0.0/4 dev lo table local 2>/dev/null ||
+    as_root ip route replace 224.0.0.0/4 dev lo
+ip -o link show lo
+
+if [ "$quick" = 0 ]; then
+    log "cargo fmt --check"
+    cargo fmt --all -- --check
+    log "cargo clippy"
+    cargo clippy --workspace --all-targets -- -D warnings
+fi
+
+log "cargo test"
+cargo test --workspace --no-fail-fast 2>&1 | tee /tmp/micro-test.log
+grep -E '^test result:' /tmp/micro-test.log | awk '
+    { passed += $4; failed += $6 }
+    END { printf "\nsuite: %d passed, %d failed\n", passed, failed }'
+
+log "quickstart example"
+cargo run -q -p greeter --bin quickstart
