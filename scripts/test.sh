@@ -40,6 +40,12 @@ as_root ip route replace 224.0.0.0/4 dev lo table local 2>/dev/null ||
     as_root ip route replace 224.0.0.0/4 dev lo
 ip -o link show lo
 
+log "micro-core stays thin (no networking stack or backend client)"
+if cargo tree -p micro-core -e normal --prefix none | grep -Ei '^(hyper|h2|tonic|mio|tokio|etcd-client|rdkafka|lapin|async-nats|kube) '; then
+    echo "micro-core must not depend on the crates above" >&2
+    exit 1
+fi
+
 if [ "$quick" = 0 ]; then
     log "cargo fmt --check"
     cargo fmt --all -- --check
