@@ -1,1 +1,220 @@
-//! Placeholder.
+//! The default transport of Micro for Rust: Go Micro's `http` transport, on hyper.
+//!
+//! [`HttpTransport`] (plugin name `http`) carries the RPC messages of Go Micro's default protocol
+//! ("mucp"), so Rust and Go Micro services call each other in both directions. It needs no
+//! infrastructure: the server side is a [`HttpListener`] on a TCP port.
+//!
+//! # Wire format
+//!
+//! **Unary exchanges** are one HTTP/1.1 `POST /` each, on keep-alive connections that the
+//! client pools per address. The message header becomes the HTTP headers and the body is the
+//! body; the reply is a `200` whose headers are the reply's header (`Content-Type`,
+//! `Micro-*`, ...). A Go Micro client sends, for example:
+//!
+//! ```text
+//! POST / HTTP/1.1
+//! Host: 127.0.0.1:8080
+//! User-Agent: Go-http-client/1.1
+//! Content-Length: 15
+//! Accept: application/json
+//! Content-Type: application/json
+//! Micro-Endpoint: Greeter.Hello
+//! Micro-Id: 0
+//! Micro-Method: Greeter.Hello
+//! Micro-Service: greeter
+//! Timeout: 5000000000
+//!
+//! {"name":"John"}
+//! ```
+//!
+//! and the server hands the handler a message with every header except the ones that describe
+//! the HTTP connection (`Host`, `Content-Length`, `Connection`, `Transfer-Encoding`,
+//! `User-Agent`, ...), names in Go's canonical form (`Micro-Endpoint`). The server also
+//! accepts HTTP/2 with prior knowledge (h2c) on the same port.
+//!
+//! Errors the transport raises itself (a body over the limit, a request nobody answered, a
+//! server shutting down) come back the way Go Micro expects them: status `200` with the error
+//! JSON in `Micro-Error`. The client's [`Socket::recv`] returns such replies as messages, like
+//! any handler error; a reply with another status and no `Micro-Error` becomes an
+//! [`Error`](micro_core::Error) with that status as code and the body text as detail.
+//!
+//! **Streams** (`DialOptions { stream: true, .. }`) get a connection of their own, speaking
+//! HTTP/2 with prior knowledge. One `POST /` carries the stream: its request body holds the
+//! client's messages and its response body the server's, both open at once (full duplex).
+//! The request head copies the first message's header and always includes `Micro-Stream`, which
+//! is how the server tells a stream from a unary exchange. Each message in either body is one
+//! frame:
+//!
+//! ```text
+//! [u32 big-endian header length][header: JSON object of string to string]
+//! [u32 big-endian body length][body]
+//! ```
+//!
+//! A side ends its sending by ending its body (`close`), which the peer's `recv` sees as `None`.
+//! Go Micro's own HTTP/1 streams (which take over the connection) are not reproduced: an HTTP/1
+//! request with `Micro-Stream` is refused with a `501` in `Micro-Error`.
+//!
+//! # Limits
+//!
+//! [`HttpOptions`] holds them, each also read by [`HttpOptions::from_env`]:
+//!
+//! | option | env | default |
+//! |---|---|---|
+//! | `max_header_bytes`: request/response head, stream frame header | `MICRO_HTTP_MAX_HEADER_BYTES` | 64 KiB |
+//! | `max_body_bytes`: unary body, stream frame body | `MICRO_HTTP_MAX_BODY` | 4 MiB |
+//! | `idle_timeout`: connection without requests; a request head must arrive within it too | `MICRO_HTTP_IDLE_TIMEOUT` | 90 s |
+//! | `body_read_timeout`: unary body, or the rest of a started stream frame | `MICRO_HTTP_BODY_TIMEOUT` | 30 s |
+//! | `pool_max_idle_per_host`: pooled idle connections per address | `MICRO_HTTP_POOL_MAX_IDLE` | 32 |
+//! | `pool_idle_timeout`: how long the client keeps one | `MICRO_HTTP_POOL_IDLE_TIMEOUT` | 60 s |
+//!
+//! A unary request body over the limit is answered by the transport itself with a `413` in
+//! `Micro-Error`; the server reads and discards the rest of it (up to
+//! [`HttpOptions::drain_limit`]) so the keep-alive connection goes on serving, and closes the
+//! connection when there is more. A body slower than its timeout gets a `408` and the
+//! connection is closed. An oversized or malformed stream frame fails that stream's `recv`.
+//! HTTP/2 connections are pinged every 30 s and dropped when a ping goes unanswered for 20 s.
+//!
+//! TLS is not supported yet.
+//!
+//! # Example
+//!
+//! ```
+//! use micro_core::transport::{DialOptions, Message, Transport};
+//! use micro_transport_http::HttpTransport;
+//!
+//! # #[tokio::main] async fn main() -> micro_core::Result<()> {
+//! let transport = HttpTransport::default();
+//! let listener = transport.listen("127.0.0.1:0").await?;
+//! let addr = listener.local_addr();
+//!
+//! // The server: answer each request with its own body.
+//! tokio::spawn(async move {
+//!     while let Ok(Some(mut socket)) = listener.accept().await {
+//!         if let Ok(Some(request)) = socket.recv().await {
+//!             let _ = socket.send(Message { header: Default::default(), body: request.body }).await;
+//!         }
+//!     }
+//! });
+//!
+//! // The client: one exchange.
+//! let mut socket = transport.dial(&addr, DialOptions::default()).await?;
+//! let mut request = Message::default();
+//! request.header.insert("Micro-Endpoint", "Echo.Call");
+//! request.body = "hello".into();
+//! socket.send(request).await?;
+//! let reply = socket.recv().await?.expect("a reply");
+//! assert_eq!(reply.body, "hello");
+//! # Ok(()) }
+//! ```
+
+mod body;
+mod client;
+mod frame;
+mod headers;
+mod options;
+mod server;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use micro_core::transport::{DialOptions, Listener, Socket, Transport};
+use micro_core::Result;
+
+pub use options::HttpOptions;
+pub use server::HttpListener;
+
+use client::{pool_client, uri_for, PoolClient, StreamClientSocket, UnaryClientSocket};
+
+/// The `id` of every error this transport raises.
+const ID: &str = "micro.transport.http";
+
+/// How often an HTTP/2 connection is pinged, and how long the answer may take.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How many frames a stream buffers on its way out before `send` waits.
+const STREAM_BUFFER: usize = 16;
+
+/// The `http` transport: unary exchanges over pooled HTTP/1.1, streams over h2c.
+///
+/// Cloning is cheap and clones share the connection pool.
+#[derive(Clone)]
+pub struct HttpTransport {
+    opts: Arc<HttpOptions>,
+    pool: PoolClient,
+}
+
+impl Default for HttpTransport {
+    fn default() -> Self {
+        HttpTransport::new(HttpOptions::default())
+    }
+}
+
+impl std::fmt::Debug for HttpTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpTransport")
+            .field("options", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpTransport {
+    /// A transport with the given limits.
+    pub fn new(opts: HttpOptions) -> Self {
+        HttpTransport {
+            pool: pool_client(&opts),
+            opts: Arc::new(opts),
+        }
+    }
+
+    /// The limits this transport applies.
+    pub fn options(&self) -> &HttpOptions {
+        &self.opts
+    }
+
+    /// Like [`Transport::listen`], but returns the concrete listener.
+    pub async fn bind(&self, addr: &str) -> Result<HttpListener> {
+        HttpListener::bind(addr, HttpOptions::clone(&self.opts)).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Transport for HttpTransport {
+    fn name(&self) -> &str {
+        "http"
+    }
+
+    async fn dial(&self, addr: &str, opts: DialOptions) -> Result<Box<dyn Socket>> {
+        let uri = uri_for(addr)?;
+        let options = self.opts.clone();
+        if opts.stream {
+            let socket =
+                StreamClientSocket::connect(addr, uri, options, opts.connect_timeout).await?;
+            return Ok(Box::new(socket));
+        }
+        Ok(Box::new(UnaryClientSocket::new(
+            self.pool.clone(),
+            uri,
+            addr,
+            opts.connect_timeout,
+            options,
+        )))
+    }
+
+    async fn listen(&self, addr: &str) -> Result<Box<dyn Listener>> {
+        Ok(Box::new(self.bind(addr).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_outside_a_runtime() {
+        // Plugins are often constructed from configuration before the runtime starts.
+        let transport = HttpTransport::default();
+        assert_eq!(transport.name(), "http");
+        assert_eq!(transport.options(), &HttpOptions::default());
+    }
+}

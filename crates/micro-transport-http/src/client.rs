@@ -1,0 +1,467 @@
+//! The client side: unary exchanges on pooled HTTP/1.1 connections, streams on their own h2c
+//! connection.
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::client::conn::http2;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use micro_core::transport::{DialOptions, Message, Socket};
+use micro_core::{Error, Metadata, Result};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{timeout, Instant};
+
+use crate::body::{read_to_limit, ChannelBody, ReadError};
+use crate::frame::{self, FrameReader};
+use crate::headers::{is_stream, micro_error, to_header_map, to_metadata};
+use crate::{HttpOptions, ID, KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT, STREAM_BUFFER};
+
+/// hyper's HTTP/1 read buffer may not be smaller than this.
+const MIN_H1_BUF: usize = 8192;
+
+/// The pooled HTTP/1.1 client for unary exchanges.
+pub(crate) type PoolClient = Client<TimedConnector, Full<Bytes>>;
+
+/// The pooling client shared by every unary socket of a transport.
+pub(crate) fn pool_client(opts: &HttpOptions) -> PoolClient {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(opts.pool_idle_timeout)
+        .pool_max_idle_per_host(opts.pool_max_idle_per_host)
+        .http1_max_buf_size(opts.max_header_bytes.max(MIN_H1_BUF))
+        .http1_title_case_headers(true)
+        .build(TimedConnector { http })
+}
+
+tokio::task_local! {
+    /// The connect timeout of the dial whose request is on its way, for [`TimedConnector`].
+    static CONNECT_TIMEOUT: Duration;
+}
+
+/// hyper-util's connector with the connect timeout of each dial rather than one per pool.
+///
+/// hyper-util calls the connector from the task that sends the request, where the dial's
+/// timeout is in scope; should that ever change, the default of `DialOptions` applies.
+#[derive(Clone)]
+pub(crate) struct TimedConnector {
+    http: HttpConnector,
+}
+
+impl tower_service::Service<Uri> for TimedConnector {
+    type Response = TokioIo<TcpStream>;
+    type Error = Box<dyn StdError + Send + Sync>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        tower_service::Service::poll_ready(&mut self.http, cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, dst: Uri) -> Self::Future {
+        let limit = CONNECT_TIMEOUT
+            .try_with(|limit| *limit)
+            .unwrap_or(DialOptions::default().connect_timeout);
+        let connecting = tower_service::Service::call(&mut self.http, dst);
+        Box::pin(async move {
+            match timeout(limit, connecting).await {
+                Ok(connected) => connected.map_err(Into::into),
+                Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out").into()),
+            }
+        })
+    }
+}
+
+/// `http://<addr>/`, the URI of every request to `addr`.
+pub(crate) fn uri_for(addr: &str) -> Result<Uri> {
+    format!("http://{addr}/").parse().map_err(|_| {
+        Error::bad_request(
+            ID,
+            format!("{addr:?} is not an address to dial: expected host:port"),
+        )
+    })
+}
+
+/// The client end of one unary exchange: `send` posts the request, `recv` returns the reply.
+pub(crate) struct UnaryClientSocket {
+    client: PoolClient,
+    uri: Uri,
+    addr: String,
+    connect_timeout: Duration,
+    opts: Arc<HttpOptions>,
+    state: Unary,
+}
+
+enum Unary {
+    Ready,
+    Replied(Response<Incoming>),
+    Done,
+}
+
+impl UnaryClientSocket {
+    pub(crate) fn new(
+        client: PoolClient,
+        uri: Uri,
+        addr: &str,
+        connect_timeout: Duration,
+        opts: Arc<HttpOptions>,
+    ) -> Self {
+        UnaryClientSocket {
+            client,
+            uri,
+            addr: addr.to_string(),
+            connect_timeout,
+            opts,
+            state: Unary::Ready,
+        }
+    }
+}
+
+impl std::fmt::Debug for UnaryClientSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnaryClientSocket")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl Socket for UnaryClientSocket {
+    async fn send(&mut self, msg: Message) -> Result<()> {
+        if !matches!(self.state, Unary::Ready) {
+            return Err(Error::internal(
+                ID,
+                format!(
+                    "the request to {} was sent already: a unary socket carries one exchange",
+                    self.addr
+                ),
+            ));
+        }
+        if msg.body.len() > self.opts.max_body_bytes {
+            return Err(Error::payload_too_large(
+                ID,
+                format!(
+                    "request body of {} bytes exceeds the limit of {} bytes",
+                    msg.body.len(),
+                    self.opts.max_body_bytes
+                ),
+            ));
+        }
+        let mut req = Request::new(Full::new(msg.body));
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = to_header_map(&msg.header, "request")?;
+        let sending = CONNECT_TIMEOUT.scope(self.connect_timeout, self.client.request(req));
+        let reply = sending.await.map_err(|e| {
+            if e.is_connect() {
+                connect_error(&self.addr, find_io(&e), self.connect_timeout)
+            } else {
+                Error::internal(
+                    ID,
+                    format!("request to {} failed: {}", self.addr, causes(&e)),
+                )
+            }
+        })?;
+        self.state = Unary::Replied(reply);
+        Ok(())
+    }
+
+    async fn recv(&mut self) -> Result<Option<Message>> {
+        let reply = match std::mem::replace(&mut self.state, Unary::Done) {
+            Unary::Replied(reply) => reply,
+            Unary::Done => return Ok(None),
+            Unary::Ready => {
+                self.state = Unary::Ready;
+                return Err(Error::internal(
+                    ID,
+                    format!("recv before send on the unary socket to {}", self.addr),
+                ));
+            }
+        };
+        let (head, mut body) = reply.into_parts();
+        let limit = self.opts.max_body_bytes;
+        let deadline = Instant::now() + self.opts.body_read_timeout;
+        let body = read_to_limit(&mut body, limit, deadline)
+            .await
+            .map_err(|e| match e {
+                ReadError::TooLarge(_) => Error::payload_too_large(
+                    ID,
+                    format!(
+                        "reply from {} is larger than the limit of {limit} bytes",
+                        self.addr
+                    ),
+                ),
+                ReadError::TimedOut => Error::timeout(
+                    ID,
+                    format!(
+                        "reply body from {} did not arrive within {:?}",
+                        self.addr, self.opts.body_read_timeout
+                    ),
+                ),
+                ReadError::Failed(e) => Error::internal(
+                    ID,
+                    format!("reading the reply from {}: {}", self.addr, causes(&e)),
+                ),
+            })?;
+        if head.status != StatusCode::OK && micro_error(&head.headers).is_none() {
+            let text = String::from_utf8_lossy(&body).trim().to_string();
+            let detail = if text.is_empty() {
+                format!("{} answered HTTP {}", self.addr, head.status)
+            } else {
+                text
+            };
+            return Err(Error::new(ID, i32::from(head.status.as_u16()), detail));
+        }
+        Ok(Some(Message {
+            header: to_metadata(&head.headers),
+            body,
+        }))
+    }
+
+    async fn close(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn remote_addr(&self) -> String {
+        self.addr.clone()
+    }
+}
+
+type ReplyFuture = Pin<Box<dyn Future<Output = hyper::Result<Response<Incoming>>> + Send>>;
+
+/// The client end of a stream: one h2c connection carrying one `POST /` whose request and
+/// response bodies hold frames.
+pub(crate) struct StreamClientSocket {
+    addr: String,
+    uri: Uri,
+    opts: Arc<HttpOptions>,
+    // Kept for the socket's lifetime: hyper ends the connection once every sender is gone.
+    sender: http2::SendRequest<ChannelBody>,
+    started: bool,
+    tx: Option<mpsc::Sender<Bytes>>,
+    reply: Option<ReplyFuture>,
+    reader: Option<FrameReader>,
+}
+
+impl std::fmt::Debug for StreamClientSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamClientSocket")
+            .field("addr", &self.addr)
+            .field("started", &self.started)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StreamClientSocket {
+    /// Connects to `addr` and speaks HTTP/2 with prior knowledge.
+    pub(crate) async fn connect(
+        addr: &str,
+        uri: Uri,
+        opts: Arc<HttpOptions>,
+        connect_timeout: Duration,
+    ) -> Result<Self> {
+        let tcp = match timeout(connect_timeout, TcpStream::connect(addr)).await {
+            Err(_) => return Err(connect_error(addr, None, connect_timeout)),
+            Ok(Err(e)) => return Err(connect_error(addr, Some(&e), connect_timeout)),
+            Ok(Ok(tcp)) => tcp,
+        };
+        // Nagle's algorithm only delays small stream messages.
+        let _ = tcp.set_nodelay(true);
+        let handshake = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(KEEP_ALIVE_INTERVAL)
+            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+            .max_header_list_size(u32::try_from(opts.max_header_bytes).unwrap_or(u32::MAX))
+            .handshake(TokioIo::new(tcp));
+        let (sender, conn) = match timeout(connect_timeout, handshake).await {
+            Ok(Ok(pair)) => pair,
+            Ok(Err(e)) => {
+                return Err(Error::internal(
+                    ID,
+                    format!("HTTP/2 handshake with {addr}: {}", causes(&e)),
+                ))
+            }
+            Err(_) => {
+                return Err(Error::internal(
+                    ID,
+                    format!("HTTP/2 handshake with {addr} timed out after {connect_timeout:?}"),
+                ))
+            }
+        };
+        let peer = addr.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(peer, error = %e, "stream connection ended with an error");
+            }
+        });
+        Ok(StreamClientSocket {
+            addr: addr.to_string(),
+            uri,
+            opts,
+            sender,
+            started: false,
+            tx: None,
+            reply: None,
+            reader: None,
+        })
+    }
+
+    /// Sends the request head (the first message's header) and keeps the body open.
+    fn start(&mut self, header: &Metadata) -> Result<()> {
+        let mut headers = to_header_map(header, "stream")?;
+        if !is_stream(&headers) {
+            headers.insert("micro-stream", HeaderValue::from_static("1"));
+        }
+        let (tx, body) = ChannelBody::new(STREAM_BUFFER, None);
+        let mut req = Request::new(body);
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = headers;
+        self.reply = Some(Box::pin(self.sender.send_request(req)));
+        self.tx = Some(tx);
+        self.started = true;
+        Ok(())
+    }
+
+    fn closed_error(&self) -> Error {
+        Error::internal(
+            ID,
+            format!(
+                "the stream to {} was closed or reset by the peer",
+                self.addr
+            ),
+        )
+    }
+}
+
+#[async_trait::async_trait]
+impl Socket for StreamClientSocket {
+    async fn send(&mut self, msg: Message) -> Result<()> {
+        if !self.started {
+            self.start(&msg.header)?;
+        }
+        let frame = frame::encode(&msg, &self.opts)?;
+        let Some(tx) = &self.tx else {
+            return Err(Error::internal(
+                ID,
+                format!("send after close on the stream to {}", self.addr),
+            ));
+        };
+        if tx.send(frame).await.is_err() {
+            return Err(self.closed_error());
+        }
+        Ok(())
+    }
+
+    async fn recv(&mut self) -> Result<Option<Message>> {
+        if !self.started {
+            self.start(&Metadata::new())?;
+        }
+        if self.reader.is_none() {
+            let Some(reply) = self.reply.take() else {
+                return Err(self.closed_error());
+            };
+            let reply = reply.await.map_err(|e| {
+                Error::internal(
+                    ID,
+                    format!("the stream to {} failed: {}", self.addr, causes(&e)),
+                )
+            })?;
+            if let Some(e) = micro_error(reply.headers()) {
+                return Err(e);
+            }
+            if reply.status() != StatusCode::OK {
+                return Err(Error::new(
+                    ID,
+                    i32::from(reply.status().as_u16()),
+                    format!(
+                        "{} refused the stream with HTTP {}",
+                        self.addr,
+                        reply.status()
+                    ),
+                ));
+            }
+            self.reader = Some(FrameReader::new(
+                reply.into_body(),
+                &self.opts,
+                self.addr.clone(),
+            ));
+        }
+        match &mut self.reader {
+            Some(reader) => reader.next().await,
+            None => Err(self.closed_error()),
+        }
+    }
+
+    async fn close(&mut self) -> Result<()> {
+        if !self.started {
+            self.start(&Metadata::new())?;
+        }
+        // Dropping the sender ends the request body: the server's recv then sees None.
+        self.tx = None;
+        Ok(())
+    }
+
+    fn remote_addr(&self) -> String {
+        self.addr.clone()
+    }
+}
+
+/// The error for an address that could not be reached: a retryable 500 naming the address.
+fn connect_error(addr: &str, cause: Option<&io::Error>, connect_timeout: Duration) -> Error {
+    let why = match cause {
+        None => format!("timed out after {connect_timeout:?}"),
+        Some(e) if e.kind() == io::ErrorKind::TimedOut => {
+            format!("timed out after {connect_timeout:?}")
+        }
+        // The kind reads best ("connection refused"); the message adds "(os error 111)".
+        Some(e) if e.raw_os_error().is_some() => e.kind().to_string(),
+        Some(e) => e.to_string(),
+    };
+    Error::internal(ID, format!("connect to {addr}: {why}"))
+}
+
+/// The innermost I/O error behind `err`, if any.
+fn find_io<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a io::Error> {
+    let mut cur = Some(err);
+    let mut found = None;
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            found = Some(io);
+        }
+        cur = e.source();
+    }
+    found
+}
+
+/// `err` and its causes, as one line. The outermost layer is left out when it has a cause:
+/// hyper-util's own says only "client error (SendRequest)".
+pub(crate) fn causes(err: &(dyn StdError + 'static)) -> String {
+    let mut parts = Vec::new();
+    let mut cur = if err.source().is_some() {
+        err.source()
+    } else {
+        Some(err)
+    };
+    while let Some(e) = cur {
+        let text = e.to_string();
+        if !parts.contains(&text) {
+            parts.push(text);
+        }
+        cur = e.source();
+    }
+    parts.join(": ")
+}

@@ -1,0 +1,183 @@
+//! [`HttpOptions`]: the limits and timeouts of the transport, from code or from the environment.
+
+use std::time::Duration;
+
+use micro_core::{Error, Result};
+
+use crate::ID;
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * 1024;
+
+/// The limits and timeouts of [`HttpTransport`](crate::HttpTransport), for both its client and
+/// its server side.
+///
+/// `HttpOptions::default()` suits most services; [`HttpOptions::from_env`] reads the
+/// `MICRO_HTTP_*` variables named on each field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpOptions {
+    /// The largest request or response head: hyper's HTTP/1 read buffer (at least 8 KiB) and
+    /// the HTTP/2 header list; also the largest header of a stream frame.
+    /// `MICRO_HTTP_MAX_HEADER_BYTES`, default 64 KiB.
+    pub max_header_bytes: usize,
+    /// The largest unary request or reply body, and the largest body of one stream frame.
+    /// `MICRO_HTTP_MAX_BODY`, default 4 MiB.
+    pub max_body_bytes: usize,
+    /// How long a server connection may go without a request in flight before it is closed.
+    /// A request head must also arrive within this time: on HTTP/1 it is hyper's header read
+    /// timeout, which starts as soon as the connection waits for the next request. Keep it
+    /// above Go Micro's connection pool TTL (60 s) so Go clients do not find their pooled
+    /// connections closed. `MICRO_HTTP_IDLE_TIMEOUT`, default 90 s.
+    pub idle_timeout: Duration,
+    /// How long a unary body, or the rest of a stream frame once its first byte arrived, may
+    /// take to arrive. `MICRO_HTTP_BODY_TIMEOUT`, default 30 s.
+    pub body_read_timeout: Duration,
+    /// How many idle keep-alive connections the client keeps per address.
+    /// `MICRO_HTTP_POOL_MAX_IDLE`, default 32.
+    pub pool_max_idle_per_host: usize,
+    /// How long the client keeps an idle pooled connection; keep it below the server's
+    /// `idle_timeout`. `MICRO_HTTP_POOL_IDLE_TIMEOUT`, default 60 s.
+    pub pool_idle_timeout: Duration,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            max_header_bytes: 64 * KIB,
+            max_body_bytes: 4 * MIB,
+            idle_timeout: Duration::from_secs(90),
+            body_read_timeout: Duration::from_secs(30),
+            pool_max_idle_per_host: 32,
+            pool_idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl HttpOptions {
+    /// The defaults, overridden by whichever `MICRO_HTTP_*` variables are set.
+    ///
+    /// Sizes are bytes, optionally with a `K`/`KiB` or `M`/`MiB` suffix (`4MiB`); durations
+    /// are seconds, or a number with `ms`, `s` or `m` (`500ms`, `90s`). A value that does not
+    /// parse is an error naming the variable.
+    pub fn from_env() -> Result<Self> {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let mut o = HttpOptions::default();
+        let size = |name: &str, into: &mut usize| -> Result<()> {
+            if let Some(v) = var(name) {
+                *into = parse_size(&v).ok_or_else(|| {
+                    config_error(name, &v, "a size in bytes, e.g. 4194304, 64KiB or 4MiB")
+                })?;
+            }
+            Ok(())
+        };
+        size("MICRO_HTTP_MAX_HEADER_BYTES", &mut o.max_header_bytes)?;
+        size("MICRO_HTTP_MAX_BODY", &mut o.max_body_bytes)?;
+        size("MICRO_HTTP_POOL_MAX_IDLE", &mut o.pool_max_idle_per_host)?;
+        let duration = |name: &str, into: &mut Duration| -> Result<()> {
+            if let Some(v) = var(name) {
+                *into = parse_duration(&v).ok_or_else(|| {
+                    config_error(name, &v, "a duration, e.g. 30 (seconds), 500ms, 90s or 2m")
+                })?;
+            }
+            Ok(())
+        };
+        duration("MICRO_HTTP_IDLE_TIMEOUT", &mut o.idle_timeout)?;
+        duration("MICRO_HTTP_BODY_TIMEOUT", &mut o.body_read_timeout)?;
+        duration("MICRO_HTTP_POOL_IDLE_TIMEOUT", &mut o.pool_idle_timeout)?;
+        Ok(o)
+    }
+
+    /// How much of an oversized HTTP/1 request body the server reads and throws away so the
+    /// connection can serve the next request: four times `max_body_bytes`, at most 64 MiB.
+    /// Beyond it the connection is closed instead.
+    pub fn drain_limit(&self) -> usize {
+        self.max_body_bytes
+            .saturating_mul(4)
+            .min(64 * MIB)
+            .max(self.max_body_bytes)
+    }
+}
+
+fn config_error(name: &str, value: &str, expected: &str) -> Error {
+    Error::bad_request(ID, format!("{name}={value:?} is not {expected}"))
+}
+
+fn parse_size(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(digits);
+    let n: usize = n.parse().ok()?;
+    let unit = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "k" | "KB" | "KiB" => KIB,
+        "M" | "m" | "MB" | "MiB" => MIB,
+        _ => return None,
+    };
+    n.checked_mul(unit)
+}
+
+fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(digits);
+    let n: u64 = n.parse().ok()?;
+    match unit.trim() {
+        "ms" => Some(Duration::from_millis(n)),
+        "" | "s" => Some(Duration::from_secs(n)),
+        "m" => n.checked_mul(60).map(Duration::from_secs),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_defaults() {
+        let vars = [
+            ("MICRO_HTTP_MAX_BODY", "1MiB"),
+            ("MICRO_HTTP_MAX_HEADER_BYTES", "16384"),
+            ("MICRO_HTTP_IDLE_TIMEOUT", "2m"),
+            ("MICRO_HTTP_BODY_TIMEOUT", "500ms"),
+            ("MICRO_HTTP_POOL_MAX_IDLE", "4"),
+            ("MICRO_HTTP_POOL_IDLE_TIMEOUT", "10"),
+        ];
+        let o = HttpOptions::from_vars(|name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(o.max_body_bytes, MIB);
+        assert_eq!(o.max_header_bytes, 16384);
+        assert_eq!(o.idle_timeout, Duration::from_secs(120));
+        assert_eq!(o.body_read_timeout, Duration::from_millis(500));
+        assert_eq!(o.pool_max_idle_per_host, 4);
+        assert_eq!(o.pool_idle_timeout, Duration::from_secs(10));
+        assert_eq!(o.drain_limit(), 4 * MIB);
+    }
+
+    #[test]
+    fn nothing_set_gives_defaults() {
+        let o = HttpOptions::from_vars(|_| None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(o, HttpOptions::default());
+        assert_eq!(o.drain_limit(), 16 * MIB);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let e = HttpOptions::from_vars(|name| {
+            (name == "MICRO_HTTP_MAX_BODY").then(|| "lots".to_string())
+        })
+        .err()
+        .unwrap_or_default();
+        assert_eq!(e.code, 400);
+        assert!(e.detail.contains("MICRO_HTTP_MAX_BODY=\"lots\""), "{e}");
+        assert_eq!(parse_duration("5h"), None);
+        assert_eq!(parse_size("3 KiB"), Some(3 * KIB));
+    }
+}
