@@ -14,7 +14,13 @@ impl Drop for Server {
 }
 
 fn clean(cmd: &mut Command) -> &mut Command {
-    for var in ["MICRO_REGISTRY", "MICRO_REGISTRY_ADDRESS", "MICRO_TRANSPORT", "MICRO_SERVER_ADDRESS", "MICRO_MDNS_INTERFACE"] {
+    for var in [
+        "MICRO_REGISTRY",
+        "MICRO_REGISTRY_ADDRESS",
+        "MICRO_TRANSPORT",
+        "MICRO_SERVER_ADDRESS",
+        "MICRO_MDNS_INTERFACE",
+    ] {
         cmd.env_remove(var);
     }
     cmd
@@ -73,7 +79,10 @@ fn a_client_process_finds_a_server_process_over_mdns() {
         if let Some(s) = server.0.try_wait().expect("wait") {
             break s;
         }
-        assert!(Instant::now() < deadline, "greeter-server did not stop on SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "greeter-server did not stop on SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(exit.success(), "greeter-server exited with {exit}");

@@ -25,9 +25,20 @@ async fn run() -> micro::Result<()> {
     service.start().await?;
 
     let greeter = GreeterClient::new("greeter", service.client());
-    let reply = greeter.hello(HelloRequest { name: "John".into() }).await;
-    let json = GreeterClient::new("greeter", service.client().with_content_type("application/json"));
-    let reply_json = json.hello(HelloRequest { name: "Jane".into() }).await;
+    let reply = greeter
+        .hello(HelloRequest {
+            name: "John".into(),
+        })
+        .await;
+    let json = GreeterClient::new(
+        "greeter",
+        service.client().with_content_type("application/json"),
+    );
+    let reply_json = json
+        .hello(HelloRequest {
+            name: "Jane".into(),
+        })
+        .await;
     service.stop().await?;
 
     println!("{} (protobuf)", reply?.into_inner().message);
