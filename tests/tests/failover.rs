@@ -16,7 +16,9 @@ use tokio::sync::{mpsc, Semaphore};
 
 /// A port on loopback with nothing listening: bind, note the port, close.
 async fn dead_address() -> String {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let a = l.local_addr().expect("addr").to_string();
     drop(l);
     a
@@ -33,7 +35,10 @@ async fn a_retry_lands_on_a_healthy_node_when_one_node_is_dead() {
         address: dead_address().await,
         metadata: Default::default(),
     });
-    registry.register(&dead, RegisterOptions::default()).await.expect("register dead node");
+    registry
+        .register(&dead, RegisterOptions::default())
+        .await
+        .expect("register dead node");
 
     let caller = builder("caller", &registry)
         .strategy(Strategy::RoundRobin)
@@ -41,9 +46,14 @@ async fn a_retry_lands_on_a_healthy_node_when_one_node_is_dead() {
         .expect("caller");
     let greeter = GreeterClient::new("greeter", caller.client());
     for i in 0..20 {
-        let r = within("call", greeter.hello(HelloRequest { name: format!("n{i}") }))
-            .await
-            .unwrap_or_else(|e| panic!("call {i} failed although a healthy node exists: {e}"));
+        let r = within(
+            "call",
+            greeter.hello(HelloRequest {
+                name: format!("n{i}"),
+            }),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("call {i} failed although a healthy node exists: {e}"));
         assert_eq!(r.get_ref().message, format!("Hello n{i}"));
     }
 
@@ -57,8 +67,13 @@ async fn direct_address_calls_skip_the_registry() {
     let address = micro::rpc::Server::address(service.server()).expect("listening");
     let elsewhere = MemoryRegistry::new(); // knows no services at all
     let greeter = GreeterClient::new("greeter", client(&elsewhere));
-    let req = Request::new(HelloRequest { name: "direct".into() }).with_address(address);
-    let r = within("direct call", greeter.hello(req)).await.expect("direct call");
+    let req = Request::new(HelloRequest {
+        name: "direct".into(),
+    })
+    .with_address(address);
+    let r = within("direct call", greeter.hello(req))
+        .await
+        .expect("direct call");
     assert_eq!(r.get_ref().message, "Hello direct");
     service.stop().await.expect("stop");
 }
@@ -75,7 +90,10 @@ async fn a_graceful_stop_lets_calls_in_flight_finish() {
         let gate = g.clone();
         Box::pin(async move {
             let _ = entered_tx.send(());
-            let _permit = gate.acquire().await.map_err(|_| micro::Error::internal("gate", "closed"))?;
+            let _permit = gate
+                .acquire()
+                .await
+                .map_err(|_| micro::Error::internal("gate", "closed"))?;
             Ok(Response::new(Json(req.into_inner().0 + 1)))
         })
     });
@@ -96,7 +114,9 @@ async fn a_graceful_stop_lets_calls_in_flight_finish() {
         }));
     }
     for _ in 0..16 {
-        within("all calls in flight", entered.recv()).await.expect("entered");
+        within("all calls in flight", entered.recv())
+            .await
+            .expect("entered");
     }
 
     let stopping = {
@@ -110,11 +130,17 @@ async fn a_graceful_stop_lets_calls_in_flight_finish() {
         }
     })
     .await;
-    assert!(!stopping.is_finished(), "stop waits for the calls in flight");
+    assert!(
+        !stopping.is_finished(),
+        "stop waits for the calls in flight"
+    );
     gate.add_permits(16);
 
     for (i, call) in calls.into_iter().enumerate() {
-        let r = within("call", call).await.expect("task").unwrap_or_else(|e| panic!("call {i} failed during the stop: {e}"));
+        let r = within("call", call)
+            .await
+            .expect("task")
+            .unwrap_or_else(|e| panic!("call {i} failed during the stop: {e}"));
         assert_eq!(r.into_inner().0, i as u32 + 1);
     }
     within("stop", stopping).await.expect("task").expect("stop");
@@ -126,11 +152,22 @@ async fn a_stopped_server_deregisters_and_refuses_new_calls() {
     let service = greeter(&registry, vec![]).await;
     let address = micro::rpc::Server::address(service.server()).expect("listening");
     service.stop().await.expect("stop");
-    assert_eq!(registry.get_service("greeter").await.expect_err("gone").code, 404);
+    assert_eq!(
+        registry
+            .get_service("greeter")
+            .await
+            .expect_err("gone")
+            .code,
+        404
+    );
     let greeter = GreeterClient::new("greeter", client(&registry));
-    let req = Request::new(HelloRequest { name: "late".into() })
-        .with_address(address)
-        .with_retries(0);
-    let err = within("call to a stopped server", greeter.hello(req)).await.expect_err("refused");
+    let req = Request::new(HelloRequest {
+        name: "late".into(),
+    })
+    .with_address(address)
+    .with_retries(0);
+    let err = within("call to a stopped server", greeter.hello(req))
+        .await
+        .expect_err("refused");
     assert_eq!(err.code, 500, "a transport error: {err}");
 }

@@ -19,9 +19,14 @@ async fn unary_call_and_every_stream_kind() {
     let service = greeter(&registry, vec![]).await;
     let greeter = GreeterClient::new("greeter", client(&registry));
 
-    let reply = within("unary", greeter.hello(HelloRequest { name: "John".into() }))
-        .await
-        .expect("unary call");
+    let reply = within(
+        "unary",
+        greeter.hello(HelloRequest {
+            name: "John".into(),
+        }),
+    )
+    .await
+    .expect("unary call");
     assert_eq!(reply.get_ref().message, "Hello John");
 
     // Server streaming: one request, `count` replies, then the end.
@@ -35,30 +40,47 @@ async fn unary_call_and_every_stream_kind() {
     .await
     .expect("server stream");
     let mut got = Vec::new();
-    while let Some(r) = within("server stream recv", stream.recv()).await.expect("recv") {
+    while let Some(r) = within("server stream recv", stream.recv())
+        .await
+        .expect("recv")
+    {
         got.push(r.message);
     }
     assert_eq!(got, ["Hello Ann #1", "Hello Ann #2", "Hello Ann #3"]);
 
     // Client streaming: many requests, one reply.
-    let mut collect = within("open client stream", greeter.collect(())).await.expect("open");
+    let mut collect = within("open client stream", greeter.collect(()))
+        .await
+        .expect("open");
     for name in ["a", "b", "c"] {
-        collect.send(&HelloRequest { name: name.into() }).await.expect("send");
+        collect
+            .send(&HelloRequest { name: name.into() })
+            .await
+            .expect("send");
     }
     collect.close_send().await.expect("close");
-    let joined = within("client stream reply", collect.recv()).await.expect("reply");
+    let joined = within("client stream reply", collect.recv())
+        .await
+        .expect("reply");
     assert_eq!(joined.expect("one reply").message, "Hello a, b, c");
     assert!(collect.recv().await.expect("end").is_none());
 
     // Bidirectional: each request answered as it arrives, before the next is sent.
-    let mut chat = within("open bidi stream", greeter.chat(())).await.expect("open");
+    let mut chat = within("open bidi stream", greeter.chat(()))
+        .await
+        .expect("open");
     for name in ["x", "y"] {
-        chat.send(&HelloRequest { name: name.into() }).await.expect("send");
+        chat.send(&HelloRequest { name: name.into() })
+            .await
+            .expect("send");
         let r = within("bidi recv", chat.recv()).await.expect("recv");
         assert_eq!(r.expect("reply").message, format!("Hello {name}"));
     }
     chat.close_send().await.expect("close");
-    assert!(within("bidi end", chat.recv()).await.expect("end").is_none());
+    assert!(within("bidi end", chat.recv())
+        .await
+        .expect("end")
+        .is_none());
 
     service.stop().await.expect("stop");
 }
@@ -68,7 +90,10 @@ async fn metadata_travels_both_ways() {
     let registry = MemoryRegistry::new();
     let service = greeter(&registry, vec![]).await;
     let greeter = GreeterClient::new("greeter", client(&registry));
-    let req = Request::new(HelloRequest { name: "John".into() }).with_metadata("Trace-Id", "t-123");
+    let req = Request::new(HelloRequest {
+        name: "John".into(),
+    })
+    .with_metadata("Trace-Id", "t-123");
     let reply = within("call", greeter.hello(req)).await.expect("call");
     assert_eq!(reply.metadata().get("trace-id"), Some("t-123"));
     service.stop().await.expect("stop");
@@ -79,9 +104,16 @@ async fn protobuf_and_json_are_served_by_one_server() {
     let registry = MemoryRegistry::new();
     let service = greeter(&registry, vec![]).await;
     let proto = GreeterClient::new("greeter", client(&registry));
-    let json = GreeterClient::new("greeter", client(&registry).with_content_type("application/json"));
-    let a = within("proto", proto.hello(HelloRequest { name: "P".into() })).await.expect("proto");
-    let b = within("json", json.hello(HelloRequest { name: "J".into() })).await.expect("json");
+    let json = GreeterClient::new(
+        "greeter",
+        client(&registry).with_content_type("application/json"),
+    );
+    let a = within("proto", proto.hello(HelloRequest { name: "P".into() }))
+        .await
+        .expect("proto");
+    let b = within("json", json.hello(HelloRequest { name: "J".into() }))
+        .await
+        .expect("json");
     assert_eq!(a.get_ref().message, "Hello P");
     assert_eq!(b.get_ref().message, "Hello J");
 
@@ -93,9 +125,12 @@ async fn protobuf_and_json_are_served_by_one_server() {
         metadata: Default::default(),
         body: Bytes::from_static(br#"{"name":"Raw","unknownField":1}"#),
     };
-    let rsp = within("raw json", client(&registry).call_raw(raw, CallOptions::default()))
-        .await
-        .expect("raw json call");
+    let rsp = within(
+        "raw json",
+        client(&registry).call_raw(raw, CallOptions::default()),
+    )
+    .await
+    .expect("raw json call");
     assert_eq!(rsp.content_type, "application/json");
     assert_eq!(&rsp.body[..], br#"{"message":"Hello Raw"}"#);
     service.stop().await.expect("stop");
@@ -129,22 +164,36 @@ async fn bad_requests_get_fitting_errors() {
     assert_eq!(err.code, 404);
     assert!(err.detail.contains("nobody"), "{err}");
 
-    let err = call(raw("Greeter.Nope", "application/json", b"{}")).await.expect_err("unknown endpoint");
+    let err = call(raw("Greeter.Nope", "application/json", b"{}"))
+        .await
+        .expect_err("unknown endpoint");
     assert_eq!(err.code, 404);
     assert!(err.detail.contains("Greeter.Nope"), "{err}");
 
-    let err = call(raw("Greeter.Hello", "application/protobuf", b"\xff\xff\xff\xff")).await.expect_err("garbage");
+    let err = call(raw(
+        "Greeter.Hello",
+        "application/protobuf",
+        b"\xff\xff\xff\xff",
+    ))
+    .await
+    .expect_err("garbage");
     assert_eq!(err.code, 400);
     assert!(err.detail.contains("protobuf"), "{err}");
 
-    let err = call(raw("Greeter.Hello", "application/json", b"{\"name\":")).await.expect_err("cut JSON");
+    let err = call(raw("Greeter.Hello", "application/json", b"{\"name\":"))
+        .await
+        .expect_err("cut JSON");
     assert_eq!(err.code, 400);
 
-    let err = call(raw("Greeter.Hello", "text/xml", b"<x/>")).await.expect_err("wrong content type");
+    let err = call(raw("Greeter.Hello", "text/xml", b"<x/>"))
+        .await
+        .expect_err("wrong content type");
     assert_eq!(err.code, 415);
     assert!(err.detail.contains("application/json"), "{err}");
 
-    let err = call(raw("Greeter.Hello", "application/json", br#"{"name":""}"#)).await.expect_err("handler error");
+    let err = call(raw("Greeter.Hello", "application/json", br#"{"name":""}"#))
+        .await
+        .expect_err("handler error");
     assert_eq!(err.code, 400);
     assert_eq!(err.id, "greeter.Greeter.Hello");
 
@@ -157,7 +206,11 @@ async fn bad_requests_get_fitting_errors() {
     assert_eq!(err.code, 413, "{err}");
 
     // The server is still fine.
-    let ok = GreeterClient::new("greeter", c.clone()).hello(HelloRequest { name: "after".into() }).await;
+    let ok = GreeterClient::new("greeter", c.clone())
+        .hello(HelloRequest {
+            name: "after".into(),
+        })
+        .await;
     assert_eq!(ok.expect("still serving").get_ref().message, "Hello after");
     service.stop().await.expect("stop");
 }
@@ -177,10 +230,15 @@ fn slow(cancelled: tokio::sync::mpsc::UnboundedSender<Option<u64>>) -> Handler {
     Handler::new("Slow").unary("Wait", move |req: Request<Json<Wait>>| {
         let cancelled = cancelled.clone();
         Box::pin(async move {
-            let deadline_ms = req
-                .deadline()
-                .map(|d| d.saturating_duration_since(std::time::Instant::now()).as_millis() as u64);
-            struct Guard(tokio::sync::mpsc::UnboundedSender<Option<u64>>, Option<u64>, bool);
+            let deadline_ms = req.deadline().map(|d| {
+                d.saturating_duration_since(std::time::Instant::now())
+                    .as_millis() as u64
+            });
+            struct Guard(
+                tokio::sync::mpsc::UnboundedSender<Option<u64>>,
+                Option<u64>,
+                bool,
+            );
             impl Drop for Guard {
                 fn drop(&mut self) {
                     if !self.2 {
@@ -206,21 +264,29 @@ async fn the_timeout_reaches_the_server_and_bounds_the_handler() {
     let req = Request::new(Json(Wait { millis: 60_000 }))
         .with_timeout(Duration::from_millis(500))
         .with_retries(0);
-    let err = within("slow call", c.unary::<_, Json<Waited>>("greeter", "Slow.Wait", req))
-        .await
-        .expect_err("deadline");
+    let err = within(
+        "slow call",
+        c.unary::<_, Json<Waited>>("greeter", "Slow.Wait", req),
+    )
+    .await
+    .expect_err("deadline");
     assert_eq!(err.code, 408, "{err}");
 
     // The server saw the deadline and dropped the handler when it passed.
-    let seen = within("handler cancelled", cancelled.recv()).await.expect("handler ran");
+    let seen = within("handler cancelled", cancelled.recv())
+        .await
+        .expect("handler ran");
     let ms = seen.expect("the handler saw a deadline");
     assert!(ms <= 500, "deadline {ms} ms is the caller's 500 ms or less");
 
     // A call within its deadline gets the deadline too, and succeeds.
     let req = Request::new(Json(Wait { millis: 0 })).with_timeout(Duration::from_secs(3));
-    let ok = within("fast call", c.unary::<_, Json<Waited>>("greeter", "Slow.Wait", req))
-        .await
-        .expect("fast call");
+    let ok = within(
+        "fast call",
+        c.unary::<_, Json<Waited>>("greeter", "Slow.Wait", req),
+    )
+    .await
+    .expect("fast call");
     let ms = ok.into_inner().0.deadline_ms.expect("deadline sent");
     assert!(ms > 0 && ms <= 3000, "{ms}");
     service.stop().await.expect("stop");

@@ -57,21 +57,40 @@ async fn typed_events_reach_subscribers_with_micro_headers() {
 
     // Subscribers are listed as endpoints, as Go Micro does.
     let registered = billing.server().registration().expect("registered");
-    let sub = registered.endpoints.iter().find(|e| e.name == "orders").expect("subscriber endpoint");
-    assert_eq!(sub.metadata.get("subscriber").map(String::as_str), Some("true"));
-    assert_eq!(sub.metadata.get("topic").map(String::as_str), Some("orders"));
+    let sub = registered
+        .endpoints
+        .iter()
+        .find(|e| e.name == "orders")
+        .expect("subscriber endpoint");
+    assert_eq!(
+        sub.metadata.get("subscriber").map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(
+        sub.metadata.get("topic").map(String::as_str),
+        Some("orders")
+    );
 
-    let shop = builder("shop", &registry).broker(broker.clone()).build().expect("build");
+    let shop = builder("shop", &registry)
+        .broker(broker.clone())
+        .build()
+        .expect("build");
     let client = shop.client().with_content_type("application/json");
     for id in 1..=4 {
-        client.publish("orders", &Json(Order { id })).await.expect("publish");
+        client
+            .publish("orders", &Json(Order { id }))
+            .await
+            .expect("publish");
     }
     let first = within("event", rx.recv()).await.expect("event");
     assert_eq!(first.message.0, Order { id: 1 });
     assert_eq!(first.topic, "orders");
     assert_eq!(first.header.get("Micro-Topic"), Some("orders"));
     assert_eq!(first.header.get("Content-Type"), Some("application/json"));
-    assert!(first.header.get("Micro-Id").is_some_and(|id| id.len() == 36));
+    assert!(first
+        .header
+        .get("Micro-Id")
+        .is_some_and(|id| id.len() == 36));
     let mut group = Vec::new();
     for _ in 0..4 {
         group.push(within("queued", queued.recv()).await.expect("queued"));
@@ -108,8 +127,16 @@ async fn an_undecodable_event_is_reported_and_the_subscriber_goes_on() {
     garbage.header.insert("Content-Type", "application/json");
     garbage.body = bytes::Bytes::from_static(b"{not json");
     broker.publish("orders", garbage).await.expect("publish");
-    broker.publish("orders", BrokerMessage::default()).await.expect("publish");
-    service.client().with_content_type("application/json").publish("orders", &Json(Order { id: 9 })).await.expect("publish");
+    broker
+        .publish("orders", BrokerMessage::default())
+        .await
+        .expect("publish");
+    service
+        .client()
+        .with_content_type("application/json")
+        .publish("orders", &Json(Order { id: 9 }))
+        .await
+        .expect("publish");
     assert_eq!(within("good event", rx.recv()).await, Some(9));
     assert_eq!(errors.load(Ordering::SeqCst), 2);
     service.stop().await.expect("stop");
@@ -182,7 +209,10 @@ where
 async fn tower_layers_wrap_the_client_handler_and_subscriber_paths() {
     let registry = MemoryRegistry::new();
     let log = Arc::new(Mutex::new(Vec::new()));
-    let layer = |tag| RecordLayer { log: log.clone(), tag };
+    let layer = |tag| RecordLayer {
+        log: log.clone(),
+        tag,
+    };
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     let service = builder("greeter", &registry)
         .handler(greeter_handler(GreeterService))
@@ -200,12 +230,26 @@ async fn tower_layers_wrap_the_client_handler_and_subscriber_paths() {
         .expect("build");
     service.start().await.expect("start");
     let greeter = GreeterClient::new("greeter", service.client());
-    within("call", greeter.hello(HelloRequest { name: "L".into() })).await.expect("call");
-    service.client().with_content_type("application/json").publish("pings", &Json(1u8)).await.expect("publish");
+    within("call", greeter.hello(HelloRequest { name: "L".into() }))
+        .await
+        .expect("call");
+    service
+        .client()
+        .with_content_type("application/json")
+        .publish("pings", &Json(1u8))
+        .await
+        .expect("publish");
     within("event", rx.recv()).await.expect("event");
     service.stop().await.expect("stop");
     let log = log.lock().expect("log").clone();
-    assert_eq!(log, ["client greeter.Greeter.Hello", "handler Greeter.Hello", "subscriber pings"]);
+    assert_eq!(
+        log,
+        [
+            "client greeter.Greeter.Hello",
+            "handler Greeter.Hello",
+            "subscriber pings"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -231,13 +275,22 @@ async fn hooks_run_in_order_around_start_and_stop() {
         .expect("build");
     service.start().await.expect("start");
     service.stop().await.expect("stop");
-    assert_eq!(*log.lock().expect("log"), ["before_start", "after_start", "before_stop", "after_stop"]);
+    assert_eq!(
+        *log.lock().expect("log"),
+        ["before_start", "after_start", "before_stop", "after_stop"]
+    );
 
     let failing = builder("failing", &registry)
         .before_start(|| async { Err(micro::Error::internal("test", "not today")) })
         .build()
         .expect("build");
-    let err = failing.start().await.expect_err("a failing hook aborts the start");
+    let err = failing
+        .start()
+        .await
+        .expect_err("a failing hook aborts the start");
     assert_eq!(err.detail, "not today");
-    assert!(registry.get_service("failing").await.is_err(), "nothing was registered");
+    assert!(
+        registry.get_service("failing").await.is_err(),
+        "nothing was registered"
+    );
 }

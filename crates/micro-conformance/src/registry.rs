@@ -14,7 +14,10 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 
 /// A unique service name for one check.
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
 }
 
 /// A service with one node per id, rich endpoints and metadata.
@@ -48,7 +51,9 @@ pub fn sample(name: &str, version: &str, ids: &[&str]) -> Service {
                 values: vec![],
             }],
         }),
-        metadata: [("stream".to_string(), "false".to_string())].into_iter().collect(),
+        metadata: [("stream".to_string(), "false".to_string())]
+            .into_iter()
+            .collect(),
     };
     Service {
         name: name.into(),
@@ -107,7 +112,10 @@ fn node_ids(services: &[Service]) -> Vec<String> {
 }
 
 async fn ids_of(r: &dyn Registry, name: &str) -> Vec<String> {
-    r.get_service(name).await.map(|s| node_ids(&s)).unwrap_or_default()
+    r.get_service(name)
+        .await
+        .map(|s| node_ids(&s))
+        .unwrap_or_default()
 }
 
 /// Register, get, list and deregister one service.
@@ -174,7 +182,10 @@ pub async fn metadata_and_endpoints_round_trip(r: Arc<dyn Registry>) -> Result<(
     .await;
     let got = &found[0];
     assert_eq!(got.endpoints, svc.endpoints, "endpoints round-trip");
-    assert_eq!(got.nodes[0].metadata, svc.nodes[0].metadata, "node metadata");
+    assert_eq!(
+        got.nodes[0].metadata, svc.nodes[0].metadata,
+        "node metadata"
+    );
     assert_eq!(got.nodes[0].address, svc.nodes[0].address, "node address");
     r.deregister(&svc).await?;
     Ok(())
@@ -243,7 +254,11 @@ pub async fn reregistering_is_idempotent(r: Arc<dyn Registry>) -> Result<()> {
     })
     .await;
     assert_eq!(found.len(), 1);
-    assert_eq!(found[0].nodes.len(), 1, "one node, however often registered");
+    assert_eq!(
+        found[0].nodes.len(),
+        1,
+        "one node, however often registered"
+    );
     r.deregister(&svc).await?;
     Ok(())
 }
@@ -275,7 +290,8 @@ pub async fn deregistering_unknown_is_harmless(r: Arc<dyn Registry>) -> Result<(
     let kept = sample(&name, "latest", &["kept"]);
     r.register(&kept, ttl(60)).await?;
     r.deregister(&sample(&name, "latest", &["never"])).await?;
-    r.deregister(&sample(&unique("conf-nobody"), "latest", &["x"])).await?;
+    r.deregister(&sample(&unique("conf-nobody"), "latest", &["x"]))
+        .await?;
     eventually("the registered node is still there", || async {
         (ids_of(&*r, &name).await == [format!("{name}-kept")]).then_some(())
     })

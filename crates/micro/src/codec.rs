@@ -47,12 +47,13 @@ impl fmt::Debug for Codecs {
 impl Default for Codecs {
     /// Every codec compiled in: protobuf first (Go Micro's default), then JSON, then raw bytes.
     fn default() -> Self {
-        let mut list: Vec<Arc<dyn Codec>> = Vec::new();
-        #[cfg(feature = "proto")]
-        list.push(Arc::new(micro_codec_proto::ProtoCodec));
-        #[cfg(feature = "json")]
-        list.push(Arc::new(micro_codec_json::JsonCodec));
-        list.push(Arc::new(BytesCodec));
+        let list: Vec<Arc<dyn Codec>> = vec![
+            #[cfg(feature = "proto")]
+            Arc::new(micro_codec_proto::ProtoCodec),
+            #[cfg(feature = "json")]
+            Arc::new(micro_codec_json::JsonCodec),
+            Arc::new(BytesCodec),
+        ];
         Codecs { list }
     }
 }

@@ -22,6 +22,7 @@ use crate::server::{HandlerService, Server, ServerOptions, ServerParts};
 use crate::{plugins, BoxFuture};
 
 type Hook = Box<dyn Fn() -> BoxFuture<'static, Result<()>> + Send + Sync>;
+type MakeSubscriber = Box<dyn FnOnce(Codecs, Option<ErrorHook>) -> Subscriber + Send>;
 type Wrap<S> = Arc<dyn Fn(S) -> S + Send + Sync>;
 
 /// Builds a [`Service`]. Values set here are overridden by `MICRO_*` variables and flags (as in
@@ -37,7 +38,7 @@ pub struct ServiceBuilder {
     selector: Option<Arc<dyn Selector>>,
     codecs: Codecs,
     handlers: Vec<Handler>,
-    subscribers: Vec<Box<dyn FnOnce(Codecs, Option<ErrorHook>) -> Subscriber + Send>>,
+    subscribers: Vec<MakeSubscriber>,
     on_subscriber_error: Option<ErrorHook>,
     client_layers: Vec<Wrap<CallService>>,
     handler_layers: Vec<Wrap<HandlerService>>,

@@ -17,10 +17,12 @@ pub struct MemoryRegistry {
     inner: Arc<Inner>,
 }
 
+/// Service name -> node id -> (the service holding only that node, its expiry).
+type Entries = HashMap<String, HashMap<String, (Service, Instant)>>;
+
 #[derive(Debug)]
 struct Inner {
-    // service name -> node id -> (service holding only that node, expiry)
-    services: Mutex<HashMap<String, HashMap<String, (Service, Instant)>>>,
+    services: Mutex<Entries>,
     events: broadcast::Sender<Event>,
     reaper: Mutex<bool>,
 }
@@ -43,7 +45,7 @@ impl MemoryRegistry {
         }
     }
 
-    fn services(&self) -> MutexGuard<'_, HashMap<String, HashMap<String, (Service, Instant)>>> {
+    fn services(&self) -> MutexGuard<'_, Entries> {
         self.inner
             .services
             .lock()
