@@ -330,3 +330,55 @@ macro_rules! registry_suite {
         )*
     };
 }
+
+/// A way for the suite to take a registry's backend away and bring it back.
+#[async_trait::async_trait]
+pub trait Outage: Send + Sync {
+    /// Makes the backend unreachable (stop the server, close the port).
+    async fn stop(&self);
+    /// Brings the backend back at the same address.
+    async fn start(&self);
+    /// Text every error during the outage must contain (the backend's address, say).
+    fn names(&self) -> String;
+}
+
+/// While the backend is down, calls fail quickly with an error naming it; once it is back, the
+/// same registry value works again without a restart.
+pub async fn recovers_after_outage(r: Arc<dyn Registry>, outage: &dyn Outage) -> Result<()> {
+    let name = unique("conf-outage");
+    let svc = sample(&name, "latest", &["a"]);
+    r.register(&svc, ttl(60)).await?;
+    eventually("the service is found", || async {
+        (!ids_of(&*r, &name).await.is_empty()).then_some(())
+    })
+    .await;
+
+    outage.stop().await;
+    let err = tokio::time::timeout(PATIENCE, r.get_service(&name))
+        .await
+        .expect("a lookup while the backend is down must fail, not hang")
+        .expect_err("a lookup while the backend is down must fail");
+    assert_ne!(err.code, 404, "an outage is not 'not found': {err}");
+    assert!(
+        err.to_string().contains(&outage.names()),
+        "the error should name {}: {err}",
+        outage.names()
+    );
+    let err = tokio::time::timeout(PATIENCE, r.register(&svc, ttl(60)))
+        .await
+        .expect("registering while the backend is down must fail, not hang")
+        .expect_err("registering while the backend is down must fail");
+    assert!(err.to_string().contains(&outage.names()), "{err}");
+
+    outage.start().await;
+    eventually("registering works again after the outage", || async {
+        r.register(&svc, ttl(60)).await.ok()
+    })
+    .await;
+    eventually("the service is found again", || async {
+        (ids_of(&*r, &name).await == [format!("{name}-a")]).then_some(())
+    })
+    .await;
+    r.deregister(&svc).await?;
+    Ok(())
+}
