@@ -1,1 +1,87 @@
-//! Placeholder.
+//! The default registry of Micro for Rust: multicast DNS, speaking Go Micro's record layout.
+//!
+//! Services find each other with no infrastructure: each process answers mDNS queries for the
+//! nodes it registered, and a lookup multicasts a query and gathers the answers for 100 ms.
+//! Rust and Go Micro services on the same network see each other.
+//!
+//! # Loopback by default
+//!
+//! [`MdnsRegistry`] sends and listens on the loopback interface only, so discovery spans the
+//! processes of one host and no packet leaves it. LAN-wide discovery is an explicit choice:
+//!
+//! - `MICRO_MDNS_INTERFACE=eth0` (an interface name): that LAN;
+//! - `MICRO_MDNS_INTERFACE=all`: every IPv4 interface, as Go Micro does;
+//! - unset, `lo` or `loopback`: loopback only.
+//!
+//! or in code, [`MdnsOptions::interface`] = [`Interface::Name`] / [`Interface::All`].
+//!
+//! # Host setup for loopback
+//!
+//! Multicast on `lo` needs, on Linux, as root (once per boot; the project's test script runs
+//! it):
+//!
+//! ```text
+//! ip link set lo up multicast on
+//! ip route add 224.0.0.0/4 dev lo
+//! ```
+//!
+//! The registry pins its own multicast to `lo` (IP_MULTICAST_IF) and joins the group there,
+//! so on the kernels tried (6.x) it works even without these two; `lo` must be up, though
+//! (a fresh network namespace has it down). The route also sends the multicast of programs
+//! that choose no interface, such as Go Micro services on this host, through `lo`, so that
+//! they meet ours there. When the group cannot be joined or reached, [`MdnsRegistry::new`]
+//! and lookups fail with an error that names the interface and repeats these commands.
+//!
+//! # Wire format (Go Micro's)
+//!
+//! Under the domain `micro.`, node `greeter-1` of service `greeter` is the instance
+//! `greeter-1.greeter.micro.` with SRV (port), A or AAAA (address) and TXT records, found
+//! through the PTR `greeter.micro.`; records live 120 s and a goodbye resends them with TTL 0.
+//! The TXT record is hex(zlib(JSON)) cut into 255-character strings, the JSON being
+//! `{"Service":..,"Version":..,"Endpoints":[..],"Metadata":{node metadata}}`. Each service
+//! is also listed as `greeter._services.micro.` (SRV port 9999) under the PTR
+//! `_services.micro.`, which is what [`list_services`](micro_core::Registry::list_services)
+//! asks for. Service-level metadata is not carried, as in Go Micro. Multicast is IPv4
+//! (224.0.0.251); nodes with IPv6 addresses are published with AAAA records.
+//!
+//! Several processes share port 5353 (SO_REUSEPORT); answers to a lookup come back by
+//! unicast to the socket that asked. A registration lives for its TTL (zero: until
+//! deregistered): a process that stops calling `register` stops being answered for, and
+//! says goodbye. A watch reports the changes after it started: announcements and goodbyes as
+//! they arrive, and, by polling every second (configurable), nodes that vanished without a
+//! goodbye.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use micro_core::registry::RegisterOptions;
+//! use micro_core::{Node, Registry, Service};
+//! use micro_registry_mdns::{MdnsOptions, MdnsRegistry};
+//!
+//! # async fn run() -> micro_core::Result<()> {
+//! let registry = MdnsRegistry::new(MdnsOptions::from_env())?;
+//! let mut service = Service::new("greeter", "latest");
+//! service.nodes.push(Node {
+//!     id: "greeter-1".into(),
+//!     address: "127.0.0.1:9090".into(),
+//!     metadata: [("protocol".to_string(), "mucp".to_string())].into(),
+//! });
+//! registry.register(&service, RegisterOptions::default()).await?;
+//! let found = registry.get_service("greeter").await?;
+//! assert_eq!(found[0].nodes[0].address, "127.0.0.1:9090");
+//! registry.deregister(&service).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod net;
+mod options;
+mod records;
+mod registry;
+mod txt;
+
+pub use options::{Interface, MdnsOptions, DEFAULT_PORT, INTERFACE_ENV};
+pub use registry::MdnsRegistry;
+
+/// The `id` of errors raised by this registry.
+const ERROR_ID: &str = "micro.registry.mdns";
