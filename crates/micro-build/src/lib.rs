@@ -41,7 +41,7 @@
 //! `src/lib.rs`: include the package (`micro::include_proto!("greeter")` expands to the two
 //! `include!`s below), then implement the handler trait:
 //!
-//! ```rust,ignore
+//! ```text
 //! /// Messages and services of the `greeter` proto package.
 //! #[allow(missing_docs)]
 //! pub mod greeter {

@@ -1,7 +1,7 @@
 //! Conformance suites: one per interface, run by every plugin against its real backend, so that
 //! semantics stay the same across plugins and a contributor knows when a new plugin is done.
 //!
-//! ```ignore
+//! ```text
 //! // crates/micro-registry-foo/tests/conformance.rs
 //! micro_conformance::registry_suite!(async { Ok(std::sync::Arc::new(FooRegistry::new(opts)?) as _) });
 //! ```
