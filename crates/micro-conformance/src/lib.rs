@@ -10,6 +10,7 @@
 //! same time against one shared backend. Every wait is bounded; nothing sleeps in place of a
 //! condition.
 
+pub mod broker;
 pub mod registry;
 
 /// Whether tests must fail, rather than skip, when their backend is missing
