@@ -40,6 +40,34 @@ as_root ip route replace 224.0.0.0/4 dev lo table local 2>/dev/null ||
     as_root ip route replace 224.0.0.0/4 dev lo
 ip -o link show lo
 
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() { # wait_port PORT NAME: up to 90 s
+    for _ in $(seq 1 180); do
+        port_open "$1" && return 0
+        sleep 0.5
+    done
+    echo "$2 did not open 127.0.0.1:$1 within 90 s" >&2
+    return 1
+}
+
+log "backends: etcd (private instances started by the tests), RabbitMQ, NATS with JetStream"
+need_pkg etcd etcd-server
+need_pkg etcdctl etcd-client
+if ! port_open 5672; then
+    need_pkg rabbitmq-server rabbitmq-server
+    as_root rabbitmq-server -detached || true
+    wait_port 5672 RabbitMQ
+    as_root timeout 90 rabbitmqctl await_startup
+fi
+if ! port_open 4222; then
+    need_pkg nats-server nats-server
+    as_root mkdir -p /var/lib/nats-server
+    as_root start-stop-daemon --start --oknodo --background --exec "$(command -v nats-server)" -- \
+        -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
+    wait_port 4222 NATS
+fi
+
 log "micro-core stays thin (no networking stack or backend client)"
 if cargo tree -p micro-core -e normal --prefix none | grep -Ei '^(hyper|h2|tonic|mio|tokio|etcd-client|rdkafka|lapin|async-nats|kube) '; then
     echo "micro-core must not depend on the crates above" >&2

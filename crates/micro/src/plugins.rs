@@ -184,10 +184,15 @@ pub fn registry(name: &str, address: Option<&str>) -> Result<Arc<dyn Registry>> 
     }
 }
 
-/// The broker called `name`, at `address` where it has one.
-pub fn broker(name: &str, address: Option<&str>) -> Result<Arc<dyn Broker>> {
+/// The broker called `name`, at `address` where it has one. Brokers that find their peers
+/// through service discovery (the http broker) use `registry`.
+pub fn broker(
+    name: &str,
+    address: Option<&str>,
+    registry: &Arc<dyn Registry>,
+) -> Result<Arc<dyn Broker>> {
     check(Kind::Broker, name)?;
-    let _ = address;
+    let _ = (address, registry);
     Ok(Arc::new(memory_broker()))
 }
 
@@ -214,7 +219,8 @@ mod tests {
     fn missing_plugins_name_their_feature() {
         let err = registry("etcd", None).expect_err("not compiled in");
         assert!(err.detail.contains("feature `etcd`"), "{}", err.detail);
-        let err = broker("kafka", None).expect_err("not compiled in");
+        let registry: Arc<dyn Registry> = Arc::new(memory_registry());
+        let err = broker("kafka", None, &registry).expect_err("not compiled in");
         assert!(err.detail.contains("feature `kafka`"), "{}", err.detail);
         let err = transport("grpc").expect_err("not compiled in");
         assert!(err.detail.contains("feature `grpc`"), "{}", err.detail);
@@ -230,6 +236,8 @@ mod tests {
     fn memory_plugins_are_shared() {
         let a = registry("memory", None).expect("memory");
         assert_eq!(a.name(), "memory");
-        assert_eq!(broker("memory", None).expect("memory").name(), "memory");
+        let registry: Arc<dyn Registry> = Arc::new(memory_registry());
+        let memory = broker("memory", None, &registry).expect("memory");
+        assert_eq!(memory.name(), "memory");
     }
 }

@@ -329,6 +329,7 @@ impl ServiceBuilder {
             (_, name) => plugins::broker(
                 name.as_deref().unwrap_or(plugins::default_broker()),
                 config.broker_address.as_deref(),
+                &registry,
             )?,
         };
         self.configure(config);
