@@ -174,13 +174,29 @@ pub fn memory_broker() -> MemoryBroker {
 /// The registry called `name`, at `address` where it has one.
 pub fn registry(name: &str, address: Option<&str>) -> Result<Arc<dyn Registry>> {
     check(Kind::Registry, name)?;
-    let _ = address;
     match name {
+        #[cfg(feature = "consul")]
+        "consul" => {
+            let mut opts = micro_registry_consul::ConsulOptions::from_env();
+            if let Some(a) = address {
+                opts = opts.with_address(a);
+            }
+            Ok(Arc::new(micro_registry_consul::ConsulRegistry::new(opts)?))
+        }
+        #[cfg(feature = "kubernetes")]
+        "kubernetes" => Ok(Arc::new(
+            micro_registry_kubernetes::KubernetesRegistry::new(
+                micro_registry_kubernetes::KubernetesOptions::from_env()?.with_address(address),
+            ),
+        )),
         #[cfg(feature = "mdns")]
         "mdns" => Ok(Arc::new(micro_registry_mdns::MdnsRegistry::new(
             micro_registry_mdns::MdnsOptions::from_env(),
         )?)),
-        _ => Ok(Arc::new(memory_registry())),
+        _ => {
+            let _ = address;
+            Ok(Arc::new(memory_registry()))
+        }
     }
 }
 
