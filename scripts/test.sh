@@ -54,6 +54,8 @@ wait_port() { # wait_port PORT NAME: up to 90 s
 log "backends: etcd (private instances started by the tests), RabbitMQ, NATS with JetStream"
 need_pkg etcd etcd-server
 need_pkg etcdctl etcd-client
+# etcd-client's build script compiles etcd's protos with protoc.
+need_pkg protoc protobuf-compiler
 if ! port_open 5672; then
     need_pkg rabbitmq-server rabbitmq-server
     as_root rabbitmq-server -detached || true

@@ -36,80 +36,35 @@ pub struct Plugin {
 }
 
 /// Every plugin Micro knows, compiled in or not.
+#[rustfmt::skip]
 pub const PLUGINS: &[Plugin] = &[
-    Plugin {
-        kind: Kind::Registry,
-        name: "memory",
-        feature: None,
-        enabled: true,
-    },
-    Plugin {
-        kind: Kind::Registry,
-        name: "mdns",
-        feature: Some("mdns"),
-        enabled: cfg!(feature = "mdns"),
-    },
-    Plugin {
-        kind: Kind::Registry,
-        name: "etcd",
-        feature: Some("etcd"),
-        enabled: false,
-    },
-    Plugin {
-        kind: Kind::Registry,
-        name: "consul",
-        feature: Some("consul"),
-        enabled: false,
-    },
-    Plugin {
-        kind: Kind::Registry,
-        name: "kubernetes",
-        feature: Some("kubernetes"),
-        enabled: false,
-    },
-    Plugin {
-        kind: Kind::Broker,
-        name: "memory",
-        feature: None,
-        enabled: true,
-    },
-    Plugin {
-        kind: Kind::Broker,
-        name: "http",
-        feature: Some("http-broker"),
-        enabled: false,
-    },
-    Plugin {
-        kind: Kind::Broker,
-        name: "kafka",
-        feature: Some("kafka"),
-        enabled: false,
-    },
-    Plugin {
-        kind: Kind::Broker,
-        name: "rabbitmq",
-        feature: Some("rabbitmq"),
-        enabled: false,
-    },
-    Plugin {
-        kind: Kind::Broker,
-        name: "nats",
-        feature: Some("nats"),
-        enabled: false,
-    },
-    Plugin {
-        kind: Kind::Transport,
-        name: "http",
-        feature: Some("http"),
-        enabled: cfg!(feature = "http"),
-    },
-    Plugin {
-        kind: Kind::Transport,
-        name: "grpc",
-        feature: Some("grpc"),
-        enabled: false,
-    },
+    plugin(Kind::Registry, "memory", None, true),
+    plugin(Kind::Registry, "mdns", Some("mdns"), cfg!(feature = "mdns")),
+    plugin(Kind::Registry, "etcd", Some("etcd"), cfg!(feature = "etcd")),
+    plugin(Kind::Registry, "consul", Some("consul"), cfg!(feature = "consul")),
+    plugin(Kind::Registry, "kubernetes", Some("kubernetes"), cfg!(feature = "kubernetes")),
+    plugin(Kind::Broker, "memory", None, true),
+    plugin(Kind::Broker, "http", Some("http-broker"), false),
+    plugin(Kind::Broker, "kafka", Some("kafka"), false),
+    plugin(Kind::Broker, "rabbitmq", Some("rabbitmq"), false),
+    plugin(Kind::Broker, "nats", Some("nats"), false),
+    plugin(Kind::Transport, "http", Some("http"), cfg!(feature = "http")),
+    plugin(Kind::Transport, "grpc", Some("grpc"), false),
 ];
+
+const fn plugin(
+    kind: Kind,
+    name: &'static str,
+    feature: Option<&'static str>,
+    enabled: bool,
+) -> Plugin {
+    Plugin {
+        kind,
+        name,
+        feature,
+        enabled,
+    }
+}
 
 /// The default registry of this build: mdns when compiled in, else memory.
 pub fn default_registry() -> &'static str {
@@ -175,6 +130,14 @@ pub fn memory_broker() -> MemoryBroker {
 pub fn registry(name: &str, address: Option<&str>) -> Result<Arc<dyn Registry>> {
     check(Kind::Registry, name)?;
     match name {
+        #[cfg(feature = "etcd")]
+        "etcd" => {
+            let mut opts = micro_registry_etcd::EtcdOptions::from_env();
+            if let Some(a) = address {
+                opts = opts.with_address(a);
+            }
+            Ok(Arc::new(micro_registry_etcd::EtcdRegistry::new(opts)?))
+        }
         #[cfg(feature = "consul")]
         "consul" => {
             let mut opts = micro_registry_consul::ConsulOptions::from_env();
@@ -233,13 +196,21 @@ mod tests {
 
     #[test]
     fn missing_plugins_name_their_feature() {
-        let err = registry("etcd", None).expect_err("not compiled in");
-        assert!(err.detail.contains("feature `etcd`"), "{}", err.detail);
         let registry: Arc<dyn Registry> = Arc::new(memory_registry());
-        let err = broker("kafka", None, &registry).expect_err("not compiled in");
-        assert!(err.detail.contains("feature `kafka`"), "{}", err.detail);
-        let err = transport("grpc").expect_err("not compiled in");
-        assert!(err.detail.contains("feature `grpc`"), "{}", err.detail);
+        for p in PLUGINS.iter().filter(|p| !p.enabled) {
+            let err = match p.kind {
+                Kind::Registry => registry(p.name, None).map(|_| ()),
+                Kind::Broker => broker(p.name, None, &registry).map(|_| ()),
+                Kind::Transport => transport(p.name).map(|_| ()),
+            }
+            .expect_err("not compiled in");
+            let feature = p.feature.unwrap_or(p.name);
+            assert!(
+                err.detail.contains(&format!("feature `{feature}`")),
+                "{}",
+                err.detail
+            );
+        }
     }
 
     #[test]
