@@ -196,11 +196,11 @@ mod tests {
 
     #[test]
     fn missing_plugins_name_their_feature() {
-        let registry: Arc<dyn Registry> = Arc::new(memory_registry());
+        let shared: Arc<dyn Registry> = Arc::new(memory_registry());
         for p in PLUGINS.iter().filter(|p| !p.enabled) {
             let err = match p.kind {
                 Kind::Registry => registry(p.name, None).map(|_| ()),
-                Kind::Broker => broker(p.name, None, &registry).map(|_| ()),
+                Kind::Broker => broker(p.name, None, &shared).map(|_| ()),
                 Kind::Transport => transport(p.name).map(|_| ()),
             }
             .expect_err("not compiled in");
