@@ -93,9 +93,17 @@ async fn no_call_fails_when_servers_die_or_stop() {
         tokio::spawn(async move {
             while !stop.load(Ordering::SeqCst) {
                 let n = calls.fetch_add(1, Ordering::SeqCst);
-                match greeter.hello(HelloRequest { name: format!("n{n}") }).await {
+                match greeter
+                    .hello(HelloRequest {
+                        name: format!("n{n}"),
+                    })
+                    .await
+                {
                     Ok(r) if r.get_ref().message == format!("Hello n{n}") => {}
-                    Ok(r) => failures.lock().expect("lock").push(format!("wrong reply {:?}", r.get_ref())),
+                    Ok(r) => failures
+                        .lock()
+                        .expect("lock")
+                        .push(format!("wrong reply {:?}", r.get_ref())),
                     Err(e) => failures.lock().expect("lock").push(e.to_string()),
                 }
             }
@@ -118,9 +126,10 @@ async fn no_call_fails_when_servers_die_or_stop() {
     let killed = servers.remove(0);
     drop(killed);
     made(30).await;
-    wait_for("the killed server's key vanishes when its lease expires", || async {
-        node_ids(&*registry, &name).await.len() == 2
-    })
+    wait_for(
+        "the killed server's key vanishes when its lease expires",
+        || async { node_ids(&*registry, &name).await.len() == 2 },
+    )
     .await;
     made(30).await;
 
@@ -162,4 +171,56 @@ async fn no_call_fails_when_servers_die_or_stop() {
         calls.load(Ordering::SeqCst),
         &failures[..failures.len().min(5)]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_ride_out_a_registry_outage_and_servers_register_again() {
+    let Some(etcd) = EtcdServer::start_or_skip() else {
+        return;
+    };
+    let address = etcd.address();
+    let name = format!("greeter-outage-{}", std::process::id());
+    let _server = server(&address, &name);
+    let registry = micro::plugins::registry("etcd", Some(&address)).expect("etcd registry");
+    wait_for("the server registered", || async {
+        node_ids(&*registry, &name).await.len() == 1
+    })
+    .await;
+    let caller = micro::Service::builder("caller")
+        .ignore_env()
+        .registry(registry.clone())
+        .build()
+        .expect("caller");
+    let greeter = GreeterClient::new(name.clone(), caller.client());
+    let hello = |n: u32| {
+        let greeter = greeter.clone();
+        async move {
+            let r = greeter
+                .hello(HelloRequest {
+                    name: format!("n{n}"),
+                })
+                .await
+                .unwrap_or_else(|e| panic!("call {n} failed: {e}"));
+            assert_eq!(r.get_ref().message, format!("Hello n{n}"));
+        }
+    };
+    hello(0).await;
+
+    // etcd goes away and loses everything it knew.
+    etcd.stop();
+    std::fs::remove_dir_all(etcd.data_dir()).expect("wipe etcd's data");
+    std::fs::create_dir_all(etcd.data_dir()).expect("recreate the data dir");
+    assert!(registry.get_service(&name).await.is_err(), "etcd is down");
+    for n in 1..=20 {
+        hello(n).await; // served from the selector's cache
+    }
+
+    etcd.restart().expect("restart etcd");
+    wait_for("the server registered itself again", || async {
+        node_ids(&*registry, &name).await.len() == 1
+    })
+    .await;
+    for n in 21..=30 {
+        hello(n).await;
+    }
 }
