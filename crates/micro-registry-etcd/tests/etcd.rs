@@ -679,3 +679,39 @@ async fn user_and_password() {
     assert!(err.to_string().contains(&etcd.endpoint()), "{err}");
     assert_eq!(err.code, 401, "{err}");
 }
+
+/// The `Done when` of the etcd issue, as an operator would do it: the Go Micro entry written
+/// with the `etcdctl` command line is found by our client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_go_micro_entry_put_with_etcdctl_is_found() {
+    let Some(etcd) = EtcdServer::start_or_skip() else {
+        return;
+    };
+    let put = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", &etcd.endpoint(), "put", GO_KEY, GO_VALUE])
+        .output();
+    let put = match put {
+        Ok(out) => out,
+        Err(e) if !micro_registry_etcd::testing::services_required() => {
+            eprintln!("SKIPPED: etcdctl not found ({e}); apt-get install etcd-client");
+            return;
+        }
+        Err(e) => panic!("etcdctl not found ({e}); apt-get install etcd-client"),
+    };
+    assert!(
+        put.status.success(),
+        "etcdctl put: {}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let found = registry(&etcd)
+        .get_service("helloworld")
+        .await
+        .expect("found");
+    assert_eq!(
+        found[0].nodes[0].id,
+        "helloworld-41d122df-e93b-4a05-bd85-e4215f8bb8c9"
+    );
+    assert_eq!(found[0].nodes[0].address, "127.0.0.1:9090");
+    assert_eq!(found[0].endpoints[0].name, "Greeter.Hello");
+}
