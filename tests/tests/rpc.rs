@@ -291,3 +291,54 @@ async fn the_timeout_reaches_the_server_and_bounds_the_handler() {
     assert!(ms > 0 && ms <= 3000, "{ms}");
     service.stop().await.expect("stop");
 }
+
+#[tokio::test]
+async fn a_unary_endpoint_also_answers_over_a_stream() {
+    // Transports that carry every call as a stream (gRPC) reach unary handlers this way.
+    let registry = MemoryRegistry::new();
+    let service = greeter(&registry, vec![]).await;
+    let c = client(&registry);
+    let mut s = within(
+        "open",
+        c.stream::<HelloRequest, greeter::greeter::HelloReply>(
+            "greeter",
+            "Greeter.Hello",
+            Request::new(()),
+        ),
+    )
+    .await
+    .expect("open");
+    s.send(&HelloRequest { name: "S".into() })
+        .await
+        .expect("send");
+    s.close_send().await.expect("close");
+    let reply = within("reply", s.recv())
+        .await
+        .expect("recv")
+        .expect("one reply");
+    assert_eq!(reply.message, "Hello S");
+    assert!(within("end", s.recv()).await.expect("end").is_none());
+
+    let mut bad = within(
+        "open",
+        c.stream::<HelloRequest, greeter::greeter::HelloReply>(
+            "greeter",
+            "Greeter.Hello",
+            Request::new(()),
+        ),
+    )
+    .await
+    .expect("open");
+    bad.send(&HelloRequest {
+        name: String::new(),
+    })
+    .await
+    .expect("send");
+    bad.close_send().await.expect("close");
+    let err = within("error", bad.recv())
+        .await
+        .expect_err("handler error");
+    assert_eq!(err.code, 400);
+    assert_eq!(err.id, "greeter.Greeter.Hello");
+    service.stop().await.expect("stop");
+}

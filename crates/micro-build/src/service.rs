@@ -103,6 +103,10 @@ impl MicroServiceGenerator {
         let _ = writeln!(buf, "        &self.service");
         let _ = writeln!(buf, "    }}");
 
+        let proto = match service.package.as_str() {
+            "" => service.proto_name.clone(),
+            package => format!("{package}.{}", service.proto_name),
+        };
         for method in &service.methods {
             let kind = Kind::of(method);
             let endpoint = endpoint(service, method);
@@ -142,7 +146,7 @@ impl MicroServiceGenerator {
             );
             let _ = writeln!(
                 buf,
-                "        self.client.{call}(&self.service, {endpoint:?}, request.into_request()).await"
+                "        self.client.{call}(&self.service, {endpoint:?}, request.into_request().with_proto_service({proto:?})).await"
             );
             let _ = writeln!(buf, "    }}");
         }

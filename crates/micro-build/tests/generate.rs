@@ -83,7 +83,7 @@ fn generates_a_typed_client() {
         &code,
         "pub async fn get_item(&self, request: impl ::micro::IntoRequest<GetItemRequest>)
              -> ::core::result::Result<::micro::Response<Item>, ::micro::Error> {
-             self.client.unary(&self.service, \"Shop.GetItem\", request.into_request()).await
+             self.client.unary(&self.service, \"Shop.GetItem\", request.into_request().with_proto_service(\"shop.v1.Shop\")).await
          }",
     );
     // server streaming
@@ -91,7 +91,7 @@ fn generates_a_typed_client() {
         &code,
         "pub async fn watch_prices(&self, request: impl ::micro::IntoRequest<GetItemRequest>)
              -> ::core::result::Result<::micro::Stream<GetItemRequest, Item>, ::micro::Error> {
-             self.client.server_stream(&self.service, \"Shop.WatchPrices\", request.into_request()).await
+             self.client.server_stream(&self.service, \"Shop.WatchPrices\", request.into_request().with_proto_service(\"shop.v1.Shop\")).await
          }",
     );
     // client streaming and bidirectional
@@ -99,7 +99,7 @@ fn generates_a_typed_client() {
         &code,
         "pub async fn upload(&self, request: impl ::micro::IntoRequest<()>)
              -> ::core::result::Result<::micro::Stream<Item, UploadSummary>, ::micro::Error> {
-             self.client.stream(&self.service, \"Shop.Upload\", request.into_request()).await
+             self.client.stream(&self.service, \"Shop.Upload\", request.into_request().with_proto_service(\"shop.v1.Shop\")).await
          }",
     );
     assert_contains(

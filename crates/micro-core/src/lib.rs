@@ -19,6 +19,7 @@
 pub mod broker;
 pub mod codec;
 mod error;
+pub mod headers;
 mod metadata;
 pub mod registry;
 pub mod rpc;

@@ -81,4 +81,9 @@ pub trait Listener: Send + Sync + fmt::Debug {
     /// Stops accepting, lets exchanges under way finish, and returns once every connection has
     /// closed. Callers bound the wait with their own timeout.
     async fn shutdown(&self);
+
+    /// Tells the transport whether the service is ready for calls (registered) or not
+    /// (starting, draining), for transports with a health protocol of their own, such as gRPC's
+    /// `grpc.health.v1.Health`. The default does nothing.
+    fn set_serving(&self, _serving: bool) {}
 }

@@ -2,28 +2,7 @@
 
 use micro_core::{Error, Metadata};
 
-/// The request id.
-pub const ID: &str = "Micro-Id";
-/// The target service.
-pub const SERVICE: &str = "Micro-Service";
-/// The endpoint, `Greeter.Hello`.
-pub const ENDPOINT: &str = "Micro-Endpoint";
-/// The same as [`ENDPOINT`], sent by Go Micro too.
-pub const METHOD: &str = "Micro-Method";
-/// The error of a failed call, as JSON; `EOS` ends a stream.
-pub const ERROR: &str = "Micro-Error";
-/// Present on every message of a stream, holding the stream id.
-pub const STREAM: &str = "Micro-Stream";
-/// The topic of a published message.
-pub const TOPIC: &str = "Micro-Topic";
-/// The codec of the body.
-pub const CONTENT_TYPE: &str = "Content-Type";
-/// The codec the caller wants back.
-pub const ACCEPT: &str = "Accept";
-/// The caller's timeout in decimal nanoseconds.
-pub const TIMEOUT: &str = "Timeout";
-/// The end-of-stream marker in [`ERROR`].
-pub const EOS: &str = "EOS";
+pub use micro_core::headers::*;
 
 /// Reads a header in its `Micro-X` or `X-Micro-X` form.
 pub fn get<'a>(header: &'a Metadata, name: &str) -> Option<&'a str> {

@@ -78,6 +78,12 @@ impl<T> Request<T> {
         self
     }
 
+    /// Names the fully qualified proto service of the endpoint (`greeter.Greeter`), for
+    /// transports that route by it (gRPC). Generated clients set it.
+    pub fn with_proto_service(self, name: &str) -> Self {
+        self.with_metadata(micro_core::headers::PROTO_SERVICE, name)
+    }
+
     /// Adds a selector filter (version, node label, endpoint).
     pub fn with_filter(mut self, filter: Filter) -> Self {
         self.options.filters.push(filter);

@@ -443,6 +443,13 @@ async fn call_unary(
         deadline,
         codec,
     };
+    run_handler(inner, call).await
+}
+
+/// Runs a call through the handler path, bounded by the caller's deadline.
+async fn run_handler(inner: &Inner, call: ServerCall) -> Result<rpc::Response> {
+    let id = format!("{}.{}", inner.opts.name, call.request.endpoint);
+    let deadline = call.deadline;
     let fut = inner.service.clone().oneshot(call);
     match deadline {
         None => fut.await,
@@ -450,7 +457,7 @@ async fn call_unary(
             .await
             .unwrap_or_else(|_| {
                 Err(Error::timeout(
-                    format!("{name}.{endpoint}"),
+                    id,
                     "the handler did not finish within the caller's timeout",
                 ))
             }),
@@ -512,8 +519,16 @@ async fn serve_stream(inner: &Inner, mut socket: Box<dyn Socket>, first: Transpo
     let f = match inner.routes.get(&endpoint) {
         Some(EndpointFn::Stream(f)) => f.clone(),
         Some(EndpointFn::Unary(_)) => {
-            let e = Error::bad_request(id, format!("{endpoint} is a unary endpoint, not a stream"));
-            finish_stream(&mut *socket, &stream_id, codec.content_type(), Err(e)).await;
+            // Transports that carry every call as a stream (gRPC) reach unary endpoints here.
+            let result = unary_over_stream(inner, &mut *socket, &first, &stream_id, codec.clone())
+                .await
+                .map_err(|mut e| {
+                    if e.id.is_empty() {
+                        e.id = id;
+                    }
+                    e
+                });
+            finish_stream(&mut *socket, &stream_id, codec.content_type(), result).await;
             return;
         }
         None => {
@@ -542,6 +557,50 @@ async fn serve_stream(inner: &Inner, mut socket: Box<dyn Socket>, first: Transpo
     });
     let mut socket = shared.lock().await;
     finish_stream(&mut **socket, &stream_id, codec.content_type(), result).await;
+}
+
+/// One request message in, one reply message out, on a stream, through the handler path.
+async fn unary_over_stream(
+    inner: &Inner,
+    socket: &mut dyn Socket,
+    first: &TransportMessage,
+    stream_id: &str,
+    codec: Arc<dyn micro_core::Codec>,
+) -> Result<()> {
+    let endpoint = endpoint_of(&first.header).unwrap_or_default();
+    let (codec, body) = crate::client::recv_stream_message(socket, &inner.codecs)
+        .await?
+        .ok_or_else(|| {
+            Error::bad_request(
+                format!("{}.{endpoint}", inner.opts.name),
+                "the stream ended before its request arrived",
+            )
+        })
+        .map(|(c, b)| {
+            let same = c.content_type() == codec.content_type();
+            (if same { codec } else { c }, b)
+        })?;
+    let deadline = deadline_of(&first.header)?;
+    let call = ServerCall {
+        request: rpc::Request {
+            service: inner.opts.name.clone(),
+            endpoint: endpoint.clone(),
+            content_type: codec.content_type().to_string(),
+            metadata: headers::metadata_of(&first.header),
+            body,
+        },
+        deadline,
+        codec: codec.clone(),
+    };
+    let rsp = run_handler(inner, call).await?;
+    let mut header = crate::client::stream_header(stream_id, &rsp.content_type, None);
+    header.extend_from(&rsp.metadata);
+    socket
+        .send(TransportMessage {
+            header,
+            body: rsp.body,
+        })
+        .await
 }
 
 #[cfg(test)]
