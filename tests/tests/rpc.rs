@@ -342,3 +342,31 @@ async fn a_unary_endpoint_also_answers_over_a_stream() {
     assert_eq!(err.id, "greeter.Greeter.Hello");
     service.stop().await.expect("stop");
 }
+
+#[tokio::test]
+async fn every_service_answers_debug_health() {
+    let registry = MemoryRegistry::new();
+    let service = greeter(&registry, vec![]).await;
+    let c = client(&registry).with_content_type("application/json");
+    let raw = RawRequest {
+        service: "greeter".into(),
+        endpoint: "Debug.Health".into(),
+        content_type: "application/json".into(),
+        metadata: Default::default(),
+        body: Bytes::from_static(b"{}"),
+    };
+    let rsp = within("health", c.call_raw(raw, CallOptions::default()))
+        .await
+        .expect("health");
+    assert_eq!(&rsp.body[..], br#"{"status":"ok"}"#);
+    let typed = c
+        .unary::<_, micro::debug::HealthResponse>(
+            "greeter",
+            "Debug.Health",
+            Request::new(micro::debug::HealthRequest {}),
+        )
+        .await
+        .expect("typed health");
+    assert_eq!(typed.into_inner().status, "ok");
+    service.stop().await.expect("stop");
+}

@@ -31,6 +31,7 @@ pub mod broker;
 pub mod client;
 pub mod codec;
 pub mod config;
+pub mod debug;
 mod handler;
 pub mod headers;
 pub mod plugins;

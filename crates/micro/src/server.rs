@@ -119,7 +119,7 @@ impl Server {
     ) -> Self {
         let mut routes = HashMap::new();
         let mut endpoints = Vec::new();
-        for h in parts.handlers {
+        for h in parts.handlers.into_iter().chain([crate::debug::handler()]) {
             for (endpoint, f) in h.endpoints {
                 routes.insert(endpoint.name.clone(), f);
                 endpoints.push(endpoint);
@@ -228,6 +228,7 @@ impl rpc::Server for Server {
             o.register_interval,
         ));
         let accept = tokio::spawn(accept_loop(self.inner.clone(), listener.clone()));
+        listener.set_serving(true);
         tracing::info!(service = %o.name, id = %o.id, %address, transport = self.inner.transport.name(), "serving");
         *self.running() = Some(Running {
             listener,
@@ -244,6 +245,7 @@ impl rpc::Server for Server {
         };
         let o = &self.inner.opts;
         running.renew.abort();
+        running.listener.set_serving(false);
         // Deregister first, so that callers stop choosing this node while it drains.
         if let Err(e) = self.inner.registry.deregister(&running.record).await {
             tracing::warn!(service = %o.name, error = %e, "cannot deregister");
