@@ -46,6 +46,13 @@ pub trait Transport: Send + Sync + fmt::Debug {
     /// The plugin's name, as written in `MICRO_TRANSPORT`.
     fn name(&self) -> &str;
 
+    /// The RPC protocol this transport speaks, as registered in node metadata (`protocol`):
+    /// `mucp` for Go Micro's protocol (the default), `grpc` for gRPC. Clients pick the
+    /// transport for a node by it.
+    fn protocol(&self) -> &str {
+        "mucp"
+    }
+
     /// Opens a socket to `addr` (`host:port`).
     async fn dial(&self, addr: &str, opts: DialOptions) -> Result<Box<dyn Socket>>;
 

@@ -79,6 +79,8 @@ pub struct Client {
 struct Parts {
     selector: Arc<dyn Selector>,
     transport: Arc<dyn Transport>,
+    /// More transports, for nodes whose `protocol` metadata names theirs.
+    others: Vec<Arc<dyn Transport>>,
     broker: Arc<dyn Broker>,
     codecs: Codecs,
     opts: ClientOptions,
@@ -109,6 +111,7 @@ impl Client {
         let parts = Arc::new(Parts {
             selector,
             transport,
+            others: Vec::new(),
             broker,
             codecs,
             opts,
@@ -132,6 +135,29 @@ impl Client {
         self
     }
 
+    /// Adds a transport for nodes that register its protocol (`protocol=grpc`, say), so one
+    /// client calls services of either protocol side by side.
+    pub fn with_transport(self, transport: Arc<dyn Transport>) -> Self {
+        let p = &self.parts;
+        let mut others = p.others.clone();
+        others.retain(|t| t.protocol() != transport.protocol());
+        others.push(transport);
+        let parts = Arc::new(Parts {
+            selector: p.selector.clone(),
+            transport: p.transport.clone(),
+            others,
+            broker: p.broker.clone(),
+            codecs: p.codecs.clone(),
+            opts: p.opts.clone(),
+        });
+        Client {
+            service: CallService::new(Dispatch {
+                parts: parts.clone(),
+            }),
+            parts,
+        }
+    }
+
     pub(crate) fn with_service(mut self, wrap: impl FnOnce(CallService) -> CallService) -> Self {
         self.service = wrap(self.service);
         self
@@ -142,13 +168,20 @@ impl Client {
         let p = &self.parts;
         let mut opts = p.opts.clone();
         opts.content_type = content_type.into();
-        Client::new(
-            p.selector.clone(),
-            p.transport.clone(),
-            p.broker.clone(),
-            p.codecs.clone(),
+        let parts = Arc::new(Parts {
+            selector: p.selector.clone(),
+            transport: p.transport.clone(),
+            others: p.others.clone(),
+            broker: p.broker.clone(),
+            codecs: p.codecs.clone(),
             opts,
-        )
+        });
+        Client {
+            service: CallService::new(Dispatch {
+                parts: parts.clone(),
+            }),
+            parts,
+        }
     }
 
     /// The client's settings.
@@ -308,6 +341,20 @@ impl Service<Call> for Dispatch {
     }
 }
 
+impl Parts {
+    /// The transport for a node: the one of its `protocol`, else the default.
+    fn transport_for(&self, node: &Node) -> &Arc<dyn Transport> {
+        match node.metadata.get("protocol") {
+            Some(p) if p != self.transport.protocol() => self
+                .others
+                .iter()
+                .find(|t| t.protocol() == p)
+                .unwrap_or(&self.transport),
+            _ => &self.transport,
+        }
+    }
+}
+
 async fn picker_for(parts: &Parts, service: &str, opts: &CallOptions) -> Result<Box<dyn Picker>> {
     match &opts.address {
         Some(addr) => Ok(Box::new(DirectPicker(addr.clone()))),
@@ -414,7 +461,7 @@ async fn attempt_once(
         connect_timeout: parts.opts.dial_timeout.min(remaining),
     };
     let mut socket = parts
-        .transport
+        .transport_for(node)
         .dial(&node.address, dial)
         .await
         .map_err(Failed::Unreachable)?;
@@ -465,7 +512,7 @@ async fn open_stream(
         };
         let stream_id = uuid::Uuid::new_v4().to_string();
         let opened = async {
-            let mut socket = parts.transport.dial(&node.address, dial).await?;
+            let mut socket = parts.transport_for(&node).dial(&node.address, dial).await?;
             let mut header = request_header(&req, None);
             header.insert(headers::STREAM, stream_id.clone());
             socket

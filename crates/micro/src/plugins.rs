@@ -44,7 +44,7 @@ pub const PLUGINS: &[Plugin] = &[
     plugin(Kind::Registry, "consul", Some("consul"), cfg!(feature = "consul")),
     plugin(Kind::Registry, "kubernetes", Some("kubernetes"), cfg!(feature = "kubernetes")),
     plugin(Kind::Broker, "memory", None, true),
-    plugin(Kind::Broker, "http", Some("http-broker"), false),
+    plugin(Kind::Broker, "http", Some("http-broker"), cfg!(feature = "http-broker")),
     plugin(Kind::Broker, "kafka", Some("kafka"), false),
     plugin(Kind::Broker, "rabbitmq", Some("rabbitmq"), false),
     plugin(Kind::Broker, "nats", Some("nats"), false),
@@ -75,9 +75,13 @@ pub fn default_registry() -> &'static str {
     }
 }
 
-/// The default broker of this build (memory until the http broker lands).
+/// The default broker of this build: http when compiled in, else memory.
 pub fn default_broker() -> &'static str {
-    "memory"
+    if cfg!(feature = "http-broker") {
+        "http"
+    } else {
+        "memory"
+    }
 }
 
 /// The default transport of this build.
@@ -171,8 +175,23 @@ pub fn broker(
     registry: &Arc<dyn Registry>,
 ) -> Result<Arc<dyn Broker>> {
     check(Kind::Broker, name)?;
-    let _ = (address, registry);
-    Ok(Arc::new(memory_broker()))
+    match name {
+        #[cfg(feature = "http-broker")]
+        "http" => {
+            let mut opts = micro_broker_http::HttpBrokerOptions::from_env()?;
+            if let Some(a) = address {
+                opts = opts.with_address(a);
+            }
+            Ok(Arc::new(micro_broker_http::HttpBroker::new(
+                registry.clone(),
+                opts,
+            )?))
+        }
+        _ => {
+            let _ = (address, registry);
+            Ok(Arc::new(memory_broker()))
+        }
+    }
 }
 
 /// The transport called `name`.

@@ -131,12 +131,13 @@ impl Server {
             routes: routes.clone(),
             service: parts.opts.name.clone(),
         }));
+        let protocol = parts.transport.protocol();
         let node_metadata = [
             ("broker", parts.broker_name.as_str()),
             ("registry", parts.registry.name()),
-            ("server", "mucp"),
+            ("server", protocol),
             ("transport", parts.transport.name()),
-            ("protocol", "mucp"),
+            ("protocol", protocol),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -511,6 +511,9 @@ impl Service {
             }
         }
         i.server.stop().await?;
+        if let Err(e) = i.broker.disconnect().await {
+            tracing::warn!(broker = i.broker.name(), error = %e, "cannot disconnect from the broker");
+        }
         for hook in &i.after_stop {
             if let Err(e) = hook().await {
                 tracing::warn!(error = %e, "after-stop hook failed");

@@ -59,8 +59,9 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
+    /// The in-memory broker may be shared by every service of the process, so disconnecting
+    /// one of them leaves the others' subscriptions alone; unsubscribing ends a subscription.
     async fn disconnect(&self) -> Result<()> {
-        self.topics().subs.clear();
         Ok(())
     }
 
