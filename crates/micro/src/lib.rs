@@ -21,8 +21,12 @@
 //! |---|---|---|
 //! | `mdns` | yes | the mDNS registry (`MICRO_REGISTRY=mdns`), discovery with no infrastructure |
 //! | `http` | yes | the http transport (`MICRO_TRANSPORT=http`): mucp over HTTP/1.1 and h2c |
+//! | `http-broker` | yes | the http broker (`MICRO_BROKER=http`): Go Micro's, through the registry |
 //! | `proto` | yes | the protobuf codec, `application/protobuf` |
 //! | `json` | yes | the JSON codec, `application/json` |
+//! | `etcd` | no | the etcd registry (`MICRO_REGISTRY=etcd`); building it needs `protoc` |
+//! | `consul` | no | the Consul registry (`MICRO_REGISTRY=consul`) |
+//! | `kubernetes` | no | the Kubernetes registry (`MICRO_REGISTRY=kubernetes`) |
 //!
 //! The in-memory registry and broker (`memory`) are always there. Asking for a plugin that is
 //! not compiled in fails with an error that names the feature to enable.
