@@ -57,14 +57,7 @@ pub fn backoff(attempt: u32) -> Duration {
     Duration::from_secs_f64(f64::from(attempt).powf(std::f64::consts::E) * 0.1)
 }
 
-/// One call on its way through the client's middleware: the encoded request and its options.
-#[derive(Debug, Clone)]
-pub struct Call {
-    /// The encoded request.
-    pub request: rpc::Request,
-    /// The per-call options.
-    pub options: CallOptions,
-}
+pub use micro_core::rpc::Call;
 
 /// The client's call path as a tower service; layers wrap it.
 pub type CallService = BoxCloneSyncService<Call, rpc::Response, Error>;

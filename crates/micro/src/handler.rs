@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use micro_core::registry::Endpoint;
@@ -18,16 +17,7 @@ use crate::headers;
 use crate::request::{Request, Response};
 use crate::BoxFuture;
 
-/// One decoded unary call as it reaches the handler path (and its tower layers).
-#[derive(Debug, Clone)]
-pub struct ServerCall {
-    /// The encoded request.
-    pub request: rpc::Request,
-    /// When the caller stops waiting.
-    pub deadline: Option<Instant>,
-    /// The codec of the request, which the reply uses too.
-    pub codec: Arc<dyn Codec>,
-}
+pub use micro_core::rpc::ServerCall;
 
 pub(crate) type UnaryFn =
     Arc<dyn Fn(ServerCall) -> BoxFuture<'static, Result<rpc::Response>> + Send + Sync>;
