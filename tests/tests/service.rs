@@ -175,6 +175,11 @@ impl Describe for Call {
         format!("{}.{}", self.request.service, self.request.endpoint)
     }
 }
+impl Describe for micro::client::Attempt {
+    fn describe(&self) -> String {
+        format!("{} #{}", self.request.endpoint, self.number)
+    }
+}
 impl Describe for ServerCall {
     fn describe(&self) -> String {
         self.request.endpoint.clone()
@@ -217,6 +222,7 @@ async fn tower_layers_wrap_the_client_handler_and_subscriber_paths() {
     let service = builder("greeter", &registry)
         .handler(greeter_handler(GreeterService))
         .client_layer(layer("client"))
+        .attempt_layer(layer("attempt"))
         .handler_layer(layer("handler"))
         .subscriber_layer(layer("subscriber"))
         .subscriber("pings", move |_e: Event<Json<u8>>| {
@@ -229,7 +235,11 @@ async fn tower_layers_wrap_the_client_handler_and_subscriber_paths() {
         .build()
         .expect("build");
     service.start().await.expect("start");
-    let greeter = GreeterClient::new("greeter", service.client());
+    // Switching codecs keeps the middleware.
+    let greeter = GreeterClient::new(
+        "greeter",
+        service.client().with_content_type("application/json"),
+    );
     within("call", greeter.hello(HelloRequest { name: "L".into() }))
         .await
         .expect("call");
@@ -246,6 +256,7 @@ async fn tower_layers_wrap_the_client_handler_and_subscriber_paths() {
         log,
         [
             "client greeter.Greeter.Hello",
+            "attempt Greeter.Hello #0",
             "handler Greeter.Hello",
             "subscriber pings"
         ]

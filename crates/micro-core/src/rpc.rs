@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::registry::Node;
 use crate::selector::Filter;
 use crate::transport::Socket;
 use crate::{broker, Codec, Metadata, Result};
@@ -59,6 +60,56 @@ pub struct Call {
     /// The per-call options.
     pub options: CallOptions,
 }
+
+/// One attempt of a call: one try on one node (attempt-level middleware sees this).
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// The node tried.
+    pub node: Node,
+    /// The encoded request.
+    pub request: Request,
+    /// What is left of the call's deadline.
+    pub timeout: Duration,
+    /// 0 for the first try, 1 for the first retry, ...
+    pub number: u32,
+}
+
+/// Why an attempt failed: the node answered with an error, or could not be reached (which
+/// ejects it from selection for a while).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptError {
+    /// The node answered, with an error.
+    Answered(crate::Error),
+    /// The node could not be reached, or the connection broke.
+    Unreachable(crate::Error),
+}
+
+impl AttemptError {
+    /// The error, whichever kind.
+    pub fn error(&self) -> &crate::Error {
+        match self {
+            AttemptError::Answered(e) | AttemptError::Unreachable(e) => e,
+        }
+    }
+
+    /// The error, whichever kind.
+    pub fn into_error(self) -> crate::Error {
+        match self {
+            AttemptError::Answered(e) | AttemptError::Unreachable(e) => e,
+        }
+    }
+}
+
+impl fmt::Display for AttemptError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AttemptError::Answered(e) => write!(f, "answered with {e}"),
+            AttemptError::Unreachable(e) => write!(f, "unreachable: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for AttemptError {}
 
 /// One unary call as it reaches the server's handler path (tower layers see this).
 #[derive(Debug, Clone)]

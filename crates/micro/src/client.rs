@@ -62,6 +62,13 @@ pub use micro_core::rpc::Call;
 /// The client's call path as a tower service; layers wrap it.
 pub type CallService = BoxCloneSyncService<Call, rpc::Response, Error>;
 
+/// One attempt's path (a call on one node) as a tower service; attempt layers wrap it.
+pub type AttemptService = BoxCloneSyncService<Attempt, rpc::Response, AttemptError>;
+
+pub use micro_core::rpc::{Attempt, AttemptError};
+
+pub(crate) type Wrap<S> = Arc<dyn Fn(S) -> S + Send + Sync>;
+
 /// The RPC client. Cheap to clone; clones share connections and the selector's cache.
 #[derive(Clone)]
 pub struct Client {
@@ -69,7 +76,9 @@ pub struct Client {
     service: CallService,
 }
 
-struct Parts {
+/// What a client is built from.
+#[derive(Clone)]
+struct Settings {
     selector: Arc<dyn Selector>,
     transport: Arc<dyn Transport>,
     /// More transports, for nodes whose `protocol` metadata names theirs.
@@ -77,6 +86,21 @@ struct Parts {
     broker: Arc<dyn Broker>,
     codecs: Codecs,
     opts: ClientOptions,
+    call_layers: Vec<Wrap<CallService>>,
+    attempt_layers: Vec<Wrap<AttemptService>>,
+}
+
+/// The settings and the attempt path built from them.
+struct Parts {
+    settings: Settings,
+    attempt: AttemptService,
+}
+
+impl std::ops::Deref for Parts {
+    type Target = Settings;
+    fn deref(&self) -> &Settings {
+        &self.settings
+    }
 }
 
 impl fmt::Debug for Client {
@@ -101,80 +125,98 @@ impl Client {
         codecs: Codecs,
         opts: ClientOptions,
     ) -> Self {
-        let parts = Arc::new(Parts {
+        Self::build(Settings {
             selector,
             transport,
             others: Vec::new(),
             broker,
             codecs,
             opts,
-        });
-        let service = CallService::new(Dispatch {
+            call_layers: Vec::new(),
+            attempt_layers: Vec::new(),
+        })
+    }
+
+    fn build(settings: Settings) -> Self {
+        let connect = Connect {
+            transport: settings.transport.clone(),
+            others: settings.others.clone(),
+            dial_timeout: settings.opts.dial_timeout,
+        };
+        let mut attempt = AttemptService::new(connect);
+        for wrap in &settings.attempt_layers {
+            attempt = wrap(attempt);
+        }
+        let parts = Arc::new(Parts { settings, attempt });
+        let mut service = CallService::new(Dispatch {
             parts: parts.clone(),
         });
+        for wrap in &parts.call_layers {
+            service = wrap(service);
+        }
         Client { parts, service }
     }
 
-    /// Wraps the call path in a tower layer (tracing, metrics, rate limits, ...). Layers added
-    /// later run first.
-    pub fn layer<L>(mut self, layer: L) -> Self
+    fn rebuild(&self, change: impl FnOnce(&mut Settings)) -> Self {
+        let mut settings = self.parts.settings.clone();
+        change(&mut settings);
+        Self::build(settings)
+    }
+
+    /// Wraps the call path in a tower layer (tracing, metrics, rate limits, ...): it sees each
+    /// call once, retries included. Layers added later run first.
+    pub fn layer<L>(self, layer: L) -> Self
     where
-        L: Layer<CallService>,
+        L: Layer<CallService> + Send + Sync + 'static,
         L::Service:
             Service<Call, Response = rpc::Response, Error = Error> + Clone + Send + Sync + 'static,
         <L::Service as Service<Call>>::Future: Send + 'static,
     {
-        self.service = CallService::new(layer.layer(self.service));
-        self
+        self.rebuild(|s| {
+            s.call_layers
+                .push(Arc::new(move |svc| CallService::new(layer.layer(svc))))
+        })
+    }
+
+    /// Wraps each attempt (one try on one node) in a tower layer: per-attempt spans, per-node
+    /// circuit breakers, ... Layers added later run first.
+    pub fn attempt_layer<L>(self, layer: L) -> Self
+    where
+        L: Layer<AttemptService> + Send + Sync + 'static,
+        L::Service: Service<Attempt, Response = rpc::Response, Error = AttemptError>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as Service<Attempt>>::Future: Send + 'static,
+    {
+        self.rebuild(|s| {
+            s.attempt_layers
+                .push(Arc::new(move |svc| AttemptService::new(layer.layer(svc))))
+        })
+    }
+
+    pub(crate) fn with_call_wrap(&self, wrap: Wrap<CallService>) -> Self {
+        self.rebuild(|s| s.call_layers.push(wrap))
+    }
+
+    pub(crate) fn with_attempt_wrap(&self, wrap: Wrap<AttemptService>) -> Self {
+        self.rebuild(|s| s.attempt_layers.push(wrap))
     }
 
     /// Adds a transport for nodes that register its protocol (`protocol=grpc`, say), so one
     /// client calls services of either protocol side by side.
-    pub fn with_transport(self, transport: Arc<dyn Transport>) -> Self {
-        let p = &self.parts;
-        let mut others = p.others.clone();
-        others.retain(|t| t.protocol() != transport.protocol());
-        others.push(transport);
-        let parts = Arc::new(Parts {
-            selector: p.selector.clone(),
-            transport: p.transport.clone(),
-            others,
-            broker: p.broker.clone(),
-            codecs: p.codecs.clone(),
-            opts: p.opts.clone(),
-        });
-        Client {
-            service: CallService::new(Dispatch {
-                parts: parts.clone(),
-            }),
-            parts,
-        }
+    pub fn with_transport(&self, transport: Arc<dyn Transport>) -> Self {
+        self.rebuild(|s| {
+            s.others.retain(|t| t.protocol() != transport.protocol());
+            s.others.push(transport);
+        })
     }
 
-    pub(crate) fn with_service(mut self, wrap: impl FnOnce(CallService) -> CallService) -> Self {
-        self.service = wrap(self.service);
-        self
-    }
-
-    /// This client, encoding requests with another codec (`application/json`, say).
+    /// This client, encoding requests with another codec (`application/json`, say). Its
+    /// middleware stays as it was.
     pub fn with_content_type(&self, content_type: impl Into<String>) -> Self {
-        let p = &self.parts;
-        let mut opts = p.opts.clone();
-        opts.content_type = content_type.into();
-        let parts = Arc::new(Parts {
-            selector: p.selector.clone(),
-            transport: p.transport.clone(),
-            others: p.others.clone(),
-            broker: p.broker.clone(),
-            codecs: p.codecs.clone(),
-            opts,
-        });
-        Client {
-            service: CallService::new(Dispatch {
-                parts: parts.clone(),
-            }),
-            parts,
-        }
+        self.rebuild(|s| s.opts.content_type = content_type.into())
     }
 
     /// The client's settings.
@@ -334,7 +376,15 @@ impl Service<Call> for Dispatch {
     }
 }
 
-impl Parts {
+/// The innermost attempt service: dial the node's transport, send, receive.
+#[derive(Clone)]
+struct Connect {
+    transport: Arc<dyn Transport>,
+    others: Vec<Arc<dyn Transport>>,
+    dial_timeout: Duration,
+}
+
+impl Connect {
     /// The transport for a node: the one of its `protocol`, else the default.
     fn transport_for(&self, node: &Node) -> &Arc<dyn Transport> {
         match node.metadata.get("protocol") {
@@ -345,6 +395,21 @@ impl Parts {
                 .unwrap_or(&self.transport),
             _ => &self.transport,
         }
+    }
+}
+
+impl Service<Attempt> for Connect {
+    type Response = rpc::Response;
+    type Error = AttemptError;
+    type Future = BoxFuture<'static, std::result::Result<rpc::Response, AttemptError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<std::result::Result<(), AttemptError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, attempt: Attempt) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { attempt_once(&this, attempt).await })
     }
 }
 
@@ -380,8 +445,13 @@ async fn dispatch(parts: &Parts, call: Call) -> Result<rpc::Response> {
         tokio::time::sleep(wait).await;
         let node = picker.pick()?;
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let result =
-            tokio::time::timeout(remaining, attempt_once(parts, &node, &request, remaining)).await;
+        let try_once = Attempt {
+            node: node.clone(),
+            request: request.clone(),
+            timeout: remaining,
+            number: attempt,
+        };
+        let result = tokio::time::timeout(remaining, parts.attempt.clone().oneshot(try_once)).await;
         let err = match result {
             Ok(Ok(rsp)) => {
                 parts
@@ -389,13 +459,13 @@ async fn dispatch(parts: &Parts, call: Call) -> Result<rpc::Response> {
                     .mark(&request.service, &node, Outcome::Success);
                 return Ok(rsp);
             }
-            Ok(Err(Failed::Answered(e))) => {
+            Ok(Err(AttemptError::Answered(e))) => {
                 parts
                     .selector
                     .mark(&request.service, &node, Outcome::Success);
                 e
             }
-            Ok(Err(Failed::Unreachable(e))) => {
+            Ok(Err(AttemptError::Unreachable(e))) => {
                 parts
                     .selector
                     .mark(&request.service, &node, Outcome::Failure);
@@ -423,12 +493,6 @@ fn deadline_error(req: &rpc::Request, timeout: Duration) -> Error {
     )
 }
 
-/// Why one attempt failed: the node answered with an error, or could not be reached.
-enum Failed {
-    Answered(Error),
-    Unreachable(Error),
-}
-
 fn request_header(req: &rpc::Request, timeout: Option<Duration>) -> Metadata {
     let mut h = req.metadata.clone();
     h.insert(headers::ID, uuid::Uuid::new_v4().to_string());
@@ -444,31 +508,36 @@ fn request_header(req: &rpc::Request, timeout: Option<Duration>) -> Metadata {
 }
 
 async fn attempt_once(
-    parts: &Parts,
-    node: &Node,
-    req: &rpc::Request,
-    remaining: Duration,
-) -> std::result::Result<rpc::Response, Failed> {
+    connect: &Connect,
+    attempt: Attempt,
+) -> std::result::Result<rpc::Response, AttemptError> {
+    let Attempt {
+        node,
+        request: req,
+        timeout: remaining,
+        ..
+    } = attempt;
+    let (node, req) = (&node, &req);
     let dial = DialOptions {
         stream: false,
-        connect_timeout: parts.opts.dial_timeout.min(remaining),
+        connect_timeout: connect.dial_timeout.min(remaining),
     };
-    let mut socket = parts
+    let mut socket = connect
         .transport_for(node)
         .dial(&node.address, dial)
         .await
-        .map_err(Failed::Unreachable)?;
+        .map_err(AttemptError::Unreachable)?;
     let msg = TransportMessage {
         header: request_header(req, Some(remaining)),
         body: req.body.clone(),
     };
-    socket.send(msg).await.map_err(Failed::Unreachable)?;
+    socket.send(msg).await.map_err(AttemptError::Unreachable)?;
     let reply = socket
         .recv()
         .await
-        .map_err(Failed::Unreachable)?
+        .map_err(AttemptError::Unreachable)?
         .ok_or_else(|| {
-            Failed::Unreachable(Error::internal(
+            AttemptError::Unreachable(Error::internal(
                 "micro.client",
                 format!(
                     "{} closed the connection without replying to {}",
@@ -478,7 +547,7 @@ async fn attempt_once(
             ))
         })?;
     if let Some(e) = headers::error_of(&reply.header) {
-        return Err(Failed::Answered(e));
+        return Err(AttemptError::Answered(e));
     }
     Ok(rpc::Response {
         content_type: headers::get(&reply.header, headers::CONTENT_TYPE)
@@ -505,7 +574,15 @@ async fn open_stream(
         };
         let stream_id = uuid::Uuid::new_v4().to_string();
         let opened = async {
-            let mut socket = parts.transport_for(&node).dial(&node.address, dial).await?;
+            let connect = Connect {
+                transport: parts.transport.clone(),
+                others: parts.others.clone(),
+                dial_timeout: parts.opts.dial_timeout,
+            };
+            let mut socket = connect
+                .transport_for(&node)
+                .dial(&node.address, dial)
+                .await?;
             let mut header = request_header(&req, None);
             header.insert(headers::STREAM, stream_id.clone());
             socket

@@ -12,7 +12,9 @@ use micro_core::{Broker, Error, Message, Registry, Result, Selector, Transport};
 use tower::Layer;
 use tower::Service as TowerService;
 
-use crate::client::{Call, CallService, Client, ClientOptions};
+use crate::client::{
+    Attempt, AttemptError, AttemptService, Call, CallService, Client, ClientOptions,
+};
 use crate::codec::Codecs;
 use crate::config::Config;
 use crate::handler::{Handler, ServerCall};
@@ -41,6 +43,7 @@ pub struct ServiceBuilder {
     subscribers: Vec<MakeSubscriber>,
     on_subscriber_error: Option<ErrorHook>,
     client_layers: Vec<Wrap<CallService>>,
+    attempt_layers: Vec<Wrap<AttemptService>>,
     handler_layers: Vec<Wrap<HandlerService>>,
     subscriber_layers: Vec<Wrap<SubscriberService>>,
     before_start: Vec<Hook>,
@@ -90,6 +93,7 @@ impl ServiceBuilder {
             subscribers: Vec::new(),
             on_subscriber_error: None,
             client_layers: Vec::new(),
+            attempt_layers: Vec::new(),
             handler_layers: Vec::new(),
             subscriber_layers: Vec::new(),
             before_start: Vec::new(),
@@ -232,6 +236,22 @@ impl ServiceBuilder {
         /// Wraps the client call path in a tower layer.
         client_layer, client_layers, CallService, Call, micro_core::rpc::Response
     );
+    /// Wraps each client attempt (one try on one node) in a tower layer.
+    pub fn attempt_layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<AttemptService> + Send + Sync + 'static,
+        L::Service: TowerService<Attempt, Response = micro_core::rpc::Response, Error = AttemptError>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as TowerService<Attempt>>::Future: Send + 'static,
+    {
+        self.attempt_layers.push(Arc::new(move |inner| {
+            AttemptService::new(layer.layer(inner))
+        }));
+        self
+    }
     layer_method!(
         /// Wraps the handler path (unary calls) in a tower layer.
         handler_layer, handler_layers, HandlerService, ServerCall, micro_core::rpc::Response
@@ -349,7 +369,10 @@ impl ServiceBuilder {
             self.client.clone(),
         );
         for wrap in &self.client_layers {
-            client = client.with_service(|svc| wrap(svc));
+            client = client.with_call_wrap(wrap.clone());
+        }
+        for wrap in &self.attempt_layers {
+            client = client.with_attempt_wrap(wrap.clone());
         }
 
         let layers = self.subscriber_layers;
