@@ -1,11 +1,11 @@
 //! The client side: unary exchanges on pooled HTTP/1.1 connections, streams on their own h2c
-//! connection.
+//! connection; both over TLS when the transport has it.
 
 use std::error::Error as StdError;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -21,11 +21,12 @@ use micro_core::transport::{DialOptions, Message, Socket};
 use micro_core::{Error, Metadata, Result};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio::time::{timeout, Instant};
+use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::body::{read_to_limit, ChannelBody, ReadError};
 use crate::frame::{self, FrameReader};
 use crate::headers::{is_stream, micro_error, to_header_map, to_metadata};
+use crate::tls::{rustls_error_of, ClientStream, ClientTls, TlsConn};
 use crate::{HttpOptions, ID, KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT, STREAM_BUFFER};
 
 /// hyper's HTTP/1 read buffer may not be smaller than this.
@@ -34,10 +35,13 @@ const MIN_H1_BUF: usize = 8192;
 /// The pooled HTTP/1.1 client for unary exchanges.
 pub(crate) type PoolClient = Client<TimedConnector, Full<Bytes>>;
 
-/// The pooling client shared by every unary socket of a transport.
-pub(crate) fn pool_client(opts: &HttpOptions) -> PoolClient {
+/// The pooling client shared by every unary socket of a transport, dialling TLS when `tls` is
+/// given.
+pub(crate) fn pool_client(opts: &HttpOptions, tls: Option<Arc<ClientTls>>) -> PoolClient {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
+    // TLS URIs are `https`; the TLS itself is this crate's, on top of the TCP connection.
+    http.enforce_http(false);
     Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
@@ -45,7 +49,7 @@ pub(crate) fn pool_client(opts: &HttpOptions) -> PoolClient {
         .pool_max_idle_per_host(opts.pool_max_idle_per_host)
         .http1_max_buf_size(opts.max_header_bytes.max(MIN_H1_BUF))
         .http1_title_case_headers(true)
-        .build(TimedConnector { http })
+        .build(TimedConnector { http, tls })
 }
 
 tokio::task_local! {
@@ -53,17 +57,19 @@ tokio::task_local! {
     static CONNECT_TIMEOUT: Duration;
 }
 
-/// hyper-util's connector with the connect timeout of each dial rather than one per pool.
+/// hyper-util's connector with the connect timeout of each dial rather than one per pool, and
+/// the TLS handshake within that same timeout when the transport has TLS.
 ///
 /// hyper-util calls the connector from the task that sends the request, where the dial's
 /// timeout is in scope; should that ever change, the default of `DialOptions` applies.
 #[derive(Clone)]
 pub(crate) struct TimedConnector {
     http: HttpConnector,
+    tls: Option<Arc<ClientTls>>,
 }
 
 impl tower_service::Service<Uri> for TimedConnector {
-    type Response = TokioIo<TcpStream>;
+    type Response = TokioIo<ClientStream>;
     type Error = Box<dyn StdError + Send + Sync>;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
@@ -75,19 +81,39 @@ impl tower_service::Service<Uri> for TimedConnector {
         let limit = CONNECT_TIMEOUT
             .try_with(|limit| *limit)
             .unwrap_or(DialOptions::default().connect_timeout);
+        let addr = dst.authority().map(|a| a.to_string()).unwrap_or_default();
+        let host = dst.host().unwrap_or_default().to_string();
         let connecting = tower_service::Service::call(&mut self.http, dst);
+        let tls = self.tls.clone();
         Box::pin(async move {
-            match timeout(limit, connecting).await {
-                Ok(connected) => connected.map_err(Into::into),
-                Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out").into()),
+            let deadline = Instant::now() + limit;
+            let tcp = match timeout_at(deadline, connecting).await {
+                Ok(connected) => connected?.into_inner(),
+                Err(_) => {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out").into())
+                }
+            };
+            let Some(tls) = tls else {
+                return Ok(TokioIo::new(ClientStream::Plain(tcp)));
+            };
+            // A micro Error here reaches `send` whole, through hyper-util's error chain.
+            match timeout_at(deadline, tls.handshake(tcp, &addr, &host, false)).await {
+                Ok(Ok(stream)) => {
+                    // The pool's errors keep their rustls cause, so the record is not needed.
+                    let (conn, _) = TlsConn::new(stream);
+                    Ok(TokioIo::new(ClientStream::Tls(Box::new(conn))))
+                }
+                Ok(Err(e)) => Err(e.into()),
+                Err(_) => Err(tls.handshake_timeout(&addr, limit).into()),
             }
         })
     }
 }
 
-/// `http://<addr>/`, the URI of every request to `addr`.
-pub(crate) fn uri_for(addr: &str) -> Result<Uri> {
-    format!("http://{addr}/").parse().map_err(|_| {
+/// `http://<addr>/`, or `https://<addr>/` with TLS: the URI of every request to `addr`.
+pub(crate) fn uri_for(addr: &str, tls: bool) -> Result<Uri> {
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{addr}/").parse().map_err(|_| {
         Error::bad_request(
             ID,
             format!("{addr:?} is not an address to dial: expected host:port"),
@@ -102,6 +128,7 @@ pub(crate) struct UnaryClientSocket {
     addr: String,
     connect_timeout: Duration,
     opts: Arc<HttpOptions>,
+    tls: Option<Arc<ClientTls>>,
     state: Unary,
 }
 
@@ -118,6 +145,7 @@ impl UnaryClientSocket {
         addr: &str,
         connect_timeout: Duration,
         opts: Arc<HttpOptions>,
+        tls: Option<Arc<ClientTls>>,
     ) -> Self {
         UnaryClientSocket {
             client,
@@ -125,6 +153,7 @@ impl UnaryClientSocket {
             addr: addr.to_string(),
             connect_timeout,
             opts,
+            tls,
             state: Unary::Ready,
         }
     }
@@ -166,13 +195,12 @@ impl Socket for UnaryClientSocket {
         *req.headers_mut() = to_header_map(&msg.header, "request")?;
         let sending = CONNECT_TIMEOUT.scope(self.connect_timeout, self.client.request(req));
         let reply = sending.await.map_err(|e| {
-            if e.is_connect() {
+            if let Some(e) = find_micro_error(&e) {
+                e.clone()
+            } else if e.is_connect() {
                 connect_error(&self.addr, find_io(&e), self.connect_timeout)
             } else {
-                Error::internal(
-                    ID,
-                    format!("request to {} failed: {}", self.addr, causes(&e)),
-                )
+                failure(&self.addr, "request to", &e, self.tls.as_deref())
             }
         })?;
         self.state = Unary::Replied(reply);
@@ -248,6 +276,9 @@ pub(crate) struct StreamClientSocket {
     addr: String,
     uri: Uri,
     opts: Arc<HttpOptions>,
+    tls: Option<Arc<ClientTls>>,
+    /// The first rustls error of the connection, which hyper's HTTP/2 errors leave out.
+    tls_failure: Option<Arc<OnceLock<rustls::Error>>>,
     // Kept for the socket's lifetime: hyper ends the connection once every sender is gone.
     sender: http2::SendRequest<ChannelBody>,
     started: bool,
@@ -266,26 +297,45 @@ impl std::fmt::Debug for StreamClientSocket {
 }
 
 impl StreamClientSocket {
-    /// Connects to `addr` and speaks HTTP/2 with prior knowledge.
+    /// Connects to `addr` and speaks HTTP/2 with prior knowledge, or over TLS with ALPN `h2`
+    /// when `tls` is given; connecting and the TLS handshake share `connect_timeout`.
     pub(crate) async fn connect(
         addr: &str,
         uri: Uri,
         opts: Arc<HttpOptions>,
         connect_timeout: Duration,
+        tls: Option<Arc<ClientTls>>,
     ) -> Result<Self> {
-        let tcp = match timeout(connect_timeout, TcpStream::connect(addr)).await {
+        let deadline = Instant::now() + connect_timeout;
+        let tcp = match timeout_at(deadline, TcpStream::connect(addr)).await {
             Err(_) => return Err(connect_error(addr, None, connect_timeout)),
             Ok(Err(e)) => return Err(connect_error(addr, Some(&e), connect_timeout)),
             Ok(Ok(tcp)) => tcp,
         };
         // Nagle's algorithm only delays small stream messages.
         let _ = tcp.set_nodelay(true);
+        let mut tls_failure = None;
+        let stream = match &tls {
+            None => ClientStream::Plain(tcp),
+            Some(tls) => {
+                let host = uri.host().unwrap_or_default();
+                match timeout_at(deadline, tls.handshake(tcp, addr, host, true)).await {
+                    Ok(Ok(stream)) => {
+                        let (conn, failure) = TlsConn::new(stream);
+                        tls_failure = Some(failure);
+                        ClientStream::Tls(Box::new(conn))
+                    }
+                    Ok(Err(e)) => return Err(e),
+                    Err(_) => return Err(tls.handshake_timeout(addr, connect_timeout)),
+                }
+            }
+        };
         let handshake = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(KEEP_ALIVE_INTERVAL)
             .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
             .max_header_list_size(u32::try_from(opts.max_header_bytes).unwrap_or(u32::MAX))
-            .handshake(TokioIo::new(tcp));
+            .handshake(TokioIo::new(stream));
         let (sender, conn) = match timeout(connect_timeout, handshake).await {
             Ok(Ok(pair)) => pair,
             Ok(Err(e)) => {
@@ -311,6 +361,8 @@ impl StreamClientSocket {
             addr: addr.to_string(),
             uri,
             opts,
+            tls,
+            tls_failure,
             sender,
             started: false,
             tx: None,
@@ -375,10 +427,18 @@ impl Socket for StreamClientSocket {
                 return Err(self.closed_error());
             };
             let reply = reply.await.map_err(|e| {
-                Error::internal(
-                    ID,
-                    format!("the stream to {} failed: {}", self.addr, causes(&e)),
-                )
+                let recorded = self.tls_failure.as_ref().and_then(|f| f.get());
+                match (&self.tls, recorded) {
+                    (Some(tls), Some(cause)) => Error::internal(
+                        ID,
+                        format!(
+                            "the stream to {} failed: {}",
+                            self.addr,
+                            tls.explain(&self.addr, cause)
+                        ),
+                    ),
+                    _ => failure(&self.addr, "the stream to", &e, self.tls.as_deref()),
+                }
             })?;
             if let Some(e) = micro_error(reply.headers()) {
                 return Err(e);
@@ -432,6 +492,80 @@ fn connect_error(addr: &str, cause: Option<&io::Error>, connect_timeout: Duratio
         Some(e) => e.to_string(),
     };
     Error::internal(ID, format!("connect to {addr}: {why}"))
+}
+
+/// The error for an exchange with `addr` that failed after connecting ("request to",
+/// "the stream to"): what TLS said when it was TLS, with a hint when a plaintext client got
+/// something other than HTTP back.
+fn failure(
+    addr: &str,
+    what: &str,
+    err: &(dyn StdError + 'static),
+    tls: Option<&ClientTls>,
+) -> Error {
+    if let (Some(tls), Some(e)) = (tls, find_rustls(err)) {
+        // With TLS 1.3 a server refuses a client certificate only after the client's side of
+        // the handshake is done, so the refusal shows up here, on the first exchange.
+        return Error::internal(
+            ID,
+            format!("{what} {addr} failed: {}", tls.explain(addr, e)),
+        );
+    }
+    let mut detail = format!("{what} {addr} failed: {}", causes(err));
+    // A TLS server answers plaintext with a TLS alert or by closing the connection.
+    if tls.is_none() {
+        if find_hyper(err).is_some_and(hyper::Error::is_parse) {
+            detail.push_str(&format!(
+                " ({addr} did not answer in HTTP: if it expects TLS, configure TLS on this \
+                 transport)"
+            ));
+        } else if find_io(err).is_some() {
+            detail.push_str(&format!(
+                " (if {addr} expects TLS, configure TLS on this transport)"
+            ));
+        }
+    }
+    Error::internal(ID, detail)
+}
+
+/// The micro error behind `err`, as raised by the TLS side of [`TimedConnector`].
+fn find_micro_error<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a Error> {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(found) = e.downcast_ref::<Error>() {
+            return Some(found);
+        }
+        cur = e.source();
+    }
+    None
+}
+
+/// The rustls error behind `err`: tokio-rustls wraps them in `io::Error`s, which do not
+/// report what they wrap as their `source`.
+fn find_rustls<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(found) = e.downcast_ref::<rustls::Error>() {
+            return Some(found);
+        }
+        if let Some(found) = e.downcast_ref::<io::Error>().and_then(rustls_error_of) {
+            return Some(found);
+        }
+        cur = e.source();
+    }
+    None
+}
+
+/// The first hyper error in `err`'s chain.
+fn find_hyper<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a hyper::Error> {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(found) = e.downcast_ref::<hyper::Error>() {
+            return Some(found);
+        }
+        cur = e.source();
+    }
+    None
 }
 
 /// The innermost I/O error behind `err`, if any.

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use micro_core::{Error, Result};
 
-use crate::ID;
+use crate::{TlsOptions, ID};
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
@@ -13,7 +13,7 @@ const MIB: usize = 1024 * 1024;
 /// its server side.
 ///
 /// `HttpOptions::default()` suits most services; [`HttpOptions::from_env`] reads the
-/// `MICRO_HTTP_*` variables named on each field.
+/// `MICRO_HTTP_*` variables named on each field, and `MICRO_TLS_*` for [`tls`](Self::tls).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpOptions {
     /// The largest request or response head: hyper's HTTP/1 read buffer (at least 8 KiB) and
@@ -38,6 +38,10 @@ pub struct HttpOptions {
     /// How long the client keeps an idle pooled connection; keep it below the server's
     /// `idle_timeout`. `MICRO_HTTP_POOL_IDLE_TIMEOUT`, default 60 s.
     pub pool_idle_timeout: Duration,
+    /// TLS for both sides, or `None` for plaintext (HTTP/1.1 and h2c). With it the server
+    /// speaks only TLS on its port and the client dials every address with TLS.
+    /// `MICRO_TLS_CERT`, `MICRO_TLS_KEY`, `MICRO_TLS_CA`: see [`TlsOptions::from_env`].
+    pub tls: Option<TlsOptions>,
 }
 
 impl Default for HttpOptions {
@@ -49,16 +53,18 @@ impl Default for HttpOptions {
             body_read_timeout: Duration::from_secs(30),
             pool_max_idle_per_host: 32,
             pool_idle_timeout: Duration::from_secs(60),
+            tls: None,
         }
     }
 }
 
 impl HttpOptions {
-    /// The defaults, overridden by whichever `MICRO_HTTP_*` variables are set.
+    /// The defaults, overridden by whichever `MICRO_HTTP_*` variables are set, with TLS when
+    /// any `MICRO_TLS_*` variable is set ([`TlsOptions::from_env`]).
     ///
     /// Sizes are bytes, optionally with a `K`/`KiB` or `M`/`MiB` suffix (`4MiB`); durations
     /// are seconds, or a number with `ms`, `s` or `m` (`500ms`, `90s`). A value that does not
-    /// parse is an error naming the variable.
+    /// parse, or a PEM file that cannot be read or used, is a `400` naming the variable.
     pub fn from_env() -> Result<Self> {
         Self::from_vars(|name| std::env::var(name).ok())
     }
@@ -87,7 +93,14 @@ impl HttpOptions {
         duration("MICRO_HTTP_IDLE_TIMEOUT", &mut o.idle_timeout)?;
         duration("MICRO_HTTP_BODY_TIMEOUT", &mut o.body_read_timeout)?;
         duration("MICRO_HTTP_POOL_IDLE_TIMEOUT", &mut o.pool_idle_timeout)?;
+        o.tls = TlsOptions::from_vars(&var)?;
         Ok(o)
+    }
+
+    /// These options with TLS on both sides.
+    pub fn with_tls(mut self, tls: TlsOptions) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// How much of an oversized HTTP/1 request body the server reads and throws away so the

@@ -1,5 +1,5 @@
-//! The server side: [`HttpListener`] serves HTTP/1.1 and h2c on one port and hands out one
-//! socket per unary request or stream.
+//! The server side: [`HttpListener`] serves HTTP/1.1 and h2c (or both over TLS) on one port
+//! and hands out one socket per unary request or stream.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -18,9 +18,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use micro_core::transport::{Listener, Message, Socket};
 use micro_core::{Error, Metadata, Result};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -32,10 +34,15 @@ use crate::{HttpOptions, ID, KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT, STREAM_BUF
 /// How many received exchanges may wait for `accept` before connections stop reading more.
 const ACCEPT_QUEUE: usize = 256;
 
+/// The longest a TLS handshake may take on the server (less when `idle_timeout` is shorter):
+/// a real one takes milliseconds, and a client that says nothing must not hold a task.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 type ServerBody = BoxBody<Bytes, Infallible>;
 
 /// The server side of [`HttpTransport`](crate::HttpTransport): listens on one TCP port, speaks
-/// HTTP/1.1 and h2c there, and yields one [`Socket`] per unary request or stream.
+/// HTTP/1.1 and h2c there (or, with [`HttpOptions::tls`], HTTP/1.1 and HTTP/2 over TLS only),
+/// and yields one [`Socket`] per unary request or stream.
 ///
 /// Dropping the listener stops it as [`Listener::shutdown`] does, without waiting.
 pub struct HttpListener {
@@ -44,12 +51,14 @@ pub struct HttpListener {
     shutdown: CancellationToken,
     tasks: TaskTracker,
     connections: Arc<AtomicU64>,
+    tls: bool,
 }
 
 impl std::fmt::Debug for HttpListener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpListener")
             .field("local_addr", &self.local_addr)
+            .field("tls", &self.tls)
             .field("connections", &self.connections())
             .field("shut_down", &self.shutdown.is_cancelled())
             .finish()
@@ -72,11 +81,17 @@ struct Shared {
     queue: mpsc::Sender<Pending>,
     shutdown: CancellationToken,
     local_addr: String,
+    tls: Option<TlsAcceptor>,
 }
 
 impl HttpListener {
-    /// Binds `addr` (`host:port`, port 0 for any free port) and starts serving.
+    /// Binds `addr` (`host:port`, port 0 for any free port) and starts serving, with TLS when
+    /// `opts.tls` is set (which then needs a certificate).
     pub async fn bind(addr: &str, opts: HttpOptions) -> Result<HttpListener> {
+        let tls = match &opts.tls {
+            Some(tls) => Some(TlsAcceptor::from(tls.server_config(addr)?)),
+            None => None,
+        };
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| Error::internal(ID, format!("listen on {addr}: {e}")))?;
@@ -91,6 +106,7 @@ impl HttpListener {
             queue: queue_tx,
             shutdown: CancellationToken::new(),
             local_addr: local_addr.to_string(),
+            tls,
         });
         let http = HttpListener {
             local_addr,
@@ -98,6 +114,7 @@ impl HttpListener {
             shutdown: shared.shutdown.clone(),
             tasks: TaskTracker::new(),
             connections: Arc::new(AtomicU64::new(0)),
+            tls: shared.tls.is_some(),
         };
         http.tasks.spawn(accept_loop(
             listener,
@@ -108,9 +125,15 @@ impl HttpListener {
         Ok(http)
     }
 
-    /// How many TCP connections this listener has accepted so far (for tests and metrics).
+    /// How many TCP connections this listener has accepted so far (for tests and metrics),
+    /// including TLS connections whose handshake failed.
     pub fn connections(&self) -> u64 {
         self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Whether this listener speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls
     }
 }
 
@@ -230,6 +253,28 @@ impl Drop for InFlight {
 }
 
 async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let Some(acceptor) = &shared.tls else {
+        return serve_http(stream, peer, shared).await;
+    };
+    let limit = TLS_HANDSHAKE_TIMEOUT.min(shared.opts.idle_timeout);
+    let handshake = tokio::time::timeout(limit, acceptor.accept(stream));
+    let accepted = tokio::select! {
+        _ = shared.shutdown.cancelled() => return,
+        accepted = handshake => accepted,
+    };
+    match accepted {
+        Ok(Ok(tls)) => serve_http(tls, peer, shared).await,
+        // The client learns why from the TLS alert; the server only notes it.
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, ?limit, "TLS handshake timed out"),
+    }
+}
+
+/// Serves HTTP/1.1 and HTTP/2 on one connection, plain or TLS, until it closes.
+async fn serve_http<I>(io: I, peer: SocketAddr, shared: Arc<Shared>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (in_flight, idle_rx) = watch::channel(0usize);
     let conn = Arc::new(ConnContext {
         shared: shared.clone(),
@@ -240,9 +285,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         let conn = conn.clone();
         async move { Ok::<_, Infallible>(handle(req, conn).await) }
     });
-    let served = shared
-        .builder
-        .serve_connection(TokioIo::new(stream), service);
+    let served = shared.builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(served);
     let idle = idle_for(idle_rx, shared.opts.idle_timeout);
     tokio::pin!(idle);
