@@ -62,8 +62,9 @@ if ! port_open 5672; then
     wait_port 5672 RabbitMQ
     as_root timeout 90 rabbitmqctl await_startup
 fi
+# The NATS restart test runs a private nats-server too.
+need_pkg nats-server nats-server
 if ! port_open 4222; then
-    need_pkg nats-server nats-server
     as_root mkdir -p /var/lib/nats-server
     as_root start-stop-daemon --start --oknodo --background --exec "$(command -v nats-server)" -- \
         -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log

@@ -67,6 +67,11 @@ pub type AttemptService = BoxCloneSyncService<Attempt, rpc::Response, AttemptErr
 
 pub use micro_core::rpc::{Attempt, AttemptError};
 
+/// The publish path (one message to one topic) as a tower service; publish layers wrap it.
+pub type PublishService = BoxCloneSyncService<Publication, (), Error>;
+
+pub use micro_core::broker::Publication;
+
 pub(crate) type Wrap<S> = Arc<dyn Fn(S) -> S + Send + Sync>;
 
 /// The RPC client. Cheap to clone; clones share connections and the selector's cache.
@@ -88,12 +93,14 @@ struct Settings {
     opts: ClientOptions,
     call_layers: Vec<Wrap<CallService>>,
     attempt_layers: Vec<Wrap<AttemptService>>,
+    publish_layers: Vec<Wrap<PublishService>>,
 }
 
-/// The settings and the attempt path built from them.
+/// The settings and the attempt and publish paths built from them.
 struct Parts {
     settings: Settings,
     attempt: AttemptService,
+    publish: PublishService,
 }
 
 impl std::ops::Deref for Parts {
@@ -134,6 +141,7 @@ impl Client {
             opts,
             call_layers: Vec::new(),
             attempt_layers: Vec::new(),
+            publish_layers: Vec::new(),
         })
     }
 
@@ -147,7 +155,17 @@ impl Client {
         for wrap in &settings.attempt_layers {
             attempt = wrap(attempt);
         }
-        let parts = Arc::new(Parts { settings, attempt });
+        let mut publish = PublishService::new(Publish {
+            broker: settings.broker.clone(),
+        });
+        for wrap in &settings.publish_layers {
+            publish = wrap(publish);
+        }
+        let parts = Arc::new(Parts {
+            settings,
+            attempt,
+            publish,
+        });
         let mut service = CallService::new(Dispatch {
             parts: parts.clone(),
         });
@@ -194,6 +212,25 @@ impl Client {
             s.attempt_layers
                 .push(Arc::new(move |svc| AttemptService::new(layer.layer(svc))))
         })
+    }
+
+    /// Wraps the publish path (one message to one topic) in a tower layer: producer spans,
+    /// message counters, ... Layers added later run first.
+    pub fn publish_layer<L>(self, layer: L) -> Self
+    where
+        L: Layer<PublishService> + Send + Sync + 'static,
+        L::Service:
+            Service<Publication, Response = (), Error = Error> + Clone + Send + Sync + 'static,
+        <L::Service as Service<Publication>>::Future: Send + 'static,
+    {
+        self.rebuild(|s| {
+            s.publish_layers
+                .push(Arc::new(move |svc| PublishService::new(layer.layer(svc))))
+        })
+    }
+
+    pub(crate) fn with_publish_wrap(&self, wrap: Wrap<PublishService>) -> Self {
+        self.rebuild(|s| s.publish_layers.push(wrap))
     }
 
     pub(crate) fn with_call_wrap(&self, wrap: Wrap<CallService>) -> Self {
@@ -334,9 +371,13 @@ impl Client {
         Ok(stream)
     }
 
-    /// Publishes an already-encoded message through the broker.
+    /// Publishes an already-encoded message through the publish layers to the broker.
     pub async fn publish_raw(&self, topic: &str, msg: BrokerMessage) -> Result<()> {
-        self.parts.broker.publish(topic, msg).await
+        let publication = Publication {
+            topic: topic.to_string(),
+            message: msg,
+        };
+        self.parts.publish.clone().oneshot(publication).await
     }
 }
 
@@ -373,6 +414,27 @@ impl Service<Call> for Dispatch {
     fn call(&mut self, call: Call) -> Self::Future {
         let parts = self.parts.clone();
         Box::pin(async move { dispatch(&parts, call).await })
+    }
+}
+
+/// The innermost publish service: hand the message to the broker.
+#[derive(Clone)]
+struct Publish {
+    broker: Arc<dyn Broker>,
+}
+
+impl Service<Publication> for Publish {
+    type Response = ();
+    type Error = Error;
+    type Future = BoxFuture<'static, Result<()>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, p: Publication) -> Self::Future {
+        let broker = self.broker.clone();
+        Box::pin(async move { broker.publish(&p.topic, p.message).await })
     }
 }
 

@@ -47,7 +47,7 @@ pub const PLUGINS: &[Plugin] = &[
     plugin(Kind::Broker, "http", Some("http-broker"), cfg!(feature = "http-broker")),
     plugin(Kind::Broker, "kafka", Some("kafka"), false),
     plugin(Kind::Broker, "rabbitmq", Some("rabbitmq"), cfg!(feature = "rabbitmq")),
-    plugin(Kind::Broker, "nats", Some("nats"), false),
+    plugin(Kind::Broker, "nats", Some("nats"), cfg!(feature = "nats")),
     plugin(Kind::Transport, "http", Some("http"), cfg!(feature = "http")),
     plugin(Kind::Transport, "grpc", Some("grpc"), false),
 ];
@@ -176,6 +176,14 @@ pub fn broker(
 ) -> Result<Arc<dyn Broker>> {
     check(Kind::Broker, name)?;
     match name {
+        #[cfg(feature = "nats")]
+        "nats" => {
+            let mut opts = micro_broker_nats::NatsOptions::from_env()?;
+            if let Some(a) = address {
+                opts = opts.with_servers(a);
+            }
+            Ok(Arc::new(micro_broker_nats::NatsBroker::new(opts)?))
+        }
         #[cfg(feature = "rabbitmq")]
         "rabbitmq" => {
             let mut opts = micro_broker_rabbitmq::RabbitOptions::from_env()?;

@@ -13,7 +13,8 @@ use tower::Layer;
 use tower::Service as TowerService;
 
 use crate::client::{
-    Attempt, AttemptError, AttemptService, Call, CallService, Client, ClientOptions,
+    Attempt, AttemptError, AttemptService, Call, CallService, Client, ClientOptions, Publication,
+    PublishService,
 };
 use crate::codec::Codecs;
 use crate::config::Config;
@@ -44,6 +45,7 @@ pub struct ServiceBuilder {
     on_subscriber_error: Option<ErrorHook>,
     client_layers: Vec<Wrap<CallService>>,
     attempt_layers: Vec<Wrap<AttemptService>>,
+    publish_layers: Vec<Wrap<PublishService>>,
     handler_layers: Vec<Wrap<HandlerService>>,
     subscriber_layers: Vec<Wrap<SubscriberService>>,
     before_start: Vec<Hook>,
@@ -94,6 +96,7 @@ impl ServiceBuilder {
             on_subscriber_error: None,
             client_layers: Vec::new(),
             attempt_layers: Vec::new(),
+            publish_layers: Vec::new(),
             handler_layers: Vec::new(),
             subscriber_layers: Vec::new(),
             before_start: Vec::new(),
@@ -253,6 +256,10 @@ impl ServiceBuilder {
         self
     }
     layer_method!(
+        /// Wraps the client's publish path (one message to one topic) in a tower layer.
+        publish_layer, publish_layers, PublishService, Publication, ()
+    );
+    layer_method!(
         /// Wraps the handler path (unary calls) in a tower layer.
         handler_layer, handler_layers, HandlerService, ServerCall, micro_core::rpc::Response
     );
@@ -373,6 +380,9 @@ impl ServiceBuilder {
         }
         for wrap in &self.attempt_layers {
             client = client.with_attempt_wrap(wrap.clone());
+        }
+        for wrap in &self.publish_layers {
+            client = client.with_publish_wrap(wrap.clone());
         }
 
         let layers = self.subscriber_layers;

@@ -1,0 +1,208 @@
+//! Micro messages <-> NATS messages, in either [`Envelope`].
+
+use std::str::FromStr;
+
+use async_nats::header::{HeaderMap, HeaderName, HeaderValue};
+use base64::Engine;
+use bytes::Bytes;
+use micro_core::broker::Message;
+use micro_core::{Error, Metadata, Result};
+
+use crate::options::Envelope;
+use crate::ERROR_ID;
+
+/// The NATS headers (possibly none) and payload that carry `msg`.
+pub(crate) fn outgoing(envelope: Envelope, msg: &Message) -> Result<(HeaderMap, Bytes)> {
+    match envelope {
+        Envelope::Headers => Ok((to_nats(&msg.header)?, msg.body.clone())),
+        Envelope::GoMicro => {
+            // Go's encoding/json of broker.Message: Body ([]byte) is standard base64.
+            let header: serde_json::Map<String, serde_json::Value> = msg
+                .header
+                .iter()
+                .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
+                .collect();
+            let json = serde_json::json!({
+                "Header": header,
+                "Body": base64::engine::general_purpose::STANDARD.encode(&msg.body),
+            });
+            Ok((HeaderMap::new(), Bytes::from(json.to_string())))
+        }
+    }
+}
+
+/// The Micro message in a received NATS message. In [`Envelope::GoMicro`], a payload that is
+/// not Go Micro's JSON is delivered as it came, like in [`Envelope::Headers`].
+pub(crate) fn incoming(envelope: Envelope, headers: Option<&HeaderMap>, payload: Bytes) -> Message {
+    let header = from_nats(headers);
+    if envelope == Envelope::GoMicro {
+        if let Some((inner, body)) = go_micro(&payload) {
+            let mut merged = header;
+            merged.extend_from(&inner);
+            return Message {
+                header: merged,
+                body,
+            };
+        }
+    }
+    Message {
+        header,
+        body: payload,
+    }
+}
+
+/// `{"Header":{...},"Body":"<base64>"}`, as Go Micro's NATS broker writes it.
+fn go_micro(payload: &[u8]) -> Option<(Metadata, Bytes)> {
+    let value: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    let object = value.as_object()?;
+    let body = match object.get("Body")? {
+        serde_json::Value::Null => Bytes::new(),
+        serde_json::Value::String(b64) => base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .ok()?
+            .into(),
+        _ => return None,
+    };
+    let mut header = Metadata::new();
+    match object.get("Header") {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::Object(map)) => {
+            for (k, v) in map {
+                header.insert(k.as_str(), v.as_str()?);
+            }
+        }
+        Some(_) => return None,
+    }
+    Some((header, body))
+}
+
+/// The headers of `meta` as NATS headers. NATS header names are printable ASCII without `:`,
+/// and values cannot hold CR or LF: anything else is refused (a 400 naming the header) rather
+/// than mangled.
+pub(crate) fn to_nats(meta: &Metadata) -> Result<HeaderMap> {
+    let mut headers = HeaderMap::new();
+    for (key, value) in meta.iter() {
+        let name = HeaderName::from_str(key).map_err(|_| {
+            Error::bad_request(
+                ERROR_ID,
+                format!(
+                    "header {key:?} cannot travel as a NATS header: names are printable ASCII \
+                     without ':' or spaces"
+                ),
+            )
+        })?;
+        let value = HeaderValue::from_str(value).map_err(|_| {
+            Error::bad_request(
+                ERROR_ID,
+                format!("the value of header {key:?} cannot travel in NATS: it holds CR or LF"),
+            )
+        })?;
+        headers.insert(name, value);
+    }
+    Ok(headers)
+}
+
+/// The headers of a received message; none at all is an empty map. A header sent several
+/// times keeps its last value.
+pub(crate) fn from_nats(headers: Option<&HeaderMap>) -> Metadata {
+    let mut meta = Metadata::new();
+    if let Some(headers) = headers {
+        for (name, values) in headers.iter() {
+            let name: &str = name.as_ref();
+            for value in values {
+                meta.insert(name, value.as_str());
+            }
+        }
+    }
+    meta
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let meta: Metadata = [
+            ("Micro-Id", "1"),
+            ("Content-Type", "application/json"),
+            ("Trace-Id", ""),
+        ]
+        .into_iter()
+        .collect();
+        let nats = to_nats(&meta).expect("valid headers");
+        assert_eq!(from_nats(Some(&nats)), meta);
+        assert!(from_nats(None).is_empty());
+    }
+
+    #[test]
+    fn refuses_what_nats_cannot_carry() {
+        let bad_name: Metadata = [("Bad Name", "x")].into_iter().collect();
+        let err = to_nats(&bad_name).expect_err("space in a name");
+        assert_eq!(err.code, 400);
+        assert!(err.detail.contains("Bad Name"), "{}", err.detail);
+        let bad_value: Metadata = [("X", "a\r\nb")].into_iter().collect();
+        assert!(to_nats(&bad_value).is_err());
+    }
+
+    #[test]
+    fn go_micro_envelope_round_trip() {
+        let msg = Message {
+            header: [
+                ("Micro-Topic", "orders"),
+                ("Content-Type", "application/json"),
+            ]
+            .into_iter()
+            .collect(),
+            body: Bytes::from_static(&[0, 159, 146, 150]),
+        };
+        let (headers, payload) = outgoing(Envelope::GoMicro, &msg).expect("encodes");
+        assert!(headers.is_empty(), "Go Micro does not use NATS headers");
+        let json: serde_json::Value = serde_json::from_slice(&payload).expect("JSON");
+        assert_eq!(json["Body"], "AJ+Slg==");
+        assert_eq!(json["Header"]["Micro-Topic"], "orders");
+        assert_eq!(incoming(Envelope::GoMicro, None, payload), msg);
+    }
+
+    #[test]
+    fn what_go_micro_sends_is_unwrapped() {
+        // Go Micro v2-v4: json.Marshal(&broker.Message{Header: ..., Body: []byte("hello")}).
+        let payload = Bytes::from_static(
+            br#"{"Header":{"Content-Type":"application/json","Micro-Id":"9"},"Body":"aGVsbG8="}"#,
+        );
+        let msg = incoming(Envelope::GoMicro, None, payload.clone());
+        assert_eq!(&msg.body[..], b"hello");
+        assert_eq!(msg.header.get("micro-id"), Some("9"));
+        // Without the option, the payload is the body.
+        assert_eq!(
+            incoming(Envelope::Headers, None, payload.clone()).body,
+            payload
+        );
+        let null_body = Bytes::from_static(br#"{"Header":null,"Body":null}"#);
+        assert!(incoming(Envelope::GoMicro, None, null_body).body.is_empty());
+    }
+
+    #[test]
+    fn anything_else_arrives_as_it_came() {
+        for raw in [
+            &b"\xff\xfe garbage"[..],
+            br#"{"Body":"not base64!"}"#,
+            br#"{"Header":{"a":1},"Body":""}"#,
+            br#"[1,2]"#,
+            b"",
+        ] {
+            let payload = Bytes::copy_from_slice(raw);
+            let msg = incoming(Envelope::GoMicro, None, payload.clone());
+            assert_eq!(msg.body, payload);
+            assert!(msg.header.is_empty());
+        }
+    }
+
+    #[test]
+    fn repeated_headers_keep_the_last_value() {
+        let mut nats = HeaderMap::new();
+        nats.append("X-Seen", "first");
+        nats.append("X-Seen", "second");
+        assert_eq!(from_nats(Some(&nats)).get("x-seen"), Some("second"));
+    }
+}
