@@ -20,6 +20,16 @@ pub struct Message {
     pub body: Bytes,
 }
 
+/// A message on its way to the broker through the publisher's middleware (tower layers on the
+/// publish path see this).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Publication {
+    /// The topic to publish to.
+    pub topic: String,
+    /// The message, headers included; a layer may add headers (trace context, say).
+    pub message: Message,
+}
+
 /// Acknowledges one delivery to the backend. Settling a delivery twice is harmless: the first
 /// ack or nack wins and later ones do nothing.
 pub trait Acknowledger: Send + Sync + fmt::Debug {
