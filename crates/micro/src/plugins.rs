@@ -45,7 +45,7 @@ pub const PLUGINS: &[Plugin] = &[
     plugin(Kind::Registry, "kubernetes", Some("kubernetes"), cfg!(feature = "kubernetes")),
     plugin(Kind::Broker, "memory", None, true),
     plugin(Kind::Broker, "http", Some("http-broker"), cfg!(feature = "http-broker")),
-    plugin(Kind::Broker, "kafka", Some("kafka"), false),
+    plugin(Kind::Broker, "kafka", Some("kafka"), cfg!(feature = "kafka")),
     plugin(Kind::Broker, "rabbitmq", Some("rabbitmq"), cfg!(feature = "rabbitmq")),
     plugin(Kind::Broker, "nats", Some("nats"), cfg!(feature = "nats")),
     plugin(Kind::Transport, "http", Some("http"), cfg!(feature = "http")),
@@ -176,6 +176,14 @@ pub fn broker(
 ) -> Result<Arc<dyn Broker>> {
     check(Kind::Broker, name)?;
     match name {
+        #[cfg(feature = "kafka")]
+        "kafka" => {
+            let mut opts = micro_broker_kafka::KafkaOptions::from_env()?;
+            if let Some(a) = address {
+                opts = opts.with_brokers(a);
+            }
+            Ok(Arc::new(micro_broker_kafka::KafkaBroker::new(opts)?))
+        }
         #[cfg(feature = "nats")]
         "nats" => {
             let mut opts = micro_broker_nats::NatsOptions::from_env()?;
