@@ -40,6 +40,14 @@ as_root ip route replace 224.0.0.0/4 dev lo table local 2>/dev/null ||
     as_root ip route replace 224.0.0.0/4 dev lo
 ip -o link show lo
 
+need_deb() { # need_deb PACKAGE...: Debian packages without a command to look for
+    local missing=()
+    for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+    [ "${#missing[@]}" = 0 ] && return 0
+    if [ "$apt_updated" = 0 ]; then as_root apt-get update -qq; apt_updated=1; fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 wait_port() { # wait_port PORT NAME: up to 90 s
@@ -54,8 +62,9 @@ wait_port() { # wait_port PORT NAME: up to 90 s
 log "backends: etcd (private instances started by the tests), RabbitMQ, NATS with JetStream"
 need_pkg etcd etcd-server
 need_pkg etcdctl etcd-client
-# etcd-client's build script compiles etcd's protos with protoc.
+# etcd-client's build script compiles etcd's protos with protoc; rdkafka builds librdkafka.
 need_pkg protoc protobuf-compiler
+need_deb libssl-dev zlib1g-dev pkg-config make gcc
 if ! port_open 5672; then
     need_pkg rabbitmq-server rabbitmq-server
     as_root rabbitmq-server -detached || true
