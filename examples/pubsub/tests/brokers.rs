@@ -122,3 +122,19 @@ fn rabbitmq_broker() {
         true,
     );
 }
+
+#[test]
+fn kafka_broker_on_a_mock_cluster() {
+    // librdkafka's mock cluster listens on loopback for as long as this test process lives,
+    // so the two child processes can use it like any Kafka cluster.
+    let mock = rdkafka::mocking::MockCluster::new(1).expect("start the mock cluster");
+    let servers = mock.bootstrap_servers();
+    let env = [
+        ("MICRO_BROKER", "kafka"),
+        ("MICRO_BROKER_ADDRESS", servers.as_str()),
+        // The mock has no CreateTopics API; it creates topics when asked for their metadata.
+        ("MICRO_KAFKA_TOPIC_CREATION", "auto"),
+    ];
+    round_trip(&env, true);
+    round_trip(&env, false);
+}
