@@ -27,6 +27,10 @@
 //! | `etcd` | no | the etcd registry (`MICRO_REGISTRY=etcd`); building it needs `protoc` |
 //! | `consul` | no | the Consul registry (`MICRO_REGISTRY=consul`) |
 //! | `kubernetes` | no | the Kubernetes registry (`MICRO_REGISTRY=kubernetes`) |
+//! | `ratelimit` | no | `micro::ratelimit`: token-bucket rate limits for the client and handler paths (429) |
+//! | `breaker` | no | `micro::breaker`: circuit breakers per node (ejecting it) and per endpoint (503) |
+//! | `validate` | no | `micro::validate`: request validation, 400 with field details before the handler |
+//! | `auth` | no | `micro::auth`: bearer tokens and JWT (HS256, RS256) with per-endpoint rules (401/403) |
 //!
 //! The in-memory registry and broker (`memory`) are always there. Asking for a plugin that is
 //! not compiled in fails with an error that names the feature to enable.
@@ -57,6 +61,19 @@ pub use service::{shutdown_signal, Service, ServiceBuilder};
 
 /// The interface crate, for plugin authors.
 pub use micro_core as core;
+
+/// Bearer-token and JWT authentication middleware (the `micro-wrapper-auth` crate).
+#[cfg(feature = "auth")]
+pub use micro_wrapper_auth as auth;
+/// Circuit breaking middleware (the `micro-wrapper-breaker` crate).
+#[cfg(feature = "breaker")]
+pub use micro_wrapper_breaker as breaker;
+/// Rate limiting middleware (the `micro-wrapper-ratelimit` crate).
+#[cfg(feature = "ratelimit")]
+pub use micro_wrapper_ratelimit as ratelimit;
+/// Request validation middleware (the `micro-wrapper-validate` crate).
+#[cfg(feature = "validate")]
+pub use micro_wrapper_validate as validate;
 
 /// Includes the code `micro-build` generated for a proto package:
 /// `pub mod greeter { micro::include_proto!("greeter"); }`.

@@ -1,0 +1,116 @@
+//! Bearer-token authentication for Micro for Rust.
+//!
+//! - [`AuthLayer`] goes on the handler path (`ServiceBuilder::handler_layer`). It reads the
+//!   caller's `Authorization: Bearer <token>` metadata, checks the token with a [`Verifier`],
+//!   applies the endpoint's [`Access`] rule, and hands the verified [`Claims`] to the handler as
+//!   metadata ([`SUBJECT`], [`SCOPES`], [`ROLES`], [`CLAIMS`]). A call without a usable token
+//!   gets `401 Unauthorized`; a call whose token is good but lacks the scope or role the
+//!   endpoint needs gets `403 Forbidden`.
+//! - [`BearerLayer`] goes on the client call path (`ServiceBuilder::client_layer`) and attaches
+//!   a token to every call that does not carry one.
+//! - [`JwtVerifier`] checks JSON Web Tokens signed with HS256 (a shared secret) or RS256 (the
+//!   issuer's public key), through the `jsonwebtoken` crate; [`JwtSigner`] makes them.
+//!   Anything else (opaque tokens, an introspection endpoint) is a [`Verifier`] away.
+//!
+//! ```
+//! use micro_wrapper_auth::{AuthLayer, BearerLayer, JwtSigner, JwtVerifier};
+//!
+//! let secret = b"a shared secret of at least 32 bytes!!";
+//! let auth = AuthLayer::new(JwtVerifier::hs256(secret))
+//!     .public("Greeter.Hello")          // anyone may call it
+//!     .public("Status.*")               // every endpoint of the Status handler
+//!     .require_scope("Admin.*", "admin"); // valid token with the `admin` scope
+//! // everything else: any valid token
+//!
+//! let token = JwtSigner::hs256(secret)
+//!     .sign(&serde_json::json!({"sub": "alice", "scope": "admin", "exp": 4102444800u64}))
+//!     .expect("sign");
+//! let attach = BearerLayer::new(token);
+//! // micro::Service::builder("greeter").handler_layer(auth).client_layer(attach)
+//! # let _ = (auth, attach);
+//! ```
+//!
+//! A handler reads who called it from its request's metadata:
+//!
+//! ```
+//! use micro_core::Metadata;
+//! use micro_wrapper_auth::{Claims, SUBJECT};
+//!
+//! // In a handler: `who_called(request.metadata())`.
+//! fn who_called(metadata: &Metadata) -> Option<String> {
+//!     let subject = metadata.get(SUBJECT)?; // "alice"
+//!     let claims = Claims::from_metadata(metadata)?; // scopes, roles, every raw claim
+//!     Some(format!("{subject} (scopes: {:?})", claims.scopes))
+//! }
+//! # assert_eq!(who_called(&Metadata::new()), None);
+//! ```
+//!
+//! Those entries cannot be forged: the layer removes every incoming `Micro-Auth-*` entry before
+//! setting its own, and sets them only from a verified token. `Debug.Health` is public unless a
+//! rule says otherwise, so health probes keep working, as in Go Micro.
+
+mod claims;
+mod client;
+mod jwt;
+mod rules;
+mod server;
+
+pub use claims::Claims;
+pub use client::{Bearer, BearerLayer};
+pub use jsonwebtoken;
+pub use jwt::{JwtSigner, JwtVerifier};
+pub use rules::{Access, Rules};
+pub use server::{AuthLayer, Authenticated};
+
+use micro_core::{Error, Metadata};
+
+/// The metadata key carrying the caller's token, as `Bearer <token>`.
+pub const AUTHORIZATION: &str = "Authorization";
+
+/// The prefix of the metadata entries this crate sets for handlers; incoming entries with it
+/// are removed before verification.
+pub const PREFIX: &str = "Micro-Auth-";
+
+/// The verified subject (`sub`), for the handler.
+pub const SUBJECT: &str = "Micro-Auth-Subject";
+
+/// The verified scopes, separated by spaces, for the handler.
+pub const SCOPES: &str = "Micro-Auth-Scopes";
+
+/// The verified roles, separated by spaces, for the handler.
+pub const ROLES: &str = "Micro-Auth-Roles";
+
+/// All verified claims as JSON, for the handler ([`Claims::from_metadata`] reads them back).
+pub const CLAIMS: &str = "Micro-Auth-Claims";
+
+/// Checks a token and says whose it is.
+#[async_trait::async_trait]
+pub trait Verifier: Send + Sync + std::fmt::Debug {
+    /// The claims of a good token. A bad token is a `401` [`Error`]; any other error (a `503`
+    /// when the authority cannot be reached, say) goes back to the caller as it is.
+    async fn verify(&self, token: &str) -> Result<Claims, Error>;
+}
+
+/// The token of a `Bearer` `Authorization` entry, if the metadata has one.
+pub fn bearer_token(metadata: &Metadata) -> Option<&str> {
+    let value = metadata.get(AUTHORIZATION)?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_tokens_are_read_whatever_the_scheme_case() {
+        let md = |v: &str| -> Metadata { [("authorization", v)].into_iter().collect() };
+        assert_eq!(bearer_token(&md("Bearer abc")), Some("abc"));
+        assert_eq!(bearer_token(&md("bearer  abc ")), Some("abc"));
+        assert_eq!(bearer_token(&md("Basic abc")), None);
+        assert_eq!(bearer_token(&md("Bearer ")), None);
+        assert_eq!(bearer_token(&md("abc")), None);
+        assert_eq!(bearer_token(&Metadata::new()), None);
+    }
+}
