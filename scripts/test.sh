@@ -80,6 +80,12 @@ if ! port_open 4222; then
     wait_port 4222 NATS
 fi
 
+log "python grpcio, the standard gRPC client the gRPC tests call Micro services with"
+need_pkg python3 python3
+python3 -c "import grpc, grpc_tools.protoc, grpc_health.v1" 2>/dev/null ||
+    python3 -m pip install --quiet grpcio grpcio-tools grpcio-health-checking ||
+    python3 -m pip install --quiet --break-system-packages grpcio grpcio-tools grpcio-health-checking
+
 log "micro-core stays thin (no networking stack or backend client)"
 if cargo tree -p micro-core -e normal --prefix none | grep -Ei '^(hyper|h2|tonic|mio|tokio|etcd-client|rdkafka|lapin|async-nats|kube) '; then
     echo "micro-core must not depend on the crates above" >&2

@@ -190,6 +190,11 @@ impl Describe for Delivery {
         self.topic.clone()
     }
 }
+impl Describe for micro::client::Publication {
+    fn describe(&self) -> String {
+        self.topic.clone()
+    }
+}
 
 impl<S, R> Service<R> for Record<S>
 where
@@ -211,7 +216,7 @@ where
 }
 
 #[tokio::test]
-async fn tower_layers_wrap_the_client_handler_and_subscriber_paths() {
+async fn tower_layers_wrap_the_client_handler_publish_and_subscriber_paths() {
     let registry = MemoryRegistry::new();
     let log = Arc::new(Mutex::new(Vec::new()));
     let layer = |tag| RecordLayer {
@@ -223,6 +228,7 @@ async fn tower_layers_wrap_the_client_handler_and_subscriber_paths() {
         .handler(greeter_handler(GreeterService))
         .client_layer(layer("client"))
         .attempt_layer(layer("attempt"))
+        .publish_layer(layer("publish"))
         .handler_layer(layer("handler"))
         .subscriber_layer(layer("subscriber"))
         .subscriber("pings", move |_e: Event<Json<u8>>| {
@@ -258,6 +264,7 @@ async fn tower_layers_wrap_the_client_handler_and_subscriber_paths() {
             "client greeter.Greeter.Hello",
             "attempt Greeter.Hello #0",
             "handler Greeter.Hello",
+            "publish pings",
             "subscriber pings"
         ]
     );

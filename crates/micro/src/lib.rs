@@ -27,10 +27,13 @@
 //! | `etcd` | no | the etcd registry (`MICRO_REGISTRY=etcd`); building it needs `protoc` |
 //! | `consul` | no | the Consul registry (`MICRO_REGISTRY=consul`) |
 //! | `kubernetes` | no | the Kubernetes registry (`MICRO_REGISTRY=kubernetes`) |
+//! | `grpc` | no | the gRPC transport (`MICRO_TRANSPORT=grpc`): standard gRPC on tonic, health, TLS; clients call `protocol=grpc` nodes with it whatever their own transport |
 //! | `ratelimit` | no | `micro::ratelimit`: token-bucket rate limits for the client and handler paths (429) |
 //! | `breaker` | no | `micro::breaker`: circuit breakers per node (ejecting it) and per endpoint (503) |
 //! | `validate` | no | `micro::validate`: request validation, 400 with field details before the handler |
 //! | `auth` | no | `micro::auth`: bearer tokens and JWT (HS256, RS256) with per-endpoint rules (401/403) |
+//! | `otel` | no | `micro::otel`: OpenTelemetry spans on the client, attempt, handler, publish and subscriber paths, W3C trace context in metadata |
+//! | `prometheus` | no | `micro::prometheus`: request/message counters, latency histograms, in-flight gauges and a `/metrics` endpoint |
 //!
 //! The in-memory registry and broker (`memory`) are always there. Asking for a plugin that is
 //! not compiled in fails with an error that names the feature to enable.
@@ -68,6 +71,12 @@ pub use micro_wrapper_auth as auth;
 /// Circuit breaking middleware (the `micro-wrapper-breaker` crate).
 #[cfg(feature = "breaker")]
 pub use micro_wrapper_breaker as breaker;
+/// OpenTelemetry tracing middleware (the `micro-wrapper-otel` crate).
+#[cfg(feature = "otel")]
+pub use micro_wrapper_otel as otel;
+/// Prometheus metrics middleware (the `micro-wrapper-prometheus` crate).
+#[cfg(feature = "prometheus")]
+pub use micro_wrapper_prometheus as prometheus;
 /// Rate limiting middleware (the `micro-wrapper-ratelimit` crate).
 #[cfg(feature = "ratelimit")]
 pub use micro_wrapper_ratelimit as ratelimit;

@@ -49,7 +49,7 @@ pub const PLUGINS: &[Plugin] = &[
     plugin(Kind::Broker, "rabbitmq", Some("rabbitmq"), cfg!(feature = "rabbitmq")),
     plugin(Kind::Broker, "nats", Some("nats"), cfg!(feature = "nats")),
     plugin(Kind::Transport, "http", Some("http"), cfg!(feature = "http")),
-    plugin(Kind::Transport, "grpc", Some("grpc"), false),
+    plugin(Kind::Transport, "grpc", Some("grpc"), cfg!(feature = "grpc")),
 ];
 
 const fn plugin(
@@ -226,11 +226,30 @@ pub fn transport(name: &str) -> Result<Arc<dyn Transport>> {
         "http" => Ok(Arc::new(micro_transport_http::HttpTransport::new(
             micro_transport_http::HttpOptions::from_env()?,
         ))),
+        #[cfg(feature = "grpc")]
+        "grpc" => Ok(Arc::new(micro_transport_grpc::GrpcTransport::from_env()?)),
         _ => Err(Error::internal(
             "micro.plugins",
             format!("transport {name:?} has no constructor"),
         )),
     }
+}
+
+/// Every compiled-in transport whose protocol is not `protocol`, one per protocol, so that a
+/// client whose own transport speaks `protocol` can also call nodes that register another
+/// (`protocol=grpc` next to `mucp`).
+pub fn other_transports(protocol: &str) -> Result<Vec<Arc<dyn Transport>>> {
+    let mut others: Vec<Arc<dyn Transport>> = Vec::new();
+    for p in PLUGINS
+        .iter()
+        .filter(|p| p.kind == Kind::Transport && p.enabled)
+    {
+        let t = transport(p.name)?;
+        if t.protocol() != protocol && others.iter().all(|o| o.protocol() != t.protocol()) {
+            others.push(t);
+        }
+    }
+    Ok(others)
 }
 
 #[cfg(test)]
@@ -269,5 +288,13 @@ mod tests {
         let registry: Arc<dyn Registry> = Arc::new(memory_registry());
         let memory = broker("memory", None, &registry).expect("memory");
         assert_eq!(memory.name(), "memory");
+    }
+
+    #[test]
+    fn other_transports_speak_other_protocols() {
+        let others = other_transports("mucp").expect("transports");
+        assert!(others.iter().all(|t| t.protocol() != "mucp"));
+        let grpc = others.iter().any(|t| t.protocol() == "grpc");
+        assert_eq!(grpc, cfg!(feature = "grpc"));
     }
 }

@@ -375,6 +375,11 @@ impl ServiceBuilder {
             self.codecs.clone(),
             self.client.clone(),
         );
+        // Nodes that register another protocol (gRPC next to mucp) are called with the
+        // compiled-in transport that speaks it.
+        for other in plugins::other_transports(transport.protocol())? {
+            client = client.with_transport(other);
+        }
         for wrap in &self.client_layers {
             client = client.with_call_wrap(wrap.clone());
         }

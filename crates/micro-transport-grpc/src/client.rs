@@ -1,0 +1,654 @@
+//! The client side: pooled tonic channels (one per address, HTTP/2 multiplexes the calls) and
+//! [`ClientSocket`], which turns Micro's messages into one standard gRPC call.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::uri::PathAndQuery;
+use http::Uri;
+use hyper_util::rt::TokioIo;
+use micro_core::headers::{self, EOS, ERROR, STREAM};
+use micro_core::transport::{Message, Socket};
+use micro_core::{Error, GrpcCode, Metadata, Result};
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::either::Either;
+use tonic::codec::{CompressionEncoding, Streaming};
+use tonic::metadata::MetadataMap;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Status;
+use tower::ServiceExt as _;
+
+use crate::codec::RawCodec;
+use crate::wire::{
+    error_of, error_of_status, format_grpc_timeout, get, grpc_content_type, is_eos,
+    metadata_of_headers, path_for, reply_content_type, request_headers, timeout_of,
+};
+use crate::{GrpcOptions, ID};
+
+/// How many request messages of one call may wait to be written before `send` waits.
+const REQUEST_BUFFER: usize = 16;
+
+type Connection = TokioIo<Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>>;
+
+/// The client side of a transport: options, TLS and the channel pool.
+pub(crate) struct ClientSide {
+    opts: Arc<GrpcOptions>,
+    channels: Mutex<HashMap<String, (u64, Channel)>>,
+    next_id: AtomicU64,
+    tls: OnceLock<Result<Arc<ClientConfig>>>,
+}
+
+impl fmt::Debug for ClientSide {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientSide")
+            .field("channels", &self.pooled())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientSide {
+    pub(crate) fn new(opts: Arc<GrpcOptions>) -> Self {
+        ClientSide {
+            opts,
+            channels: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            tls: OnceLock::new(),
+        }
+    }
+
+    /// How many addresses have a pooled channel.
+    pub(crate) fn pooled(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Channel)>> {
+        self.channels.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn client_tls(&self) -> Result<Option<Arc<ClientConfig>>> {
+        match &self.opts.tls {
+            None => Ok(None),
+            Some(tls) => self
+                .tls
+                .get_or_init(|| tls.client_config())
+                .clone()
+                .map(Some),
+        }
+    }
+
+    /// The pooled channel to `addr`, connecting first (within `timeout`) if there is none.
+    pub(crate) async fn channel(&self, addr: &str, timeout: Duration) -> Result<(u64, Channel)> {
+        if let Some(found) = self.lock().get(addr) {
+            return Ok(found.clone());
+        }
+        let connected = self.connect(addr, timeout).await?;
+        let mut channels = self.lock();
+        // Another dial may have connected meanwhile; keep one channel per address.
+        Ok(channels
+            .entry(addr.to_string())
+            .or_insert(connected)
+            .clone())
+    }
+
+    /// Forgets `addr`'s channel after a connection failure, so the next dial connects anew
+    /// (and reports why it cannot).
+    fn evict(&self, addr: &str, id: u64) {
+        let mut channels = self.lock();
+        if channels
+            .get(addr)
+            .is_some_and(|(current, _)| *current == id)
+        {
+            channels.remove(addr);
+        }
+    }
+
+    async fn connect(&self, addr: &str, timeout: Duration) -> Result<(u64, Channel)> {
+        let tls = match (self.client_tls()?, &self.opts.tls) {
+            (Some(config), Some(opts)) => {
+                Some((TlsConnector::from(config), opts.server_name_for(addr)?))
+            }
+            _ => None,
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let bad_address = |e: &dyn fmt::Display| {
+            Error::bad_request(ID, format!("{addr:?} is not a host:port to dial: {e}"))
+        };
+        // The URI only names the authority: the connector below dials and does TLS itself,
+        // whatever tonic's own TLS features are, so the channel URI stays `http`.
+        let origin: Uri = format!("{scheme}://{addr}")
+            .parse()
+            .map_err(|e| bad_address(&e))?;
+        let mut endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| bad_address(&e))?
+            .origin(origin)
+            .connect_timeout(self.opts.connect_timeout)
+            .tcp_nodelay(true);
+        if let Some(interval) = self.opts.keepalive_interval {
+            endpoint = endpoint
+                .http2_keep_alive_interval(interval)
+                .keep_alive_timeout(self.opts.keepalive_timeout);
+        }
+        let connector = Connector {
+            addr: addr.into(),
+            tls,
+            opts: self.opts.clone(),
+        };
+        let timeout = timeout.min(self.opts.connect_timeout);
+        let channel = tokio::time::timeout(timeout, endpoint.connect_with_connector(connector))
+            .await
+            .map_err(|_| unreachable(addr, format!("connecting took longer than {timeout:?}")))?
+            .map_err(|e| unreachable(addr, self.describe(addr, &e)))?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        Ok((id, channel))
+    }
+
+    /// A transport-level failure, explained.
+    fn describe(&self, addr: &str, err: &(dyn std::error::Error + 'static)) -> String {
+        if let Some(tls) = &self.opts.tls {
+            if let Some(explained) = tls.explain(addr, err) {
+                return explained;
+            }
+        }
+        let mut parts: Vec<String> = Vec::new();
+        let mut next = Some(err);
+        while let Some(e) = next {
+            if let Some(failure) = e.downcast_ref::<ConnectFailure>() {
+                return failure.0.clone();
+            }
+            let text = e.to_string();
+            if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+                parts.push(text);
+            }
+            next = e.source();
+        }
+        parts.join(": ")
+    }
+}
+
+fn unreachable(addr: &str, why: String) -> Error {
+    Error::new(ID, 503, format!("gRPC node {addr} unreachable: {why}"))
+}
+
+/// Why a connection could not be made, already explained.
+#[derive(Debug)]
+struct ConnectFailure(String);
+
+impl fmt::Display for ConnectFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConnectFailure {}
+
+/// Dials the address (and does the TLS handshake) for tonic's channel.
+#[derive(Clone)]
+struct Connector {
+    addr: Arc<str>,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    opts: Arc<GrpcOptions>,
+}
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = Connection;
+    type Error = ConnectFailure;
+    type Future =
+        Pin<Box<dyn Future<Output = std::result::Result<Connection, ConnectFailure>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut Context<'_>,
+    ) -> Poll<std::result::Result<(), ConnectFailure>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let addr = &*this.addr;
+            let tcp = TcpStream::connect(addr)
+                .await
+                .map_err(|e| ConnectFailure(format!("cannot connect to {addr}: {e}")))?;
+            let _ = tcp.set_nodelay(true);
+            let Some((connector, name)) = this.tls else {
+                return Ok(TokioIo::new(Either::Left(tcp)));
+            };
+            match connector.connect(name, tcp).await {
+                Ok(tls) => Ok(TokioIo::new(Either::Right(tls))),
+                Err(e) => {
+                    let explained = this
+                        .opts
+                        .tls
+                        .as_ref()
+                        .and_then(|tls| tls.explain(addr, &e))
+                        .unwrap_or_else(|| format!("TLS handshake with {addr} failed: {e}"));
+                    Err(ConnectFailure(explained))
+                }
+            }
+        })
+    }
+}
+
+/// The gRPC `content-type` a call goes out with; tonic itself always writes
+/// `application/grpc`.
+#[derive(Debug, Clone)]
+struct WireContentType(HeaderValue);
+
+fn set_content_type(mut req: http::Request<tonic::body::Body>) -> http::Request<tonic::body::Body> {
+    if let Some(WireContentType(ct)) = req.extensions().get::<WireContentType>().cloned() {
+        req.headers_mut().insert(CONTENT_TYPE, ct);
+    }
+    req
+}
+
+type CallResult = std::result::Result<tonic::Response<Streaming<Bytes>>, Status>;
+
+enum State {
+    /// Nothing sent yet.
+    Idle,
+    /// The call is under way; its response head has not arrived.
+    Calling(JoinHandle<CallResult>),
+    /// Reading replies; the response metadata still to be handed out.
+    Receiving {
+        replies: Box<Streaming<Bytes>>,
+        metadata: Option<Metadata>,
+        content_type: &'static str,
+    },
+    /// Ended: `recv` returns `None`.
+    Done,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Mode {
+    Idle,
+    Unary,
+    Stream(String),
+}
+
+/// The client end of one gRPC call: a unary exchange (a first message without
+/// `Micro-Stream`) or a stream.
+pub(crate) struct ClientSocket {
+    side: Arc<ClientSide>,
+    addr: String,
+    channel: (u64, Channel),
+    mode: Mode,
+    state: State,
+    requests: Option<mpsc::Sender<Bytes>>,
+    request_ct: &'static str,
+    deadline: Option<(Instant, Duration)>,
+    path: String,
+    error_id: String,
+}
+
+impl fmt::Debug for ClientSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrpcClientSocket")
+            .field("addr", &self.addr)
+            .field("path", &self.path)
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for ClientSocket {
+    fn drop(&mut self) {
+        if let State::Calling(task) = &self.state {
+            task.abort();
+        }
+    }
+}
+
+impl ClientSocket {
+    pub(crate) fn new(side: Arc<ClientSide>, addr: &str, channel: (u64, Channel)) -> Self {
+        ClientSocket {
+            side,
+            addr: addr.to_string(),
+            channel,
+            mode: Mode::Idle,
+            state: State::Idle,
+            requests: None,
+            request_ct: "application/protobuf",
+            deadline: None,
+            path: String::new(),
+            error_id: ID.to_string(),
+        }
+    }
+
+    fn check_size(&self, body: &Bytes) -> Result<()> {
+        let limit = self.side.opts.max_send_message_bytes;
+        if body.len() > limit {
+            return Err(Error::from_grpc(
+                ID,
+                GrpcCode::ResourceExhausted,
+                format!(
+                    "the request of {} bytes for {} exceeds the limit of {limit} bytes \
+                     (MICRO_GRPC_MAX_SEND_MSG_SIZE)",
+                    body.len(),
+                    self.path
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Starts the call with its first message.
+    fn start(&mut self, msg: Message) -> Result<()> {
+        let header = &msg.header;
+        self.path = path_for(header)?;
+        let path = PathAndQuery::try_from(self.path.as_str()).map_err(|e| {
+            Error::bad_request(ID, format!("{:?} is not a method path: {e}", self.path))
+        })?;
+        let wire_ct = grpc_content_type(get(header, headers::CONTENT_TYPE))?;
+        self.request_ct = if wire_ct == "application/grpc+json" {
+            "application/json"
+        } else {
+            "application/protobuf"
+        };
+        if let (Some(service), Some(endpoint)) = (
+            get(header, headers::SERVICE),
+            get(header, headers::ENDPOINT).or_else(|| get(header, headers::METHOD)),
+        ) {
+            self.error_id = format!("{service}.{endpoint}");
+        }
+        let mut metadata = request_headers(header)?;
+        if let Some(timeout) = timeout_of(header)? {
+            if let Ok(value) = HeaderValue::from_str(&format_grpc_timeout(timeout)) {
+                metadata.insert("grpc-timeout", value);
+            }
+            self.deadline = Some((Instant::now() + timeout, timeout));
+        }
+        let (tx, rx) = mpsc::channel::<Bytes>(REQUEST_BUFFER);
+        match get(header, STREAM) {
+            None => {
+                self.check_size(&msg.body)?;
+                // The one request, then the end of the request stream.
+                tx.try_send(msg.body.clone())
+                    .map_err(|_| Error::internal(ID, "the request could not be queued"))?;
+                self.mode = Mode::Unary;
+            }
+            Some(id) => {
+                self.mode = Mode::Stream(id.to_string());
+                self.requests = Some(tx);
+            }
+        }
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        *request.metadata_mut() = MetadataMap::from_headers(metadata);
+        request
+            .extensions_mut()
+            .insert(WireContentType(HeaderValue::from_static(wire_ct)));
+        let opts = self.side.opts.clone();
+        let channel = self.channel.1.clone();
+        let task = tokio::spawn(async move {
+            let service = channel.map_request(set_content_type as fn(_) -> _);
+            let mut grpc = tonic::client::Grpc::new(service)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .max_decoding_message_size(opts.max_recv_message_bytes)
+                .max_encoding_message_size(opts.max_send_message_bytes);
+            if opts.gzip {
+                grpc = grpc.send_compressed(CompressionEncoding::Gzip);
+            }
+            grpc.ready()
+                .await
+                .map_err(|e| Status::from_error(Box::new(e)))?;
+            grpc.streaming(request, path, RawCodec).await
+        });
+        self.state = State::Calling(task);
+        Ok(())
+    }
+
+    /// The headers of a message of this call: the stream id in stream mode.
+    fn header(&self) -> Metadata {
+        let mut header = Metadata::new();
+        if let Mode::Stream(id) = &self.mode {
+            header.insert(STREAM, id.clone());
+        }
+        header
+    }
+
+    /// The message or error for a status that ended the call.
+    fn failed(&mut self, status: Status) -> Result<Option<Message>> {
+        self.state = State::Done;
+        if let Some(source) = std::error::Error::source(&status) {
+            // The connection failed, not the call: the caller may try another node.
+            self.side.evict(&self.addr, self.channel.0);
+            let why = self.side.describe(&self.addr, source);
+            return Err(unreachable(
+                &self.addr,
+                format!("the call to {} failed: {why}", self.path),
+            ));
+        }
+        let e = error_of_status(&status, &self.error_id);
+        let mut header = self.header();
+        header.insert(ERROR, e.to_json());
+        Ok(Some(Message {
+            header,
+            body: Bytes::new(),
+        }))
+    }
+
+    fn deadline_passed(&mut self) -> Result<Option<Message>> {
+        self.state = State::Done;
+        let after = self.deadline.map(|(_, t)| t).unwrap_or_default();
+        let e = Error::timeout(
+            self.error_id.clone(),
+            format!(
+                "no reply from {} to {} within the deadline of {after:?}",
+                self.addr, self.path
+            ),
+        );
+        let mut header = self.header();
+        header.insert(ERROR, e.to_json());
+        Ok(Some(Message {
+            header,
+            body: Bytes::new(),
+        }))
+    }
+
+    async fn until_deadline(&self) {
+        match self.deadline {
+            Some((at, _)) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    async fn recv_unary(
+        &mut self,
+        mut replies: Box<Streaming<Bytes>>,
+        metadata: Option<Metadata>,
+        content_type: &'static str,
+    ) -> Result<Option<Message>> {
+        let first = tokio::select! {
+            first = replies.message() => first,
+            _ = self.until_deadline() => return self.deadline_passed(),
+        };
+        let body = match first {
+            Ok(Some(body)) => body,
+            Ok(None) => {
+                return self.failed(Status::internal(format!(
+                    "{} ended the call to {} with OK but no reply",
+                    self.addr, self.path
+                )))
+            }
+            Err(status) => return self.failed(status),
+        };
+        let end = tokio::select! {
+            end = replies.message() => end,
+            _ = self.until_deadline() => return self.deadline_passed(),
+        };
+        match end {
+            Ok(None) => {}
+            Ok(Some(_)) => {
+                return self.failed(Status::internal(format!(
+                    "{} sent more than one reply to the unary call {}",
+                    self.addr, self.path
+                )))
+            }
+            Err(status) => return self.failed(status),
+        }
+        let mut header = metadata.unwrap_or_default();
+        if let Ok(Some(trailers)) = replies.trailers().await {
+            header.extend_from(&metadata_of_headers(&trailers.into_headers()));
+        }
+        header.insert(headers::CONTENT_TYPE, content_type);
+        self.state = State::Done;
+        Ok(Some(Message { header, body }))
+    }
+
+    async fn recv_stream(
+        &mut self,
+        mut replies: Box<Streaming<Bytes>>,
+        mut metadata: Option<Metadata>,
+        content_type: &'static str,
+    ) -> Result<Option<Message>> {
+        let next = tokio::select! {
+            next = replies.message() => next,
+            _ = self.until_deadline() => return self.deadline_passed(),
+        };
+        let mut header = self.header();
+        header.insert(headers::CONTENT_TYPE, content_type);
+        match next {
+            Ok(Some(body)) => {
+                if let Some(first) = metadata.take() {
+                    let mut with_metadata = first;
+                    with_metadata.extend_from(&header);
+                    header = with_metadata;
+                }
+                self.state = State::Receiving {
+                    replies,
+                    metadata,
+                    content_type,
+                };
+                Ok(Some(Message { header, body }))
+            }
+            Ok(None) => {
+                self.state = State::Done;
+                header.insert(ERROR, EOS);
+                Ok(Some(Message {
+                    header,
+                    body: Bytes::new(),
+                }))
+            }
+            Err(status) => self.failed(status),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Socket for ClientSocket {
+    async fn send(&mut self, msg: Message) -> Result<()> {
+        match &self.mode {
+            Mode::Idle => self.start(msg),
+            Mode::Unary => Err(Error::internal(
+                ID,
+                format!(
+                    "the unary call {} to {} carries one request; open a stream for more",
+                    self.path, self.addr
+                ),
+            )),
+            Mode::Stream(_) => {
+                if is_eos(&msg.header) || error_of(&msg.header).is_some() {
+                    // The end of the caller's messages: half-close the request stream.
+                    self.requests = None;
+                    return Ok(());
+                }
+                self.check_size(&msg.body)?;
+                let Some(tx) = &self.requests else {
+                    return Err(Error::internal(
+                        ID,
+                        format!(
+                            "send on the stream {} to {} after its sending side was closed",
+                            self.path, self.addr
+                        ),
+                    ));
+                };
+                tx.send(msg.body).await.map_err(|_| {
+                    Error::internal(
+                        ID,
+                        format!(
+                            "the stream {} to {} has ended; its last message tells why",
+                            self.path, self.addr
+                        ),
+                    )
+                })
+            }
+        }
+    }
+
+    async fn recv(&mut self) -> Result<Option<Message>> {
+        loop {
+            match std::mem::replace(&mut self.state, State::Done) {
+                State::Idle => {
+                    self.state = State::Idle;
+                    return Err(Error::internal(
+                        ID,
+                        "recv on a gRPC socket before anything was sent",
+                    ));
+                }
+                State::Done => return Ok(None),
+                State::Calling(mut task) => {
+                    let joined = tokio::select! {
+                        joined = &mut task => joined,
+                        _ = self.until_deadline() => {
+                            task.abort();
+                            return self.deadline_passed();
+                        }
+                    };
+                    match joined {
+                        Ok(Ok(response)) => {
+                            let (metadata, replies, _) = response.into_parts();
+                            let headers = metadata.into_headers();
+                            let wire_ct = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+                            let content_type = reply_content_type(wire_ct, self.request_ct);
+                            self.state = State::Receiving {
+                                replies: Box::new(replies),
+                                metadata: Some(metadata_of_headers(&headers)),
+                                content_type,
+                            };
+                        }
+                        Ok(Err(status)) => return self.failed(status),
+                        Err(e) => {
+                            return Err(Error::internal(
+                                ID,
+                                format!("the call {} to {} failed: {e}", self.path, self.addr),
+                            ))
+                        }
+                    }
+                }
+                State::Receiving {
+                    replies,
+                    metadata,
+                    content_type,
+                } => {
+                    return match self.mode {
+                        Mode::Stream(_) => self.recv_stream(replies, metadata, content_type).await,
+                        _ => self.recv_unary(replies, metadata, content_type).await,
+                    };
+                }
+            }
+        }
+    }
+
+    async fn close(&mut self) -> Result<()> {
+        self.requests = None;
+        Ok(())
+    }
+
+    fn remote_addr(&self) -> String {
+        self.addr.clone()
+    }
+}

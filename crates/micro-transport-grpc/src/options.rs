@@ -1,0 +1,243 @@
+//! [`GrpcOptions`]: limits, compression, keepalive, timeouts and TLS, from code or from the
+//! environment.
+
+use std::time::Duration;
+
+use micro_core::{Error, Result};
+
+use crate::{TlsOptions, ID};
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * 1024;
+
+/// The settings of [`GrpcTransport`](crate::GrpcTransport), for both its client and its server
+/// side.
+///
+/// `GrpcOptions::default()` suits most services; [`GrpcOptions::from_env`] reads the
+/// `MICRO_GRPC_*` variables named on each field and `MICRO_TLS_*` for [`tls`](Self::tls).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcOptions {
+    /// The largest message this side accepts, request or reply; a larger one fails its call
+    /// with `RESOURCE_EXHAUSTED`. `MICRO_GRPC_MAX_RECV_MSG_SIZE` (or `MICRO_GRPC_MAX_MSG_SIZE`
+    /// for both limits), default 4 MiB, gRPC's own default.
+    pub max_recv_message_bytes: usize,
+    /// The largest message this side sends; a larger one is refused with `RESOURCE_EXHAUSTED`
+    /// before it leaves. `MICRO_GRPC_MAX_SEND_MSG_SIZE` (or `MICRO_GRPC_MAX_MSG_SIZE`),
+    /// default 4 MiB.
+    pub max_send_message_bytes: usize,
+    /// Whether to compress what this side sends with gzip: requests always, replies when the
+    /// caller accepts gzip. Gzip is always accepted on receipt. Off by default, because a
+    /// server that does not accept gzip (a tonic server without it enabled, say) rejects
+    /// compressed requests. `MICRO_GRPC_GZIP` (`true`/`false`).
+    pub gzip: bool,
+    /// How often an HTTP/2 ping checks that the peer is still there: the server pings its
+    /// clients, the client pings servers while calls are in flight. `None` turns pings off.
+    /// `MICRO_GRPC_KEEPALIVE_INTERVAL` (`0` for off), default 30 s. Against Go servers with
+    /// gRPC's default enforcement (pings at most every 5 minutes without data), raise it.
+    pub keepalive_interval: Option<Duration>,
+    /// How long a ping may go unanswered before the connection is closed.
+    /// `MICRO_GRPC_KEEPALIVE_TIMEOUT`, default 20 s.
+    pub keepalive_timeout: Duration,
+    /// The longest a connection (TCP and TLS handshake) may take; a dial's own
+    /// `connect_timeout` can only shorten it. `MICRO_GRPC_CONNECT_TIMEOUT`, default 5 s.
+    pub connect_timeout: Duration,
+    /// TLS for both sides, or `None` for plaintext HTTP/2 (h2c). `MICRO_TLS_CERT`,
+    /// `MICRO_TLS_KEY`, `MICRO_TLS_CA`: see [`TlsOptions`].
+    pub tls: Option<TlsOptions>,
+}
+
+impl Default for GrpcOptions {
+    fn default() -> Self {
+        GrpcOptions {
+            max_recv_message_bytes: 4 * MIB,
+            max_send_message_bytes: 4 * MIB,
+            gzip: false,
+            keepalive_interval: Some(Duration::from_secs(30)),
+            keepalive_timeout: Duration::from_secs(20),
+            connect_timeout: Duration::from_secs(5),
+            tls: None,
+        }
+    }
+}
+
+impl GrpcOptions {
+    /// The defaults, overridden by whichever `MICRO_GRPC_*` variables are set, with TLS when
+    /// any `MICRO_TLS_*` variable is set.
+    ///
+    /// Sizes are bytes, optionally with a `K`/`KiB` or `M`/`MiB` suffix (`16MiB`); durations
+    /// are seconds, or a number with `ms`, `s` or `m` (`500ms`, `30s`, `5m`). A value that
+    /// does not parse, or a PEM file that cannot be read or used, is a `400` naming the
+    /// variable.
+    pub fn from_env() -> Result<Self> {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    pub(crate) fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let mut o = GrpcOptions::default();
+        let size = |name: &str| -> Result<Option<usize>> {
+            var(name)
+                .map(|v| {
+                    parse_size(&v).ok_or_else(|| {
+                        config_error(name, &v, "a size in bytes, e.g. 4194304, 512KiB or 16MiB")
+                    })
+                })
+                .transpose()
+        };
+        if let Some(both) = size("MICRO_GRPC_MAX_MSG_SIZE")? {
+            o.max_recv_message_bytes = both;
+            o.max_send_message_bytes = both;
+        }
+        if let Some(n) = size("MICRO_GRPC_MAX_RECV_MSG_SIZE")? {
+            o.max_recv_message_bytes = n;
+        }
+        if let Some(n) = size("MICRO_GRPC_MAX_SEND_MSG_SIZE")? {
+            o.max_send_message_bytes = n;
+        }
+        if let Some(v) = var("MICRO_GRPC_GZIP") {
+            o.gzip = parse_bool(&v)
+                .ok_or_else(|| config_error("MICRO_GRPC_GZIP", &v, "true or false"))?;
+        }
+        let duration = |name: &str| -> Result<Option<Duration>> {
+            var(name)
+                .map(|v| {
+                    parse_duration(&v).ok_or_else(|| {
+                        config_error(name, &v, "a duration, e.g. 20 (seconds), 500ms, 30s or 5m")
+                    })
+                })
+                .transpose()
+        };
+        if let Some(d) = duration("MICRO_GRPC_KEEPALIVE_INTERVAL")? {
+            o.keepalive_interval = (!d.is_zero()).then_some(d);
+        }
+        if let Some(d) = duration("MICRO_GRPC_KEEPALIVE_TIMEOUT")? {
+            o.keepalive_timeout = d;
+        }
+        if let Some(d) = duration("MICRO_GRPC_CONNECT_TIMEOUT")? {
+            o.connect_timeout = d;
+        }
+        o.tls = TlsOptions::from_vars(&var)?;
+        Ok(o)
+    }
+
+    /// These options with TLS on both sides.
+    pub fn with_tls(mut self, tls: TlsOptions) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// These options with both message size limits set to `bytes`.
+    pub fn with_max_message_bytes(mut self, bytes: usize) -> Self {
+        self.max_recv_message_bytes = bytes;
+        self.max_send_message_bytes = bytes;
+        self
+    }
+
+    /// These options with gzip compression of what this side sends on or off.
+    pub fn with_gzip(mut self, gzip: bool) -> Self {
+        self.gzip = gzip;
+        self
+    }
+}
+
+fn config_error(name: &str, value: &str, expected: &str) -> Error {
+    Error::bad_request(ID, format!("{name}={value:?} is not {expected}"))
+}
+
+fn parse_bool(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+fn parse_size(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(digits);
+    let n: usize = n.parse().ok()?;
+    let unit = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "k" | "KB" | "KiB" => KIB,
+        "M" | "m" | "MB" | "MiB" => MIB,
+        _ => return None,
+    };
+    n.checked_mul(unit)
+}
+
+fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(digits);
+    let n: u64 = n.parse().ok()?;
+    match unit.trim() {
+        "ms" => Some(Duration::from_millis(n)),
+        "" | "s" => Some(Duration::from_secs(n)),
+        "m" => n.checked_mul(60).map(Duration::from_secs),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from(vars: &[(&str, &str)]) -> Result<GrpcOptions> {
+        GrpcOptions::from_vars(|name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    #[test]
+    fn nothing_set_gives_defaults() {
+        let o = from(&[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(o, GrpcOptions::default());
+        assert_eq!(o.max_recv_message_bytes, 4 * MIB);
+        assert!(o.tls.is_none());
+    }
+
+    #[test]
+    fn env_overrides_defaults() {
+        let o = from(&[
+            ("MICRO_GRPC_MAX_MSG_SIZE", "16MiB"),
+            ("MICRO_GRPC_MAX_SEND_MSG_SIZE", "512KiB"),
+            ("MICRO_GRPC_GZIP", "true"),
+            ("MICRO_GRPC_KEEPALIVE_INTERVAL", "0"),
+            ("MICRO_GRPC_KEEPALIVE_TIMEOUT", "500ms"),
+            ("MICRO_GRPC_CONNECT_TIMEOUT", "2m"),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(o.max_recv_message_bytes, 16 * MIB);
+        assert_eq!(o.max_send_message_bytes, 512 * KIB);
+        assert!(o.gzip);
+        assert_eq!(o.keepalive_interval, None);
+        assert_eq!(o.keepalive_timeout, Duration::from_millis(500));
+        assert_eq!(o.connect_timeout, Duration::from_secs(120));
+        let o = from(&[
+            ("MICRO_GRPC_MAX_RECV_MSG_SIZE", "1024"),
+            ("MICRO_GRPC_GZIP", "off"),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (o.max_recv_message_bytes, o.max_send_message_bytes),
+            (1024, 4 * MIB)
+        );
+        assert!(!o.gzip);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (name, value) in [
+            ("MICRO_GRPC_MAX_MSG_SIZE", "lots"),
+            ("MICRO_GRPC_GZIP", "maybe"),
+            ("MICRO_GRPC_KEEPALIVE_INTERVAL", "5h"),
+            ("MICRO_TLS_CA", "/nonexistent/ca.pem"),
+        ] {
+            let e = from(&[(name, value)]).err().unwrap_or_default();
+            assert_eq!(e.code, 400, "{name}");
+            assert!(e.detail.contains(name), "{e}");
+        }
+    }
+}

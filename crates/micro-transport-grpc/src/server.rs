@@ -1,0 +1,727 @@
+//! The server side: [`GrpcListener`] serves gRPC over HTTP/2 (plaintext or TLS) on one port,
+//! answers `grpc.health.v1.Health` itself, and hands every other call out as one stream
+//! [`Socket`].
+
+use std::convert::Infallible;
+use std::fmt;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::server::conn::http2;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use micro_core::headers::{EOS, ERROR, STREAM};
+use micro_core::transport::{Listener, Message, Socket};
+use micro_core::{headers, Error, GrpcCode, Metadata, Result};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Mutex};
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::body::Body;
+use tonic::codec::{CompressionEncoding, Streaming};
+use tonic::metadata::MetadataMap;
+use tonic::Status;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_server::{Health, HealthServer};
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
+use tower_service::Service as _;
+
+use crate::codec::RawCodec;
+use crate::tls::explain_server_handshake;
+use crate::wire::{
+    endpoint_of_path, error_of, error_of_status, is_eos, metadata_of_headers, micro_content_type,
+    micro_timeout, normalize_status, parse_grpc_timeout, reply_headers, status_of_error,
+};
+use crate::{GrpcOptions, ID};
+
+/// How many received calls may wait for `accept` before new calls wait too.
+const ACCEPT_QUEUE: usize = 256;
+/// How many replies of one call may wait to be written before `send` waits.
+const REPLY_BUFFER: usize = 16;
+/// How long a new connection may take to show its first byte and finish a TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The standard health service, which the listener answers itself.
+const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
+
+type ReplyStream = Pin<Box<dyn Stream<Item = std::result::Result<Bytes, Status>> + Send>>;
+
+/// The server side of [`GrpcTransport`](crate::GrpcTransport): one TCP port that answers any
+/// gRPC method path, plus `grpc.health.v1.Health`.
+///
+/// Dropping the listener stops it as [`Listener::shutdown`] does, without waiting.
+pub struct GrpcListener {
+    local_addr: SocketAddr,
+    queue: Mutex<mpsc::Receiver<ServerSocket>>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    serving: watch::Sender<bool>,
+    tls: bool,
+    connections: Arc<AtomicU64>,
+}
+
+impl fmt::Debug for GrpcListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrpcListener")
+            .field("local_addr", &self.local_addr)
+            .field("tls", &self.tls)
+            .field("connections", &self.connections())
+            .field("serving", &*self.serving.borrow())
+            .field("shut_down", &self.shutdown.is_cancelled())
+            .finish()
+    }
+}
+
+/// What every connection of one listener shares.
+struct Shared {
+    opts: Arc<GrpcOptions>,
+    tls: Option<TlsAcceptor>,
+    queue: mpsc::Sender<ServerSocket>,
+    shutdown: CancellationToken,
+    local_addr: String,
+    health: HealthServer<ServingHealth>,
+    builder: http2::Builder<TokioExecutor>,
+}
+
+impl GrpcListener {
+    /// Binds `addr` (`host:port`, port 0 for any free port) and starts serving.
+    pub async fn bind(addr: &str, opts: GrpcOptions) -> Result<GrpcListener> {
+        let tls = match &opts.tls {
+            Some(tls) => Some(TlsAcceptor::from(tls.server_config(addr)?)),
+            None => None,
+        };
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::internal(ID, format!("listen on {addr}: {e}")))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| Error::internal(ID, format!("listen on {addr}: {e}")))?;
+        let (queue_tx, queue_rx) = mpsc::channel(ACCEPT_QUEUE);
+        let (serving, serving_rx) = watch::channel(false);
+        let shutdown = CancellationToken::new();
+        let health = HealthServer::new(ServingHealth {
+            serving: serving_rx,
+            shutdown: shutdown.clone(),
+        });
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .keep_alive_interval(opts.keepalive_interval)
+            .keep_alive_timeout(opts.keepalive_timeout);
+        let grpc = GrpcListener {
+            local_addr,
+            queue: Mutex::new(queue_rx),
+            shutdown: shutdown.clone(),
+            tasks: TaskTracker::new(),
+            serving,
+            tls: tls.is_some(),
+            connections: Arc::new(AtomicU64::new(0)),
+        };
+        let shared = Arc::new(Shared {
+            opts: Arc::new(opts),
+            tls,
+            queue: queue_tx,
+            shutdown,
+            local_addr: local_addr.to_string(),
+            health,
+            builder,
+        });
+        grpc.tasks.spawn(accept_loop(
+            listener,
+            shared,
+            grpc.tasks.clone(),
+            grpc.connections.clone(),
+        ));
+        Ok(grpc)
+    }
+
+    /// How many TCP connections this listener has accepted so far (for tests and metrics).
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Whether the health service reports `SERVING`.
+    pub fn is_serving(&self) -> bool {
+        *self.serving.borrow()
+    }
+}
+
+impl Drop for GrpcListener {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+#[async_trait::async_trait]
+impl Listener for GrpcListener {
+    fn local_addr(&self) -> String {
+        self.local_addr.to_string()
+    }
+
+    async fn accept(&self) -> Result<Option<Box<dyn Socket>>> {
+        let mut queue = tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => return Ok(None),
+            queue = self.queue.lock() => queue,
+        };
+        let socket = tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => return Ok(None),
+            socket = queue.recv() => socket,
+        };
+        Ok(socket.map(|s| {
+            s.accepted.store(true, Ordering::Release);
+            Box::new(s) as Box<dyn Socket>
+        }))
+    }
+
+    async fn shutdown(&self) {
+        self.serving.send_replace(false);
+        self.shutdown.cancel();
+        {
+            // Calls received but never accepted are dropped, which answers each with
+            // UNAVAILABLE; closing first stops new ones from queueing.
+            let mut queue = self.queue.lock().await;
+            queue.close();
+            while queue.try_recv().is_ok() {}
+        }
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    fn set_serving(&self, serving: bool) {
+        self.serving.send_replace(serving);
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tasks: TaskTracker,
+    connections: Arc<AtomicU64>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                connections.fetch_add(1, Ordering::Relaxed);
+                let _ = stream.set_nodelay(true);
+                tasks.spawn(serve_connection(stream, peer, shared.clone()));
+            }
+            Err(e) => {
+                // Usually out of file descriptors: pause rather than spin.
+                tracing::warn!(addr = %shared.local_addr, error = %e, "accepting a connection failed");
+                tokio::select! {
+                    _ = shared.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn serve_connection(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let peer = peer.to_string();
+    let Some(acceptor) = shared.tls.clone() else {
+        serve_http2(TokioIo::new(tcp), peer, shared, false).await;
+        return;
+    };
+    // A TLS connection starts with a handshake record (0x16); anything else is a plaintext
+    // client, which gets a status saying so rather than a broken connection.
+    let mut first = [0u8; 1];
+    let peeked = tokio::select! {
+        _ = shared.shutdown.cancelled() => return,
+        peeked = tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut first)) => peeked,
+    };
+    match peeked {
+        Ok(Ok(n)) if n > 0 => {}
+        _ => return,
+    }
+    if first[0] != 0x16 {
+        tracing::debug!(%peer, addr = %shared.local_addr, "plaintext client on a TLS port");
+        serve_http2(TokioIo::new(tcp), peer, shared, true).await;
+        return;
+    }
+    let handshake = tokio::select! {
+        _ = shared.shutdown.cancelled() => return,
+        handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)) => handshake,
+    };
+    match handshake {
+        Ok(Ok(tls)) => serve_http2(TokioIo::new(tls), peer, shared, false).await,
+        Ok(Err(e)) => tracing::debug!("{}", explain_server_handshake(&peer, &e)),
+        Err(_) => tracing::debug!(%peer, "TLS handshake took longer than {HANDSHAKE_TIMEOUT:?}"),
+    }
+}
+
+async fn serve_http2<I>(io: I, peer: String, shared: Arc<Shared>, plaintext_on_tls: bool)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let for_calls = shared.clone();
+    let call_peer = peer.clone();
+    let service = service_fn(move |req: Request<Incoming>| {
+        let shared = for_calls.clone();
+        let peer = call_peer.clone();
+        async move {
+            if plaintext_on_tls {
+                return Ok::<_, Infallible>(requires_tls(&shared));
+            }
+            Ok(handle(req, shared, peer).await)
+        }
+    });
+    let conn = shared.builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = shared.shutdown.cancelled(), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+        }
+    }
+}
+
+fn requires_tls(shared: &Shared) -> Response<Body> {
+    Status::unavailable(format!(
+        "{} serves gRPC over TLS only and this client connected in plaintext: dial it with TLS \
+         (Micro clients: set MICRO_TLS_CA to the CA that signed its certificate)",
+        shared.local_addr
+    ))
+    .into_http()
+}
+
+async fn handle(req: Request<Incoming>, shared: Arc<Shared>, peer: String) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    if path.starts_with(HEALTH_PREFIX) {
+        let mut health = shared.health.clone();
+        return match health.call(req).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+    }
+    if req.method() != Method::POST {
+        let mut response = Status::unimplemented(format!(
+            "gRPC calls are POST requests, not {}",
+            req.method()
+        ))
+        .into_http();
+        *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+        return response;
+    }
+    let wire_ct = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let content_type = match micro_content_type(wire_ct.as_deref()) {
+        Ok(ct) => ct,
+        Err(status) => {
+            let grpc = wire_ct
+                .as_deref()
+                .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("application/grpc"));
+            let mut response = status.into_http();
+            if !grpc {
+                // As the gRPC spec asks, so that plain HTTP clients do not take it for a 200.
+                *response.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
+            }
+            return response;
+        }
+    };
+    let Some(endpoint) = endpoint_of_path(&path) else {
+        return Status::unimplemented(format!(
+            "{path:?} is not a gRPC method path of the form /<package>.<Service>/<Method>"
+        ))
+        .into_http();
+    };
+    let timeout = match req.headers().get("grpc-timeout") {
+        None => None,
+        Some(value) => match value.to_str().ok().and_then(parse_grpc_timeout) {
+            Some(t) => Some(t),
+            None => {
+                return Status::invalid_argument(format!(
+                    "grpc-timeout {value:?} is not up to eight digits and a unit (H, M, S, m, u, n)"
+                ))
+                .into_http()
+            }
+        },
+    };
+
+    let stream_id = uuid::Uuid::new_v4().to_string();
+    let mut header = metadata_of_headers(req.headers());
+    header.insert(STREAM, stream_id.clone());
+    header.insert(headers::ENDPOINT, endpoint.clone());
+    header.insert(headers::METHOD, endpoint.clone());
+    header.insert(headers::CONTENT_TYPE, content_type);
+    header.insert(headers::ACCEPT, content_type);
+    if let Some(t) = timeout {
+        header.insert(headers::TIMEOUT, micro_timeout(t));
+    }
+    let call = Call {
+        shared: shared.clone(),
+        open: header,
+        peer,
+        endpoint,
+        stream_id,
+        content_type,
+        deadline: timeout.map(|t| Instant::now() + t),
+    };
+
+    let opts = &shared.opts;
+    let mut grpc = tonic::server::Grpc::new(RawCodec)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(opts.max_recv_message_bytes)
+        .max_encoding_message_size(opts.max_send_message_bytes);
+    if opts.gzip {
+        grpc = grpc.send_compressed(CompressionEncoding::Gzip);
+    }
+    let mut call = Some(call);
+    let service = tower::service_fn(move |request: tonic::Request<Streaming<Bytes>>| {
+        let call = call.take();
+        async move {
+            match call {
+                Some(call) => call.start(request).await,
+                None => Err(Status::internal("a call was started twice")),
+            }
+        }
+    });
+    let mut response = grpc.streaming(service, req).await;
+    // Answer in the caller's own content type (application/grpc+json for JSON).
+    if let Some(ct) = wire_ct.and_then(|ct| HeaderValue::from_str(&ct).ok()) {
+        response.headers_mut().insert(CONTENT_TYPE, ct);
+    }
+    response
+}
+
+/// One call on its way to `accept`.
+struct Call {
+    shared: Arc<Shared>,
+    open: Metadata,
+    peer: String,
+    endpoint: String,
+    stream_id: String,
+    content_type: &'static str,
+    deadline: Option<Instant>,
+}
+
+/// What the reply side of a call watches besides its channel.
+struct ReplyWatch {
+    deadline: Option<Instant>,
+    accepted: Arc<AtomicBool>,
+    endpoint: String,
+    local_addr: String,
+}
+
+/// A reply from the server socket to the call's response.
+enum Reply {
+    Data { metadata: Metadata, body: Bytes },
+    End(std::result::Result<(), Status>),
+}
+
+enum Next {
+    Data(Metadata, Bytes),
+    Done,
+    Failed(Status),
+}
+
+impl Call {
+    async fn start(
+        self,
+        request: tonic::Request<Streaming<Bytes>>,
+    ) -> std::result::Result<tonic::Response<ReplyStream>, Status> {
+        let (tx, mut rx) = mpsc::channel(REPLY_BUFFER);
+        let accepted = Arc::new(AtomicBool::new(false));
+        let watch = ReplyWatch {
+            deadline: self.deadline,
+            accepted: accepted.clone(),
+            endpoint: self.endpoint.clone(),
+            local_addr: self.shared.local_addr.clone(),
+        };
+        let socket = ServerSocket {
+            peer: self.peer,
+            open: Some(Message {
+                header: self.open,
+                body: Bytes::new(),
+            }),
+            requests: request.into_inner(),
+            recv_done: false,
+            stream_id: self.stream_id,
+            content_type: self.content_type,
+            replies: Some(tx),
+            deadline: self.deadline,
+            max_send: self.shared.opts.max_send_message_bytes,
+            accepted,
+            endpoint: self.endpoint,
+        };
+        let queued = tokio::select! {
+            queued = self.shared.queue.send(socket) => queued.is_ok(),
+            _ = self.shared.shutdown.cancelled() => false,
+            _ = until(self.deadline) => return Err(watch.deadline_exceeded()),
+        };
+        if !queued {
+            return Err(watch.shutting_down());
+        }
+        match next_reply(&mut rx, &watch).await {
+            Next::Data(metadata, body) => {
+                let first = futures_util::stream::iter([Ok(body)]);
+                let rest = futures_util::stream::unfold(Some((rx, watch)), |state| async move {
+                    let (mut rx, watch) = state?;
+                    match next_reply(&mut rx, &watch).await {
+                        Next::Data(_, body) => Some((Ok(body), Some((rx, watch)))),
+                        Next::Done => None,
+                        Next::Failed(status) => Some((Err(status), None)),
+                    }
+                });
+                let stream: ReplyStream = Box::pin(first.chain(rest));
+                let mut response = tonic::Response::new(stream);
+                *response.metadata_mut() = MetadataMap::from_headers(reply_headers(&metadata));
+                Ok(response)
+            }
+            Next::Done => Ok(tonic::Response::new(
+                Box::pin(futures_util::stream::empty()),
+            )),
+            Next::Failed(status) => Err(status),
+        }
+    }
+}
+
+/// Completes at `deadline`, or never without one.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl ReplyWatch {
+    fn deadline_exceeded(&self) -> Status {
+        Status::deadline_exceeded(format!(
+            "{} did not finish within the caller's deadline",
+            self.endpoint
+        ))
+    }
+
+    fn shutting_down(&self) -> Status {
+        Status::unavailable(format!(
+            "the server at {} is shutting down and takes no new calls",
+            self.local_addr
+        ))
+    }
+}
+
+async fn next_reply(rx: &mut mpsc::Receiver<Reply>, watch: &ReplyWatch) -> Next {
+    let reply = tokio::select! {
+        reply = rx.recv() => reply,
+        _ = until(watch.deadline) => return Next::Failed(watch.deadline_exceeded()),
+    };
+    match reply {
+        Some(Reply::Data { metadata, body }) => Next::Data(metadata, body),
+        Some(Reply::End(Ok(()))) => Next::Done,
+        Some(Reply::End(Err(status))) => Next::Failed(status),
+        None if watch.accepted.load(Ordering::Acquire) => Next::Failed(Status::internal(format!(
+            "the service ended the call to {} without an answer",
+            watch.endpoint
+        ))),
+        None => Next::Failed(watch.shutting_down()),
+    }
+}
+
+/// The server end of one call: the open message, then the caller's messages, then `EOS`;
+/// replies go out as response messages, and an end message sets the call's status.
+struct ServerSocket {
+    peer: String,
+    open: Option<Message>,
+    requests: Streaming<Bytes>,
+    recv_done: bool,
+    stream_id: String,
+    content_type: &'static str,
+    replies: Option<mpsc::Sender<Reply>>,
+    deadline: Option<Instant>,
+    max_send: usize,
+    accepted: Arc<AtomicBool>,
+    endpoint: String,
+}
+
+impl fmt::Debug for ServerSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrpcServerSocket")
+            .field("peer", &self.peer)
+            .field("endpoint", &self.endpoint)
+            .field("stream", &self.stream_id)
+            .field("ended", &self.replies.is_none())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerSocket {
+    fn header(&self) -> Metadata {
+        let mut header = Metadata::new();
+        header.insert(STREAM, self.stream_id.clone());
+        header.insert(headers::CONTENT_TYPE, self.content_type);
+        header
+    }
+}
+
+#[async_trait::async_trait]
+impl Socket for ServerSocket {
+    async fn send(&mut self, msg: Message) -> Result<()> {
+        let Some(tx) = &self.replies else {
+            return Err(Error::internal(
+                ID,
+                format!(
+                    "the call to {} from {} has ended; nothing more can be sent",
+                    self.endpoint, self.peer
+                ),
+            ));
+        };
+        let reply = if is_eos(&msg.header) {
+            Reply::End(Ok(()))
+        } else if let Some(e) = error_of(&msg.header) {
+            Reply::End(Err(status_of_error(&e)))
+        } else {
+            if msg.body.len() > self.max_send {
+                return Err(Error::from_grpc(
+                    ID,
+                    GrpcCode::ResourceExhausted,
+                    format!(
+                        "the reply of {} bytes to {} exceeds the limit of {} bytes \
+                         (MICRO_GRPC_MAX_SEND_MSG_SIZE)",
+                        msg.body.len(),
+                        self.endpoint,
+                        self.max_send
+                    ),
+                ));
+            }
+            Reply::Data {
+                metadata: msg.header,
+                body: msg.body,
+            }
+        };
+        let ends = matches!(reply, Reply::End(_));
+        let sent = tx.send(reply).await;
+        if ends {
+            self.replies = None;
+        }
+        sent.map_err(|_| {
+            Error::internal(
+                ID,
+                format!(
+                    "the call to {} from {} has ended: the caller went away or its deadline passed",
+                    self.endpoint, self.peer
+                ),
+            )
+        })
+    }
+
+    async fn recv(&mut self) -> Result<Option<Message>> {
+        if let Some(open) = self.open.take() {
+            return Ok(Some(open));
+        }
+        if self.recv_done {
+            return Ok(None);
+        }
+        let next = tokio::select! {
+            next = self.requests.message() => next,
+            _ = until(self.deadline) => Err(Status::deadline_exceeded(format!(
+                "the caller's deadline for {} passed while waiting for its next message",
+                self.endpoint
+            ))),
+        };
+        let mut header = self.header();
+        match next {
+            Ok(Some(body)) => Ok(Some(Message { header, body })),
+            Ok(None) => {
+                self.recv_done = true;
+                header.insert(ERROR, EOS);
+                Ok(Some(Message {
+                    header,
+                    body: Bytes::new(),
+                }))
+            }
+            Err(status) => {
+                self.recv_done = true;
+                let e = error_of_status(&normalize_status(status), ID);
+                header.insert(ERROR, e.to_json());
+                Ok(Some(Message {
+                    header,
+                    body: Bytes::new(),
+                }))
+            }
+        }
+    }
+
+    async fn close(&mut self) -> Result<()> {
+        // Without an end message the caller gets INTERNAL rather than waiting.
+        self.replies = None;
+        Ok(())
+    }
+
+    fn remote_addr(&self) -> String {
+        self.peer.clone()
+    }
+}
+
+/// `grpc.health.v1.Health`, following [`Listener::set_serving`]. This port answers every
+/// gRPC service, so every service name (and the overall `""`) gets the same status.
+#[derive(Debug)]
+struct ServingHealth {
+    serving: watch::Receiver<bool>,
+    shutdown: CancellationToken,
+}
+
+fn health_response(serving: bool) -> HealthCheckResponse {
+    let status = if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    HealthCheckResponse {
+        status: status as i32,
+    }
+}
+
+type HealthStream =
+    Pin<Box<dyn Stream<Item = std::result::Result<HealthCheckResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Health for ServingHealth {
+    async fn check(
+        &self,
+        _request: tonic::Request<HealthCheckRequest>,
+    ) -> std::result::Result<tonic::Response<HealthCheckResponse>, Status> {
+        Ok(tonic::Response::new(health_response(
+            *self.serving.borrow(),
+        )))
+    }
+
+    type WatchStream = HealthStream;
+
+    async fn watch(
+        &self,
+        _request: tonic::Request<HealthCheckRequest>,
+    ) -> std::result::Result<tonic::Response<HealthStream>, Status> {
+        // The current status first, then every change, until the listener shuts down.
+        let updates = tokio_stream::wrappers::WatchStream::new(self.serving.clone())
+            .map(|serving| Ok(health_response(serving)))
+            .take_until(self.shutdown.clone().cancelled_owned());
+        Ok(tonic::Response::new(Box::pin(updates)))
+    }
+}
