@@ -14,6 +14,8 @@ quick=0
 
 export MICRO_TEST_REQUIRE_SERVICES=1
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# A clean build gains nothing from incremental artifacts, which cost disk and time.
+export CARGO_INCREMENTAL=0
 # Keep every test's mDNS on loopback, whatever the caller's environment says.
 unset MICRO_MDNS_INTERFACE MICRO_REGISTRY MICRO_REGISTRY_ADDRESS MICRO_BROKER MICRO_BROKER_ADDRESS MICRO_TRANSPORT MICRO_SERVER_ADDRESS
 

@@ -3,11 +3,10 @@
 
 use std::time::Duration;
 
-use micro_core::{Error, Result};
+use micro_core::{env, Error, Result};
 
 use crate::ID;
 
-const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
 
 /// `MICRO_BROKER_ADDRESS`: the address the broker's HTTP server listens on.
@@ -76,9 +75,10 @@ impl Default for HttpBrokerOptions {
 impl HttpBrokerOptions {
     /// The defaults, overridden by whichever variables are set (see each field).
     ///
-    /// Sizes are bytes, optionally with a `K`/`KiB` or `M`/`MiB` suffix (`4MiB`); durations
-    /// are seconds, or a number with `ms`, `s` or `m` (`500ms`, `90s`). A value that does not
-    /// parse is an error naming the variable.
+    /// Sizes are bytes, optionally with a `K`/`KiB`, `M`/`MiB` or `G`/`GiB` suffix (`4MiB`);
+    /// durations are seconds, or a number with a unit (`500ms`, `90s`, `2m`, `1.5h`), read like
+    /// every Micro setting by [`micro_core::env`]. A value that does not parse is an error
+    /// naming the variable.
     pub fn from_env() -> Result<Self> {
         Self::from_vars(|name| std::env::var(name).ok())
     }
@@ -99,8 +99,13 @@ impl HttpBrokerOptions {
         }
         let duration = |name: &str, into: &mut Duration| -> Result<()> {
             if let Some(v) = text(name) {
-                *into = parse_duration(&v).ok_or_else(|| {
-                    config_error(name, &v, "a duration, e.g. 30 (seconds), 500ms, 90s or 2m")
+                *into = env::parse_duration(&v).ok_or_else(|| {
+                    env::invalid_from(
+                        ID,
+                        name,
+                        &v,
+                        "a duration, e.g. 30 (seconds), 500ms, 90s or 2m",
+                    )
                 })?;
             }
             Ok(())
@@ -110,8 +115,9 @@ impl HttpBrokerOptions {
         duration(TIMEOUT_ENV, &mut o.request_timeout)?;
         duration(CACHE_TTL_ENV, &mut o.cache_ttl)?;
         if let Some(v) = text(MAX_BODY_ENV) {
-            o.max_body_bytes = parse_size(&v).ok_or_else(|| {
-                config_error(
+            o.max_body_bytes = env::parse_size(&v).ok_or_else(|| {
+                env::invalid_from(
+                    ID,
                     MAX_BODY_ENV,
                     &v,
                     "a size in bytes, e.g. 4194304, 64KiB or 4MiB",
@@ -184,37 +190,6 @@ impl HttpBrokerOptions {
             return bad("the request timeout must be more than zero".into());
         }
         Ok(())
-    }
-}
-
-fn config_error(name: &str, value: &str, expected: &str) -> Error {
-    Error::bad_request(ID, format!("{name}={value:?} is not {expected}"))
-}
-
-fn parse_size(s: &str) -> Option<usize> {
-    let s = s.trim();
-    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(digits);
-    let n: usize = n.parse().ok()?;
-    let unit = match unit.trim() {
-        "" | "B" => 1,
-        "K" | "k" | "KB" | "KiB" => KIB,
-        "M" | "m" | "MB" | "MiB" => MIB,
-        _ => return None,
-    };
-    n.checked_mul(unit)
-}
-
-fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(digits);
-    let n: u64 = n.parse().ok()?;
-    match unit.trim() {
-        "ms" => Some(Duration::from_millis(n)),
-        "" | "s" => Some(Duration::from_secs(n)),
-        "m" => n.checked_mul(60).map(Duration::from_secs),
-        _ => None,
     }
 }
 

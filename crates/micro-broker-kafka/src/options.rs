@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use micro_core::{Error, Result};
+use micro_core::{env, Error, Result};
 
 use crate::ERROR_ID;
 
@@ -283,6 +283,9 @@ impl KafkaOptions {
                 .map(|v| v.trim().to_string())
                 .filter(|v| !v.is_empty())
         };
+        let switch = |name: &str, v: &str| {
+            env::parse_bool(v).ok_or_else(|| env::invalid_from(ERROR_ID, name, v, "true or false"))
+        };
         let mut o = KafkaOptions::default();
         if let Some(v) = get(ADDRESS_ENV) {
             o = o.with_brokers(&v);
@@ -291,16 +294,18 @@ impl KafkaOptions {
             o.client_id = v;
         }
         if let Some(v) = get(CREATE_TOPICS_ENV) {
-            o.create_topics = parse_bool(CREATE_TOPICS_ENV, &v)?;
+            o.create_topics = switch(CREATE_TOPICS_ENV, &v)?;
         }
         if let Some(v) = get(TOPIC_CREATION_ENV) {
             o.topic_creation = match v.to_ascii_lowercase().as_str() {
                 "admin" => TopicCreation::Admin,
                 "auto" | "autocreate" | "auto-create" | "metadata" => TopicCreation::AutoCreate,
                 _ => {
-                    return Err(bad_env(
+                    return Err(env::invalid_from(
+                        ERROR_ID,
                         TOPIC_CREATION_ENV,
-                        &format!("{v:?} is neither `admin` nor `auto`"),
+                        &v,
+                        "`admin` or `auto`",
                     ))
                 }
             };
@@ -315,13 +320,13 @@ impl KafkaOptions {
             o.acks = v;
         }
         if let Some(v) = get(IDEMPOTENCE_ENV) {
-            o.idempotence = parse_bool(IDEMPOTENCE_ENV, &v)?;
+            o.idempotence = switch(IDEMPOTENCE_ENV, &v)?;
         }
         match (get(KEY_HEADER_ENV), get(KEY_ENV)) {
             (Some(_), Some(_)) => {
-                return Err(bad_env(
-                    KEY_HEADER_ENV,
-                    &format!("set either {KEY_HEADER_ENV} or {KEY_ENV}, not both"),
+                return Err(Error::bad_request(
+                    ERROR_ID,
+                    format!("set either {KEY_HEADER_ENV} or {KEY_ENV}, not both"),
                 ))
             }
             (Some(h), None) => o.key = RecordKey::Header(h),
@@ -333,19 +338,18 @@ impl KafkaOptions {
                 "latest" | "newest" | "end" => InitialOffset::Latest,
                 "earliest" | "oldest" | "beginning" => InitialOffset::Earliest,
                 _ => {
-                    return Err(bad_env(
+                    return Err(env::invalid_from(
+                        ERROR_ID,
                         INITIAL_OFFSET_ENV,
-                        &format!("{v:?} is neither `latest` nor `earliest`"),
+                        &v,
+                        "`latest` or `earliest`",
                     ))
                 }
             };
         }
         if let Some(v) = get(MAX_REDELIVERIES_ENV) {
             o.max_redeliveries = v.parse().map_err(|_| {
-                bad_env(
-                    MAX_REDELIVERIES_ENV,
-                    &format!("{v:?} is not a whole number"),
-                )
+                env::invalid_from(ERROR_ID, MAX_REDELIVERIES_ENV, &v, "a whole number")
             })?;
         }
         if let Some(v) = get(OPERATION_TIMEOUT_ENV) {
@@ -405,31 +409,23 @@ fn split_brokers(s: &str) -> Vec<String> {
         .collect()
 }
 
-fn bad_env(name: &str, why: &str) -> Error {
-    Error::bad_request(ERROR_ID, format!("{name}: {why}"))
-}
-
-fn parse_bool(name: &str, v: &str) -> Result<bool> {
-    match v.to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" => Ok(false),
-        _ => Err(bad_env(name, &format!("{v:?} is not true or false"))),
-    }
-}
-
 fn parse_positive(name: &str, v: &str) -> Result<i32> {
     match v.parse::<i32>() {
         Ok(n) if n > 0 => Ok(n),
-        _ => Err(bad_env(name, &format!("{v:?} is not a positive number"))),
+        _ => Err(env::invalid_from(ERROR_ID, name, v, "a positive number")),
     }
 }
 
+/// The `_MS` variables: a bare, positive number of milliseconds, as librdkafka's own `*.ms`
+/// properties are written (so not [`env::parse_duration`], which reads `1500` as seconds).
 fn parse_millis(name: &str, v: &str) -> Result<Duration> {
     match v.parse::<u64>() {
         Ok(n) if n > 0 => Ok(Duration::from_millis(n)),
-        _ => Err(bad_env(
+        _ => Err(env::invalid_from(
+            ERROR_ID,
             name,
-            &format!("{v:?} is not a positive number of milliseconds"),
+            v,
+            "a positive number of milliseconds",
         )),
     }
 }
@@ -442,9 +438,9 @@ fn parse_pairs(name: &str, v: &str) -> Result<BTreeMap<String, String>> {
                 out.insert(k.trim().to_string(), val.trim().to_string());
             }
             _ => {
-                return Err(bad_env(
-                    name,
-                    &format!("{pair:?} is not key=value (write key=value,key=value)"),
+                return Err(Error::bad_request(
+                    ERROR_ID,
+                    format!("{name}: {pair:?} is not key=value (write key=value,key=value)"),
                 ))
             }
         }

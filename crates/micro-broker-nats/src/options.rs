@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use micro_core::{Error, Result};
+use micro_core::{env, Result};
 
 use crate::ERROR_ID;
 
@@ -251,6 +251,11 @@ impl NatsOptions {
                 .map(|v| v.trim().to_string())
                 .filter(|v| !v.is_empty())
         };
+        let invalid =
+            |var: &str, v: &str, expected: &str| env::invalid_from(ERROR_ID, var, v, expected);
+        let switch = |var: &str, v: &str| {
+            env::parse_bool(v).ok_or_else(|| invalid(var, v, "1/true/yes/on or 0/false/no/off"))
+        };
         let mut opts = NatsOptions::default();
         if let Some(list) = get(ENV_ADDRESS) {
             opts = opts.with_servers(&list);
@@ -260,7 +265,7 @@ impl NatsOptions {
         opts.user = get(ENV_USER);
         opts.password = get(ENV_PASSWORD);
         if let Some(v) = get(ENV_TLS) {
-            opts.tls_required = parse_bool(ENV_TLS, &v)?;
+            opts.tls_required = switch(ENV_TLS, &v)?;
         }
         opts.tls_ca = get(ENV_TLS_CA).map(PathBuf::from);
         opts.tls_cert = get(ENV_TLS_CERT).map(PathBuf::from);
@@ -276,7 +281,7 @@ impl NatsOptions {
             };
         }
         let jetstream = match get(ENV_JETSTREAM) {
-            Some(v) => parse_bool(ENV_JETSTREAM, &v)?,
+            Some(v) => switch(ENV_JETSTREAM, &v)?,
             None => false,
         };
         if jetstream {
@@ -333,35 +338,17 @@ fn split_servers(list: &str) -> Vec<String> {
         .collect()
 }
 
-fn invalid(var: &str, value: &str, expected: &str) -> Error {
-    Error::bad_request(
-        ERROR_ID,
-        format!("{var}={value:?} is not valid: expected {expected}"),
-    )
-}
-
-fn parse_bool(var: &str, value: &str) -> Result<bool> {
-    match value.to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" => Ok(false),
-        _ => Err(invalid(var, value, "1/true/yes/on or 0/false/no/off")),
-    }
-}
-
-/// `500ms`, `5s`, `2m`, `1h`, or a plain number of seconds.
+/// `500ms`, `5s`, `2m`, `1h`, or a plain number of seconds: [`env::parse_duration`] on whole
+/// numbers, the only ones these variables have taken (their tests hold `1.5s` to be an error).
 pub(crate) fn parse_duration(var: &str, value: &str) -> Result<Duration> {
-    let expected = "a duration such as 500ms, 5s, 2m or 1h (plain numbers are seconds)";
-    let v = value.trim();
-    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-    let (digits, unit) = v.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| invalid(var, value, expected))?;
-    match unit.trim() {
-        "ms" => Ok(Duration::from_millis(n)),
-        "" | "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
-        "h" => Ok(Duration::from_secs(n.saturating_mul(3600))),
-        _ => Err(invalid(var, value, expected)),
-    }
+    Some(value)
+        .filter(|v| !v.contains('.'))
+        .and_then(env::parse_duration)
+        .ok_or_else(|| {
+            let expected =
+                "a duration such as 500ms, 5s, 2m or 1h (plain whole numbers are seconds)";
+            env::invalid_from(ERROR_ID, var, value, expected)
+        })
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use micro_core::{Error, Result};
+use micro_core::{env, Result};
 
 use crate::ERROR_ID;
 
@@ -188,6 +188,15 @@ impl RabbitOptions {
                 .map(|v| v.trim().to_string())
                 .filter(|v| !v.is_empty())
         };
+        let invalid =
+            |name: &str, v: &str, expected: &str| env::invalid_from(ERROR_ID, name, v, expected);
+        let switch = |name: &str, v: &str| {
+            env::parse_bool(v).ok_or_else(|| invalid(name, v, "true or false"))
+        };
+        let duration = |name: &str, v: &str| {
+            env::parse_duration(v)
+                .ok_or_else(|| invalid(name, v, "a duration such as 250ms, 5s or 2m"))
+        };
         let mut o = RabbitOptions::default();
         if let Some(address) = get(ADDRESS_ENV) {
             o = o.with_address(&address);
@@ -196,48 +205,48 @@ impl RabbitOptions {
             o.exchange = v;
         }
         if let Some(v) = get(DURABLE_EXCHANGE_ENV) {
-            o.durable_exchange = parse_bool(DURABLE_EXCHANGE_ENV, &v)?;
+            o.durable_exchange = switch(DURABLE_EXCHANGE_ENV, &v)?;
         }
         if let Some(v) = get(PREFETCH_ENV) {
             o.prefetch = v
                 .parse()
-                .map_err(|_| bad_env(PREFETCH_ENV, &v, "a number from 0 to 65535"))?;
+                .map_err(|_| invalid(PREFETCH_ENV, &v, "a number from 0 to 65535"))?;
         }
         if let Some(v) = get(CONFIRMS_ENV) {
-            o.confirms = parse_bool(CONFIRMS_ENV, &v)?;
+            o.confirms = switch(CONFIRMS_ENV, &v)?;
         }
         if let Some(v) = get(PERSISTENT_ENV) {
-            o.persistent = parse_bool(PERSISTENT_ENV, &v)?;
+            o.persistent = switch(PERSISTENT_ENV, &v)?;
         }
         if let Some(v) = get(QUEUE_NAMING_ENV) {
             o.queue_naming = match v.to_ascii_lowercase().as_str() {
                 "scoped" => QueueNaming::Scoped,
                 "bare" | "go-micro" | "gomicro" => QueueNaming::Bare,
-                _ => return Err(bad_env(QUEUE_NAMING_ENV, &v, "`scoped` or `bare`")),
+                _ => return Err(invalid(QUEUE_NAMING_ENV, &v, "`scoped` or `bare`")),
             };
         }
         if let Some(v) = get(QUEUE_EXPIRY_ENV) {
-            o.queue_expiry = Some(parse_duration(QUEUE_EXPIRY_ENV, &v)?);
+            o.queue_expiry = Some(duration(QUEUE_EXPIRY_ENV, &v)?);
         }
         if let Some(v) = get(CONNECT_TIMEOUT_ENV) {
-            o.connect_timeout = parse_duration(CONNECT_TIMEOUT_ENV, &v)?;
+            o.connect_timeout = duration(CONNECT_TIMEOUT_ENV, &v)?;
         }
         if let Some(v) = get(PUBLISH_TIMEOUT_ENV) {
-            o.publish_timeout = parse_duration(PUBLISH_TIMEOUT_ENV, &v)?;
+            o.publish_timeout = duration(PUBLISH_TIMEOUT_ENV, &v)?;
         }
         if let Some(v) = get(RECONNECT_MIN_ENV) {
-            o.reconnect_min = parse_duration(RECONNECT_MIN_ENV, &v)?;
+            o.reconnect_min = duration(RECONNECT_MIN_ENV, &v)?;
         }
         if let Some(v) = get(RECONNECT_MAX_ENV) {
-            o.reconnect_max = parse_duration(RECONNECT_MAX_ENV, &v)?;
+            o.reconnect_max = duration(RECONNECT_MAX_ENV, &v)?;
         }
         if let Some(v) = get(REQUEUE_DELAY_ENV) {
-            o.requeue_delay = parse_duration(REQUEUE_DELAY_ENV, &v)?;
+            o.requeue_delay = duration(REQUEUE_DELAY_ENV, &v)?;
         }
         if let Some(v) = get(MAX_MESSAGE_SIZE_ENV) {
             o.max_message_size = v
                 .parse()
-                .map_err(|_| bad_env(MAX_MESSAGE_SIZE_ENV, &v, "a number of bytes"))?;
+                .map_err(|_| invalid(MAX_MESSAGE_SIZE_ENV, &v, "a number of bytes"))?;
         }
         o.tls_ca_file = get(TLS_CA_ENV).map(PathBuf::from);
         Ok(o)
@@ -367,41 +376,6 @@ pub(crate) fn redacted(url: &str) -> String {
         }
         _ => url.to_string(),
     }
-}
-
-fn bad_env(name: &str, value: &str, expected: &str) -> Error {
-    Error::bad_request(
-        ERROR_ID,
-        format!("{name}={value:?} is not valid: expected {expected}"),
-    )
-}
-
-fn parse_bool(name: &str, value: &str) -> Result<bool> {
-    match value.to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" => Ok(false),
-        _ => Err(bad_env(name, value, "true or false")),
-    }
-}
-
-pub(crate) fn parse_duration(name: &str, value: &str) -> Result<Duration> {
-    let v = value.trim();
-    let (number, unit) = match v.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => v.split_at(i),
-        None => (v, "s"),
-    };
-    let n: f64 = number
-        .parse()
-        .map_err(|_| bad_env(name, value, "a duration such as 250ms, 5s or 2m"))?;
-    let seconds = match unit.trim() {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(bad_env(name, value, "a duration such as 250ms, 5s or 2m")),
-    };
-    Duration::try_from_secs_f64(seconds)
-        .map_err(|_| bad_env(name, value, "a duration such as 250ms, 5s or 2m"))
 }
 
 #[cfg(test)]

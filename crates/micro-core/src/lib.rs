@@ -10,6 +10,8 @@
 //! - [`broker`]: asynchronous publish/subscribe ([`Broker`]).
 //! - [`rpc`]: the untyped request, response and stream seen by [`Client`] and [`Server`].
 //! - [`Error`] and [`Metadata`]: Go Micro's error model and the case-insensitive header map.
+//! - [`env`]: how durations, sizes and switches are written in `MICRO_*` variables, and the error
+//!   for one that does not read.
 //!
 //! Implementations live elsewhere: the `micro` crate holds the client, server, selector and the
 //! in-memory registry and broker; each plugin crate (`micro-registry-etcd`, `micro-broker-kafka`,
@@ -18,6 +20,7 @@
 
 pub mod broker;
 pub mod codec;
+pub mod env;
 mod error;
 pub mod headers;
 mod metadata;

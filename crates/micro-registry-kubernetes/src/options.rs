@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use micro_core::{Error, Result};
+use micro_core::{env, Result};
 
 use crate::ID;
 
@@ -84,9 +84,11 @@ impl KubernetesOptions {
         };
         if let Some(t) = set(TIMEOUT_ENV) {
             opts.timeout = parse_duration(&t).ok_or_else(|| {
-                Error::bad_request(
+                env::invalid_from(
                     ID,
-                    format!("{TIMEOUT_ENV}={t:?} is not a duration: write `10s`, `500ms` or `5`"),
+                    TIMEOUT_ENV,
+                    &t,
+                    "a duration: write `10s`, `500ms` or `5`",
                 )
             })?;
         }
@@ -127,20 +129,10 @@ impl KubernetesOptions {
     }
 }
 
-/// `10s`, `1500ms`, `2m` or plain seconds.
+/// `10s`, `1500ms`, `2m` or plain seconds ([`env::parse_duration`]), but not zero: with no time
+/// at all, every call to the API server would time out at once.
 fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let (number, scale) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (s, 1.0)
-    };
-    let value: f64 = number.trim().parse().ok()?;
-    (value.is_finite() && value > 0.0).then(|| Duration::from_secs_f64(value * scale))
+    env::parse_duration(s).filter(|d| !d.is_zero())
 }
 
 #[cfg(test)]

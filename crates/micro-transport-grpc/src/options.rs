@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use micro_core::{Error, Result};
+use micro_core::{env, Result};
 
 use crate::{TlsOptions, ID};
 
 const KIB: usize = 1024;
-const MIB: usize = 1024 * 1024;
+const MIB: usize = 1024 * KIB;
 
 /// The settings of [`GrpcTransport`](crate::GrpcTransport), for both its client and its server
 /// side.
@@ -64,10 +64,12 @@ impl GrpcOptions {
     /// The defaults, overridden by whichever `MICRO_GRPC_*` variables are set, with TLS when
     /// any `MICRO_TLS_*` variable is set.
     ///
-    /// Sizes are bytes, optionally with a `K`/`KiB` or `M`/`MiB` suffix (`16MiB`); durations
-    /// are seconds, or a number with `ms`, `s` or `m` (`500ms`, `30s`, `5m`). A value that
-    /// does not parse, or a PEM file that cannot be read or used, is a `400` naming the
-    /// variable.
+    /// Sizes are bytes, optionally with a `K`/`KiB`, `M`/`MiB` or `G`/`GiB` suffix (`16MiB`), as
+    /// [`micro_core::env::parse_size`] reads them; durations are seconds, or a number with `ms`,
+    /// `s` or `m` (`500ms`, `30s`, `5m`, also `1.5s`, `us`, `ns`:
+    /// [`micro_core::env::parse_duration`] without hours); switches are
+    /// [`micro_core::env::parse_bool`]'s. A value that does not parse, or a PEM file that cannot
+    /// be read or used, is a `400` naming the variable.
     pub fn from_env() -> Result<Self> {
         Self::from_vars(|name| std::env::var(name).ok())
     }
@@ -77,8 +79,13 @@ impl GrpcOptions {
         let size = |name: &str| -> Result<Option<usize>> {
             var(name)
                 .map(|v| {
-                    parse_size(&v).ok_or_else(|| {
-                        config_error(name, &v, "a size in bytes, e.g. 4194304, 512KiB or 16MiB")
+                    env::parse_size(&v).ok_or_else(|| {
+                        env::invalid_from(
+                            ID,
+                            name,
+                            &v,
+                            "a size in bytes, e.g. 4194304, 512KiB or 16MiB",
+                        )
                     })
                 })
                 .transpose()
@@ -94,14 +101,19 @@ impl GrpcOptions {
             o.max_send_message_bytes = n;
         }
         if let Some(v) = var("MICRO_GRPC_GZIP") {
-            o.gzip = parse_bool(&v)
-                .ok_or_else(|| config_error("MICRO_GRPC_GZIP", &v, "true or false"))?;
+            o.gzip = env::parse_bool(&v)
+                .ok_or_else(|| env::invalid_from(ID, "MICRO_GRPC_GZIP", &v, "true or false"))?;
         }
         let duration = |name: &str| -> Result<Option<Duration>> {
             var(name)
                 .map(|v| {
                     parse_duration(&v).ok_or_else(|| {
-                        config_error(name, &v, "a duration, e.g. 20 (seconds), 500ms, 30s or 5m")
+                        env::invalid_from(
+                            ID,
+                            name,
+                            &v,
+                            "a duration, e.g. 20 (seconds), 500ms, 30s or 5m",
+                        )
                     })
                 })
                 .transpose()
@@ -139,43 +151,10 @@ impl GrpcOptions {
     }
 }
 
-fn config_error(name: &str, value: &str, expected: &str) -> Error {
-    Error::bad_request(ID, format!("{name}={value:?} is not {expected}"))
-}
-
-fn parse_bool(s: &str) -> Option<bool> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Some(true),
-        "0" | "false" | "no" | "off" => Some(false),
-        _ => None,
-    }
-}
-
-fn parse_size(s: &str) -> Option<usize> {
-    let s = s.trim();
-    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(digits);
-    let n: usize = n.parse().ok()?;
-    let unit = match unit.trim() {
-        "" | "B" => 1,
-        "K" | "k" | "KB" | "KiB" => KIB,
-        "M" | "m" | "MB" | "MiB" => MIB,
-        _ => return None,
-    };
-    n.checked_mul(unit)
-}
-
+/// [`env::parse_duration`] short of hours: these variables have never taken `h`, and their tests
+/// hold `5h` to be an error.
 fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(digits);
-    let n: u64 = n.parse().ok()?;
-    match unit.trim() {
-        "ms" => Some(Duration::from_millis(n)),
-        "" | "s" => Some(Duration::from_secs(n)),
-        "m" => n.checked_mul(60).map(Duration::from_secs),
-        _ => None,
-    }
+    env::parse_duration(s).filter(|_| !s.trim_end().ends_with('h'))
 }
 
 #[cfg(test)]

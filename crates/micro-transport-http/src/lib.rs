@@ -65,7 +65,7 @@
 //! | `max_body_bytes`: unary body, stream frame body | `MICRO_HTTP_MAX_BODY` | 4 MiB |
 //! | `idle_timeout`: connection without requests; a request head must arrive within it too | `MICRO_HTTP_IDLE_TIMEOUT` | 90 s |
 //! | `body_read_timeout`: unary body, or the rest of a started stream frame | `MICRO_HTTP_BODY_TIMEOUT` | 30 s |
-//! | `pool_max_idle_per_host`: pooled idle connections per address | `MICRO_HTTP_POOL_MAX_IDLE` | 32 |
+//! | `pool_max_idle_per_host`: pooled idle connections per address (keep it above the calls in flight to one node) | `MICRO_HTTP_POOL_MAX_IDLE` | 256 |
 //! | `pool_idle_timeout`: how long the client keeps one | `MICRO_HTTP_POOL_IDLE_TIMEOUT` | 60 s |
 //!
 //! A unary request body over the limit is answered by the transport itself with a `413` in

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use micro_core::{Error, Result};
+use micro_core::env::{self, parse_size};
+use micro_core::Result;
 
 use crate::{TlsOptions, ID};
 
@@ -33,7 +34,9 @@ pub struct HttpOptions {
     /// take to arrive. `MICRO_HTTP_BODY_TIMEOUT`, default 30 s.
     pub body_read_timeout: Duration,
     /// How many idle keep-alive connections the client keeps per address.
-    /// `MICRO_HTTP_POOL_MAX_IDLE`, default 32.
+    /// `MICRO_HTTP_POOL_MAX_IDLE`, default 256. Each call in flight holds a connection of its
+    /// own (HTTP/1.1), and a connection finding the pool full is closed: keep this above the
+    /// calls a client makes at once to one node, or every call past it pays a new connection.
     pub pool_max_idle_per_host: usize,
     /// How long the client keeps an idle pooled connection; keep it below the server's
     /// `idle_timeout`. `MICRO_HTTP_POOL_IDLE_TIMEOUT`, default 60 s.
@@ -51,7 +54,7 @@ impl Default for HttpOptions {
             max_body_bytes: 4 * MIB,
             idle_timeout: Duration::from_secs(90),
             body_read_timeout: Duration::from_secs(30),
-            pool_max_idle_per_host: 32,
+            pool_max_idle_per_host: 256,
             pool_idle_timeout: Duration::from_secs(60),
             tls: None,
         }
@@ -62,9 +65,11 @@ impl HttpOptions {
     /// The defaults, overridden by whichever `MICRO_HTTP_*` variables are set, with TLS when
     /// any `MICRO_TLS_*` variable is set ([`TlsOptions::from_env`]).
     ///
-    /// Sizes are bytes, optionally with a `K`/`KiB` or `M`/`MiB` suffix (`4MiB`); durations
-    /// are seconds, or a number with `ms`, `s` or `m` (`500ms`, `90s`). A value that does not
-    /// parse, or a PEM file that cannot be read or used, is a `400` naming the variable.
+    /// Sizes are bytes, optionally with a `K`/`KiB`, `M`/`MiB` or `G`/`GiB` suffix (`4MiB`), as
+    /// [`micro_core::env::parse_size`] reads them; durations are seconds, or a number with `ms`,
+    /// `s` or `m` (`500ms`, `90s`, also `1.5s`, `us`, `ns`: [`micro_core::env::parse_duration`]
+    /// without hours). A value that does not parse, or a PEM file that cannot be read or used,
+    /// is a `400` naming the variable.
     pub fn from_env() -> Result<Self> {
         Self::from_vars(|name| std::env::var(name).ok())
     }
@@ -74,7 +79,7 @@ impl HttpOptions {
         let size = |name: &str, into: &mut usize| -> Result<()> {
             if let Some(v) = var(name) {
                 *into = parse_size(&v).ok_or_else(|| {
-                    config_error(name, &v, "a size in bytes, e.g. 4194304, 64KiB or 4MiB")
+                    env::invalid_from(ID, name, &v, "a size in bytes, e.g. 4194304, 64KiB or 4MiB")
                 })?;
             }
             Ok(())
@@ -85,7 +90,12 @@ impl HttpOptions {
         let duration = |name: &str, into: &mut Duration| -> Result<()> {
             if let Some(v) = var(name) {
                 *into = parse_duration(&v).ok_or_else(|| {
-                    config_error(name, &v, "a duration, e.g. 30 (seconds), 500ms, 90s or 2m")
+                    env::invalid_from(
+                        ID,
+                        name,
+                        &v,
+                        "a duration, e.g. 30 (seconds), 500ms, 90s or 2m",
+                    )
                 })?;
             }
             Ok(())
@@ -114,35 +124,10 @@ impl HttpOptions {
     }
 }
 
-fn config_error(name: &str, value: &str, expected: &str) -> Error {
-    Error::bad_request(ID, format!("{name}={value:?} is not {expected}"))
-}
-
-fn parse_size(s: &str) -> Option<usize> {
-    let s = s.trim();
-    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(digits);
-    let n: usize = n.parse().ok()?;
-    let unit = match unit.trim() {
-        "" | "B" => 1,
-        "K" | "k" | "KB" | "KiB" => KIB,
-        "M" | "m" | "MB" | "MiB" => MIB,
-        _ => return None,
-    };
-    n.checked_mul(unit)
-}
-
+/// [`env::parse_duration`] short of hours: these variables have never taken `h`, and their tests
+/// hold `5h` to be an error.
 fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(digits);
-    let n: u64 = n.parse().ok()?;
-    match unit.trim() {
-        "ms" => Some(Duration::from_millis(n)),
-        "" | "s" => Some(Duration::from_secs(n)),
-        "m" => n.checked_mul(60).map(Duration::from_secs),
-        _ => None,
-    }
+    env::parse_duration(s).filter(|_| !s.trim_end().ends_with('h'))
 }
 
 #[cfg(test)]

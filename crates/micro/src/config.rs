@@ -23,7 +23,7 @@
 
 use std::time::Duration;
 
-use micro_core::{Error, Result};
+use micro_core::{env, Error, Result};
 
 /// Settings read from the environment and flags; `None` where nothing was said.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -140,22 +140,16 @@ impl Config {
             read(flag)
                 .map(|(label, v)| {
                     parse_duration(&v).ok_or_else(|| {
-                        Error::bad_request(
-                            "micro.config",
-                            format!("{label}={v:?} is not a duration (like 90, 5s or 500ms)"),
-                        )
+                        env::invalid(&label, &v, "a duration (like 90, 5s or 500ms)")
                     })
                 })
                 .transpose()
         };
         let client_retries = read("client_retries")
             .map(|(label, v)| {
-                v.trim().parse::<u32>().map_err(|_| {
-                    Error::bad_request(
-                        "micro.config",
-                        format!("{label}={v:?} is not a whole number"),
-                    )
-                })
+                v.trim()
+                    .parse::<u32>()
+                    .map_err(|_| env::invalid(&label, &v, "a whole number"))
             })
             .transpose()?;
         Ok(Config {
@@ -197,25 +191,9 @@ impl Config {
     }
 }
 
-/// Reads `90` (seconds), `1.5s`, `500ms`, `2m`, `1h`, `10us`, `100ns`.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let secs = match unit.trim() {
-        "" | "s" => n,
-        "ms" => n / 1e3,
-        "us" | "µs" => n / 1e6,
-        "ns" => n / 1e9,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return None,
-    };
-    Duration::try_from_secs_f64(secs).ok()
-}
+// The reader of `MICRO_CLIENT_REQUEST_TIMEOUT` and the like, here too for programs that read
+// flags of their own (the pubsub example's `--interval`).
+pub use micro_core::env::parse_duration;
 
 #[cfg(test)]
 mod tests {
