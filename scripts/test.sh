@@ -107,6 +107,10 @@ grep -E '^test result:' /tmp/micro-test.log | awk '
     { passed += $4; failed += $6 }
     END { printf "\nsuite: %d passed, %d failed\n", passed, failed }'
 
+log "benchmark smoke run (checks that it runs, never its numbers)"
+# Debug build: it reuses the test build; release numbers come from the full run (BENCHMARKS.md).
+cargo run -q -p micro-bench -- --quick
+
 log "quickstart example"
 # The test build above made the binary (same features); cargo run would build it again.
 if [ -x target/debug/quickstart ]; then target/debug/quickstart; else cargo run -q -p greeter --bin quickstart; fi

@@ -39,7 +39,9 @@ struct Inner {
     servers: Vec<ServerAddr>,
     /// `nats at <servers>`: how errors name the backend.
     label: String,
-    conn: RwLock<Option<Conn>>,
+    // Behind an `Arc`: every publish takes the current connection, and cloning the client
+    // itself (its channel sender and handles) cost a noticeable share of a core NATS publish.
+    conn: RwLock<Option<Arc<Conn>>>,
     /// Serialises connect and disconnect.
     lifecycle: tokio::sync::Mutex<()>,
     subs: Mutex<HashMap<u64, Arc<SubControl>>>,
@@ -124,10 +126,10 @@ impl NatsBroker {
     /// The underlying async-nats client while connected, for what Micro's interface does not
     /// cover (request/reply, raw subscriptions, ...).
     pub fn client(&self) -> Option<Client> {
-        self.inner.current().map(|c| c.client)
+        self.inner.current().map(|c| c.client.clone())
     }
 
-    async fn conn(&self) -> Result<Conn> {
+    async fn conn(&self) -> Result<Arc<Conn>> {
         if let Some(conn) = self.inner.current() {
             return Ok(conn);
         }
@@ -240,19 +242,19 @@ impl NatsBroker {
 }
 
 impl Inner {
-    fn current(&self) -> Option<Conn> {
+    fn current(&self) -> Option<Arc<Conn>> {
         self.conn
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
     }
 
-    fn set(&self, conn: Option<Conn>) -> Option<Conn> {
+    fn set(&self, conn: Option<Conn>) -> Option<Arc<Conn>> {
         let mut slot = self
             .conn
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        std::mem::replace(&mut *slot, conn)
+        std::mem::replace(&mut *slot, conn.map(Arc::new))
     }
 
     fn subs(&self) -> MutexGuard<'_, HashMap<u64, Arc<SubControl>>> {

@@ -59,10 +59,41 @@ struct State {
     watching: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Cached {
     services: Vec<Service>,
     fetched: Instant,
+    /// The nodes of `services`, ready for selections without filters; rebuilt on each change,
+    /// so that a selection copies no node and costs the same for 10 nodes or 1000.
+    pool: Arc<Pool>,
+    /// The service's round-robin turn (kept in `State::round_robin` across refreshes).
+    turn: Arc<AtomicUsize>,
+}
+
+/// The nodes a picker chooses among, with their in-flight counters, shared by every picker
+/// made from one state of the cache.
+#[derive(Debug, Default)]
+struct Pool {
+    nodes: Vec<Node>,
+    in_flight: Vec<Arc<AtomicUsize>>,
+}
+
+impl Pool {
+    /// The nodes of `services`, each with its counter from `counters` (made when missing).
+    fn new(services: &[Service], counters: &mut HashMap<String, Arc<AtomicUsize>>) -> Arc<Pool> {
+        let nodes: Vec<Node> = services
+            .iter()
+            .flat_map(|s| s.nodes.iter().cloned())
+            .collect();
+        let in_flight = nodes
+            .iter()
+            .map(|n| match counters.get(&n.id) {
+                Some(c) => c.clone(),
+                None => counters.entry(n.id.clone()).or_default().clone(),
+            })
+            .collect();
+        Arc::new(Pool { nodes, in_flight })
+    }
 }
 
 impl RegistrySelector {
@@ -86,19 +117,30 @@ impl RegistrySelector {
 
     async fn services(&self, name: &str) -> Result<Vec<Service>> {
         self.ensure_watch();
-        let cached = self.state().cache.get(name).cloned();
-        if let Some(c) = &cached {
-            if c.fetched.elapsed() < self.inner.opts.cache_ttl {
+        let cached = match self.state().cache.get(name) {
+            Some(c) if c.fetched.elapsed() < self.inner.opts.cache_ttl => {
                 return Ok(c.services.clone());
             }
-        }
+            Some(c) => Some(c.services.clone()),
+            None => None,
+        };
         match self.inner.registry.get_service(name).await {
             Ok(services) => {
-                self.state().cache.insert(
+                let mut state = self.state();
+                let state = &mut *state;
+                let pool = Pool::new(&services, &mut state.in_flight);
+                let turn = state
+                    .round_robin
+                    .entry(name.to_string())
+                    .or_default()
+                    .clone();
+                state.cache.insert(
                     name.to_string(),
                     Cached {
                         services: services.clone(),
                         fetched: Instant::now(),
+                        pool,
+                        turn,
                     },
                 );
                 Ok(services)
@@ -109,9 +151,9 @@ impl RegistrySelector {
                 Err(no_nodes(name))
             }
             Err(e) => match cached {
-                Some(c) => {
+                Some(services) => {
                     tracing::warn!(service = name, error = %e, "registry unavailable, using cached nodes");
-                    Ok(c.services)
+                    Ok(services)
                 }
                 None => Err(e),
             },
@@ -132,6 +174,7 @@ impl RegistrySelector {
 
     fn apply(&self, event: Event) {
         let mut state = self.state();
+        let state = &mut *state;
         let Some(cached) = state.cache.get_mut(&event.service.name) else {
             return;
         };
@@ -163,6 +206,48 @@ impl RegistrySelector {
                 cached.services.retain(|s| !s.nodes.is_empty());
             }
         }
+        cached.pool = Pool::new(&cached.services, &mut state.in_flight);
+    }
+
+    /// A picker over `pool`, with the nodes ejected now left out.
+    fn picker(
+        state: &mut State,
+        service: &str,
+        pool: Arc<Pool>,
+        turn: Option<Arc<AtomicUsize>>,
+        strategy: Strategy,
+    ) -> Result<Box<dyn Picker>> {
+        if pool.nodes.is_empty() {
+            return Err(no_nodes(service));
+        }
+        let mut ejected = Vec::new();
+        if !state.ejected.is_empty() {
+            let now = Instant::now();
+            state.ejected.retain(|_, until| *until > now);
+            if pool.nodes.iter().any(|n| state.ejected.contains_key(&n.id)) {
+                ejected = pool
+                    .nodes
+                    .iter()
+                    .map(|n| state.ejected.contains_key(&n.id))
+                    .collect();
+            }
+        }
+        let counter = match turn {
+            Some(c) => c,
+            None => state
+                .round_robin
+                .entry(service.to_string())
+                .or_default()
+                .clone(),
+        };
+        Ok(Box::new(NodePicker {
+            pool,
+            ejected,
+            first: None,
+            tried: Vec::new(),
+            strategy,
+            counter,
+        }))
     }
 
     fn mark_all_stale(&self) {
@@ -213,36 +298,27 @@ async fn watch_loop(weak: Weak<Inner>) {
 #[async_trait::async_trait]
 impl Selector for RegistrySelector {
     async fn select(&self, service: &str, opts: &SelectOptions) -> Result<Box<dyn Picker>> {
+        let strategy = opts.strategy.unwrap_or(self.inner.opts.strategy);
+        if opts.filters.is_empty() {
+            // The common case, on every call: a fresh cache entry is served as it is.
+            let mut state = self.state();
+            if state.watching {
+                if let Some(c) = state.cache.get(service) {
+                    if c.fetched.elapsed() < self.inner.opts.cache_ttl {
+                        let (pool, turn) = (c.pool.clone(), c.turn.clone());
+                        return Self::picker(&mut state, service, pool, Some(turn), strategy);
+                    }
+                }
+            }
+        }
         let mut services = self.services(service).await?;
         for f in &opts.filters {
             services = f.apply(services);
         }
-        let nodes: Vec<Node> = services.into_iter().flat_map(|s| s.nodes).collect();
-        if nodes.is_empty() {
-            return Err(no_nodes(service));
-        }
-        let strategy = opts.strategy.unwrap_or(self.inner.opts.strategy);
         let mut state = self.state();
-        let now = Instant::now();
-        state.ejected.retain(|_, until| *until > now);
-        let ejected = state.ejected.keys().cloned().collect();
-        let in_flight = nodes
-            .iter()
-            .map(|n| state.in_flight.entry(n.id.clone()).or_default().clone())
-            .collect();
-        let counter = state
-            .round_robin
-            .entry(service.to_string())
-            .or_default()
-            .clone();
-        Ok(Box::new(NodePicker {
-            nodes,
-            in_flight,
-            ejected,
-            tried: HashSet::new(),
-            strategy,
-            counter,
-        }))
+        let state = &mut *state;
+        let pool = Pool::new(&services, &mut state.in_flight);
+        Self::picker(state, service, pool, None, strategy)
     }
 
     fn mark(&self, _service: &str, node: &Node, outcome: Outcome) {
@@ -276,54 +352,67 @@ impl Selector for RegistrySelector {
 /// Picks among a snapshot of nodes.
 #[derive(Debug)]
 struct NodePicker {
-    nodes: Vec<Node>,
-    in_flight: Vec<Arc<AtomicUsize>>,
-    ejected: HashSet<String>,
-    tried: HashSet<String>,
+    pool: Arc<Pool>,
+    /// Whether each node of the pool is ejected; empty when none is.
+    ejected: Vec<bool>,
+    /// The pool index returned first, and those returned after it (retries are rare: the
+    /// first pick allocates nothing).
+    first: Option<usize>,
+    tried: Vec<usize>,
     strategy: Strategy,
     counter: Arc<AtomicUsize>,
 }
 
-impl Picker for NodePicker {
-    fn pick(&mut self) -> Result<Node> {
-        // Prefer nodes neither ejected nor tried; relax each rule when it leaves nothing.
-        let mut candidates: Vec<usize> = (0..self.nodes.len())
-            .filter(|&i| {
-                let id = &self.nodes[i].id;
-                !self.ejected.contains(id) && !self.tried.contains(id)
-            })
-            .collect();
-        if candidates.is_empty() {
-            candidates = (0..self.nodes.len())
-                .filter(|&i| !self.tried.contains(&self.nodes[i].id))
-                .collect();
-        }
-        if candidates.is_empty() {
-            self.tried.clear();
-            candidates = (0..self.nodes.len()).collect();
-        }
-        let mut rng = rand::rng();
-        let chosen = match self.strategy {
-            Strategy::Random => candidates[rng.random_range(0..candidates.len())],
-            Strategy::RoundRobin => {
-                let turn = self.counter.fetch_add(1, Ordering::Relaxed);
-                candidates[turn % candidates.len()]
-            }
+impl NodePicker {
+    /// One of `len` candidates (`at(k)` is the pool index of candidate `k`), by the strategy.
+    fn choose(&self, len: usize, at: impl Fn(usize) -> usize) -> usize {
+        match self.strategy {
+            Strategy::Random => at(rand::rng().random_range(0..len)),
+            Strategy::RoundRobin => at(self.counter.fetch_add(1, Ordering::Relaxed) % len),
             Strategy::LeastInFlight => {
-                let a = candidates[rng.random_range(0..candidates.len())];
-                let b = candidates[rng.random_range(0..candidates.len())];
-                let load = |i: usize| self.in_flight[i].load(Ordering::Relaxed);
+                let mut rng = rand::rng();
+                let a = at(rng.random_range(0..len));
+                let b = at(rng.random_range(0..len));
+                let load = |i: usize| self.pool.in_flight[i].load(Ordering::Relaxed);
                 if load(b) < load(a) {
                     b
                 } else {
                     a
                 }
             }
+        }
+    }
+}
+
+impl Picker for NodePicker {
+    fn pick(&mut self) -> Result<Node> {
+        let n = self.pool.nodes.len();
+        let chosen = if self.first.is_none() && self.ejected.is_empty() {
+            // The first pick with nothing ejected: every node is a candidate, no list needed.
+            self.choose(n, |i| i)
+        } else {
+            // Prefer nodes neither ejected nor tried; relax each rule when it leaves nothing.
+            let is_ejected = |i: usize| self.ejected.get(i).copied().unwrap_or(false);
+            let was_tried = |i: usize| self.first == Some(i) || self.tried.contains(&i);
+            let mut candidates: Vec<usize> = (0..n)
+                .filter(|&i| !is_ejected(i) && !was_tried(i))
+                .collect();
+            if candidates.is_empty() {
+                candidates = (0..n).filter(|&i| !was_tried(i)).collect();
+            }
+            if candidates.is_empty() {
+                self.first = None;
+                self.tried.clear();
+                candidates = (0..n).collect();
+            }
+            self.choose(candidates.len(), |k| candidates[k])
         };
-        self.in_flight[chosen].fetch_add(1, Ordering::Relaxed);
-        let node = self.nodes[chosen].clone();
-        self.tried.insert(node.id.clone());
-        Ok(node)
+        self.pool.in_flight[chosen].fetch_add(1, Ordering::Relaxed);
+        match self.first {
+            None => self.first = Some(chosen),
+            Some(_) => self.tried.push(chosen),
+        }
+        Ok(self.pool.nodes[chosen].clone())
     }
 }
 
@@ -550,6 +639,29 @@ mod tests {
                 }
             }
             break;
+        }
+    }
+
+    #[tokio::test]
+    async fn watch_adds_a_registered_node_to_the_pool() {
+        let (reg, sel) = setup(&["a"], Strategy::RoundRobin).await;
+        sel.select("greeter", &SelectOptions::default())
+            .await
+            .expect("prime the cache");
+        reg.register(&service("latest", &["b"]), RegisterOptions::default())
+            .await
+            .expect("register");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let mut p = sel
+                .select("greeter", &SelectOptions::default())
+                .await
+                .expect("select");
+            if p.pick().expect("node").id == "b" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node b never joined the pool");
+            tokio::task::yield_now().await;
         }
     }
 

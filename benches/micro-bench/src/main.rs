@@ -1,0 +1,304 @@
+//! The benchmark program of Micro for Rust: each Micro path measured next to the raw library
+//! underneath it, in one run, with the ratios printed.
+//!
+//! # Running it
+//!
+//! ```text
+//! cargo run --release -p micro-bench                  # full run (2-3 minutes), rewrites BENCHMARKS.md
+//! cargo run --release -p micro-bench -- --quick       # smoke run (well under a minute), writes nothing
+//! cargo run --release -p micro-bench -- --only selector,registry
+//! cargo run --release -p micro-bench -- --quick --out /tmp/bench.md
+//! ```
+//!
+//! The full run prints the report and writes it to `BENCHMARKS.md` at the repository root (or
+//! to `--out PATH`); it writes nothing when anything failed or was skipped, so the committed
+//! record is always complete. `--quick` runs fewer and shorter cases and writes only when
+//! given `--out`, and so do runs narrowed with `--only`, `--brokers` or `--messages`.
+//! `--no-write` prints without writing.
+//!
+//! Backends: RabbitMQ on `127.0.0.1:5672` (guest/guest), NATS on `127.0.0.1:4222`, the `etcd`
+//! binary (a private etcd is started); Kafka is librdkafka's in-process mock cluster. In
+//! `--quick` mode a backend that is not reachable is reported as skipped and does not fail
+//! the run, unless `MICRO_TEST_REQUIRE_SERVICES=1`. The exit status is 0 only when everything
+//! that could run ran without error; the numbers are never checked against the targets (the
+//! targets are goals, printed with whether they were met).
+//!
+//! # What is measured
+//!
+//! - **RPC echo** ([`rpc`]): a unary echo of 128 B and 4 KiB payloads at concurrency 1, 16
+//!   and 128: raw tonic (the baseline), Micro over the grpc transport, Micro over the http
+//!   transport with protobuf and with JSON. Each row runs in a child process of this binary
+//!   (server and client on one multi-thread tokio runtime with a worker per core, on
+//!   loopback), which reports requests/s, p50, p99 and its peak RSS (`VmHWM`).
+//! - **Brokers** ([`brokers`]): publish and consume N messages of 256 B (100 000; 5 000 in
+//!   quick mode), timed from the first publish until the subscriber has all N: raw rdkafka vs
+//!   micro-broker-kafka on the mock cluster, raw lapin vs micro-broker-rabbitmq, raw async-nats
+//!   vs micro-broker-nats, raw hyper POSTs vs micro-broker-http.
+//! - **Selector** ([`selector`]): `RegistrySelector::select` + `pick` (and `mark`) per second
+//!   and per call, for each strategy, over 10, 100 and 1000 nodes.
+//! - **Registry propagation** ([`registry`]): on a private etcd, the time from `register` or
+//!   `deregister` to a watching `RegistrySelector` applying the change, p50 and p99.
+//!
+//! # Full and quick
+//!
+//! | | full | `--quick` |
+//! |---|---|---|
+//! | RPC rows | 2 payloads x 3 concurrencies x 4 stacks, 0.3 s warm-up + 1.5 s each, two passes | 128 B, concurrency 16, 4 stacks, 0.2 s + 0.5 s, one pass |
+//! | broker messages | 100 000 per run, 2-5 rounds of raw then Micro | 5 000, one round |
+//! | selector | 5 rounds of 60 ms per case | 5 rounds of 10 ms |
+//! | registry changes | 100 registrations + 100 deregistrations | 10 + 10 |
+//!
+//! Other work on the machine only ever slows a run down, so where a case runs several times
+//! the fastest run is reported, and raw and Micro take turns so that a slow moment does not
+//! fall on one side only. The report ends with `FINDINGS.md` (next to this crate's
+//! `Cargo.toml`): what profiling found, kept with the program so every regenerated report
+//! carries it.
+
+mod brokers;
+mod proto;
+mod registry;
+mod report;
+mod rpc;
+mod selector;
+mod stats;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use report::{Report, Section};
+
+/// How much to run: the full benchmark or the quick smoke run.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    /// `--quick`.
+    pub(crate) quick: bool,
+    /// Whether an unreachable backend fails the run (always in the full run; in quick mode
+    /// with `MICRO_TEST_REQUIRE_SERVICES=1`).
+    pub(crate) require_services: bool,
+    /// RPC: payload sizes in bytes.
+    pub(crate) payloads: Vec<usize>,
+    /// RPC: callers in flight at once.
+    pub(crate) concurrencies: Vec<usize>,
+    /// RPC: how long each row runs before measuring.
+    pub(crate) rpc_warmup: Duration,
+    /// RPC: how long each row is measured.
+    pub(crate) rpc_measure: Duration,
+    /// RPC: how many times each row runs (its fastest run counts).
+    pub(crate) rpc_passes: u32,
+    /// Brokers: messages per run.
+    pub(crate) messages: usize,
+    /// Brokers: which to run ([`brokers::NAMES`]).
+    pub(crate) brokers: Vec<String>,
+    /// Selector: how long each case is measured.
+    pub(crate) selector_time: Duration,
+    /// Registry: registrations (and as many deregistrations) timed.
+    pub(crate) changes: usize,
+}
+
+impl Settings {
+    fn new(quick: bool) -> Self {
+        let require = std::env::var("MICRO_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1");
+        if quick {
+            Settings {
+                quick,
+                require_services: require,
+                payloads: vec![128],
+                concurrencies: vec![16],
+                rpc_warmup: Duration::from_millis(200),
+                rpc_measure: Duration::from_millis(500),
+                rpc_passes: 1,
+                messages: 5_000,
+                brokers: all_brokers(),
+                selector_time: Duration::from_millis(50),
+                changes: 10,
+            }
+        } else {
+            Settings {
+                quick,
+                require_services: true,
+                payloads: vec![128, 4096],
+                concurrencies: vec![1, 16, 128],
+                rpc_warmup: Duration::from_millis(300),
+                rpc_measure: Duration::from_millis(1500),
+                rpc_passes: 2,
+                messages: 100_000,
+                brokers: all_brokers(),
+                selector_time: Duration::from_millis(300),
+                changes: 100,
+            }
+        }
+    }
+}
+
+fn all_brokers() -> Vec<String> {
+    brokers::NAMES.iter().map(|s| s.to_string()).collect()
+}
+
+/// Where the report goes.
+#[derive(Debug)]
+enum Output {
+    /// Print only.
+    None,
+    /// Print and write to this file.
+    File(PathBuf),
+}
+
+const SECTIONS: [&str; 4] = ["rpc", "brokers", "selector", "registry"];
+
+const USAGE: &str = "usage: micro-bench [--quick] [--out PATH | --no-write] [--only rpc,brokers,selector,registry]
+                   [--brokers kafka,rabbitmq,nats,http] [--messages N]
+
+  --quick         fewer and shorter cases (under a minute); writes nothing unless --out is given
+  --out PATH      write the report here (default for the full run: BENCHMARKS.md at the repository root)
+  --no-write      print the report only
+  --only LIST     run only these sections
+  --brokers LIST  run only these brokers (for profiling one; the report is then incomplete)
+  --messages N    messages per broker run (100000; 5000 with --quick)";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(rpc::CHILD_FLAG) {
+        // One RPC row, in a child process of the parent run (see `rpc`).
+        return rpc::child_main(&args[1..]);
+    }
+    let mut quick = false;
+    let mut out: Option<PathBuf> = None;
+    let mut no_write = false;
+    let mut only: Vec<String> = SECTIONS.iter().map(|s| s.to_string()).collect();
+    let mut brokers_only: Option<Vec<String>> = None;
+    let mut messages: Option<usize> = None;
+    let mut it = args.into_iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "--no-write" => no_write = true,
+            "--out" => match it.next() {
+                Some(p) => out = Some(PathBuf::from(p)),
+                None => return usage_error("--out needs a path"),
+            },
+            "--brokers" => match it.next() {
+                Some(list) => {
+                    let names: Vec<String> =
+                        list.split(',').map(|s| s.trim().to_string()).collect();
+                    if let Some(bad) = names.iter().find(|s| !brokers::NAMES.contains(&s.as_str()))
+                    {
+                        return usage_error(&format!("unknown broker {bad:?}"));
+                    }
+                    brokers_only = Some(names);
+                }
+                None => return usage_error("--brokers needs a list of brokers"),
+            },
+            "--messages" => match it.next().and_then(|n| n.parse::<usize>().ok()) {
+                Some(n) if n > 0 => messages = Some(n),
+                _ => return usage_error("--messages needs a positive number"),
+            },
+            "--only" => match it.next() {
+                Some(list) => {
+                    only = list.split(',').map(|s| s.trim().to_string()).collect();
+                    if let Some(bad) = only.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
+                        return usage_error(&format!("unknown section {bad:?}"));
+                    }
+                }
+                None => return usage_error("--only needs a list of sections"),
+            },
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            other => return usage_error(&format!("unknown argument {other:?}")),
+        }
+    }
+    // Only a complete full run replaces BENCHMARKS.md; anything less goes where --out says.
+    let partial = only.len() < SECTIONS.len() || brokers_only.is_some() || messages.is_some();
+    let output = match (no_write, out, quick || partial) {
+        (true, _, _) => Output::None,
+        (false, Some(path), _) => Output::File(path),
+        (false, None, true) => Output::None,
+        (false, None, false) => Output::File(default_report_path()),
+    };
+    let mut settings = Settings::new(quick);
+    if let Some(n) = messages {
+        settings.messages = n;
+    }
+    if let Some(names) = brokers_only {
+        settings.brokers = names;
+    }
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("micro-bench: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let started = Instant::now();
+    let mut report = Report::new(&settings);
+    let wants = |name: &str| only.iter().any(|s| s == name);
+    if wants("rpc") {
+        report.push(announce(rpc::run(&settings)));
+    }
+    if wants("brokers") {
+        report.push(announce(runtime.block_on(brokers::run(&settings))));
+    }
+    if wants("selector") {
+        report.push(announce(runtime.block_on(selector::run(&settings))));
+    }
+    if wants("registry") {
+        report.push(announce(runtime.block_on(registry::run(&settings))));
+    }
+    report.finish(started.elapsed());
+
+    let text = report.markdown();
+    println!("{text}");
+    let verdict = report.verdict(&settings);
+    match (&output, &verdict) {
+        (Output::File(path), Ok(())) => match std::fs::write(path, &text) {
+            Ok(()) => eprintln!("micro-bench: wrote {}", path.display()),
+            Err(e) => {
+                eprintln!("micro-bench: cannot write {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        (Output::File(path), Err(_)) => {
+            eprintln!(
+                "micro-bench: not writing {} (the run is incomplete)",
+                path.display()
+            )
+        }
+        (Output::None, _) => {}
+    }
+    // Background tasks (brokers' consumers, the selector's watch) must not hold the exit.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match verdict {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(why) => {
+            eprintln!("micro-bench: {why}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Says on stderr that a section is done, so a long run shows its progress.
+fn announce(section: Section) -> Section {
+    eprintln!("micro-bench: {} done", section.title);
+    section
+}
+
+fn usage_error(why: &str) -> ExitCode {
+    eprintln!("micro-bench: {why}\n{USAGE}");
+    ExitCode::from(2)
+}
+
+/// `BENCHMARKS.md` at the repository root (two levels above this crate).
+fn default_report_path() -> PathBuf {
+    let crate_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    crate_dir
+        .ancestors()
+        .nth(2)
+        .unwrap_or(crate_dir)
+        .join("BENCHMARKS.md")
+}
