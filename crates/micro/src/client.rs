@@ -718,7 +718,8 @@ impl<Req: Message, Rsp: Message + Default> Stream<Req, Rsp> {
         self.socket.send(TransportMessage { header, body }).await
     }
 
-    /// Ends the sending side; the server's `recv` then returns `None`.
+    /// Ends the sending side; the server's `recv` then returns `None`. Closing a stream the
+    /// server has already ended is not an error.
     pub async fn close_send(&mut self) -> Result<()> {
         if self.send_closed {
             return Ok(());
@@ -729,13 +730,21 @@ impl<Req: Message, Rsp: Message + Default> Stream<Req, Rsp> {
             self.codec.content_type(),
             Some(headers::EOS),
         );
-        self.socket
+        // A server that has already finished (a server stream that read its one request, say)
+        // may have closed its side, and the transport then refuses more input. That is no
+        // failure of the call: the replies are still there, and `recv` reports a real break.
+        let sent = self
+            .socket
             .send(TransportMessage {
                 header,
                 body: Bytes::new(),
             })
-            .await?;
-        self.socket.close().await
+            .await;
+        let closed = self.socket.close().await;
+        if let Err(e) = sent.and(closed) {
+            tracing::debug!(stream = %self.stream_id, error = %e, "closing a stream the peer already ended");
+        }
+        Ok(())
     }
 
     /// The next reply; `None` once the server has ended the stream.
