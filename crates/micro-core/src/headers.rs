@@ -28,3 +28,89 @@ pub const ACCEPT: &str = "Accept";
 pub const TIMEOUT: &str = "Timeout";
 /// The end-of-stream marker in [`ERROR`].
 pub const EOS: &str = "EOS";
+
+use crate::Metadata;
+
+/// Reads a header in its `Micro-X` or `X-Micro-X` form (the plain form first); an empty
+/// value counts as absent. Nothing is allocated.
+pub fn get<'a>(header: &'a Metadata, name: &str) -> Option<&'a str> {
+    header
+        .get(name)
+        .or_else(|| {
+            header
+                .iter()
+                .find(|(k, _)| {
+                    let k = k.as_bytes();
+                    k.len() == name.len() + 2
+                        && k[..2].eq_ignore_ascii_case(b"x-")
+                        && k[2..].eq_ignore_ascii_case(name.as_bytes())
+                })
+                .map(|(_, v)| v)
+        })
+        .filter(|v| !v.is_empty())
+}
+
+/// Whether `text` starts with `prefix`, ignoring ASCII case.
+pub fn starts_with_ignore_case(text: &str, prefix: &str) -> bool {
+    text.len() >= prefix.len()
+        && text.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+}
+
+/// Whether a header belongs to the protocol (`Micro-*`, `X-Micro-*`, the codec, timeout and
+/// HTTP framing headers) rather than to the caller's metadata.
+pub fn is_protocol(name: &str) -> bool {
+    starts_with_ignore_case(name, "micro-")
+        || starts_with_ignore_case(name, "x-micro-")
+        || [
+            "content-type",
+            "accept",
+            "timeout",
+            "content-length",
+            "accept-encoding",
+            "date",
+        ]
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_both_forms_without_caring_for_case() {
+        let h: Metadata = [
+            ("x-micro-error", "EOS"),
+            ("MICRO-ID", "7"),
+            ("Micro-Topic", ""),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(get(&h, ERROR), Some(EOS));
+        assert_eq!(get(&h, ID), Some("7"));
+        assert_eq!(get(&h, TOPIC), None, "empty is absent");
+        assert_eq!(get(&h, SERVICE), None);
+        let both: Metadata = [("X-Micro-Id", "x"), ("Micro-Id", "plain")]
+            .into_iter()
+            .collect();
+        assert_eq!(get(&both, ID), Some("plain"));
+        let odd: Metadata = [("xéMicro-Id", "1")].into_iter().collect();
+        assert_eq!(get(&odd, "Micro-Id"), None);
+    }
+
+    #[test]
+    fn protocol_headers() {
+        for h in [
+            "Micro-Id",
+            "x-micro-error",
+            "CONTENT-TYPE",
+            "Timeout",
+            "date",
+        ] {
+            assert!(is_protocol(h), "{h}");
+        }
+        for h in ["trace-id", "micro", "x-user", "authorization"] {
+            assert!(!is_protocol(h), "{h}");
+        }
+    }
+}

@@ -1,15 +1,16 @@
-use std::collections::BTreeMap;
 use std::fmt;
 
 /// A case-insensitive map of string keys to string values: the metadata that flows from caller
 /// to handler (and on to the next call) as request headers.
 ///
 /// Keys keep the case they were first inserted with, so they go out on the wire as written
-/// (`Micro-Id`), but lookups ignore case (`micro-id`, `MICRO-ID`).
-#[derive(Clone, Default, PartialEq, Eq)]
+/// (`Micro-Id`), but lookups ignore case (`micro-id`, `MICRO-ID`). Entries iterate in the
+/// order they were first inserted. A message carries a handful of headers, so the entries sit
+/// in a vector and lookups compare without allocating.
+#[derive(Clone, Default)]
 pub struct Metadata {
-    // lower-cased key -> (key as given, value)
-    entries: BTreeMap<String, (String, String)>,
+    // (key as given, value); no two keys equal ignoring ASCII case.
+    entries: Vec<(String, String)>,
 }
 
 impl Metadata {
@@ -18,30 +19,43 @@ impl Metadata {
         Self::default()
     }
 
-    /// The value for `key`, whatever its case.
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.entries
-            .get(&key.to_ascii_lowercase())
-            .map(|(_, v)| v.as_str())
+    /// An empty map with room for `n` entries.
+    pub fn with_capacity(n: usize) -> Self {
+        Metadata {
+            entries: Vec::with_capacity(n),
+        }
     }
 
-    /// Sets `key` to `value`, replacing any value under the same key in another case.
+    fn position(&self, key: &str) -> Option<usize> {
+        self.entries
+            .iter()
+            .position(|(k, _)| k.eq_ignore_ascii_case(key))
+    }
+
+    /// The value for `key`, whatever its case.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.position(key).map(|i| self.entries[i].1.as_str())
+    }
+
+    /// Sets `key` to `value`, replacing any value under the same key in another case (the key
+    /// then takes the case given here).
     pub fn insert(&mut self, key: impl Into<String>, value: impl Into<String>) {
         let key = key.into();
-        self.entries
-            .insert(key.to_ascii_lowercase(), (key, value.into()));
+        let value = value.into();
+        match self.position(&key) {
+            Some(i) => self.entries[i] = (key, value),
+            None => self.entries.push((key, value)),
+        }
     }
 
     /// Removes `key` and returns its value.
     pub fn remove(&mut self, key: &str) -> Option<String> {
-        self.entries
-            .remove(&key.to_ascii_lowercase())
-            .map(|(_, v)| v)
+        self.position(key).map(|i| self.entries.remove(i).1)
     }
 
     /// Whether `key` is present.
     pub fn contains_key(&self, key: &str) -> bool {
-        self.entries.contains_key(&key.to_ascii_lowercase())
+        self.position(key).is_some()
     }
 
     /// The number of entries.
@@ -54,9 +68,9 @@ impl Metadata {
         self.entries.is_empty()
     }
 
-    /// The entries, keys as first inserted.
+    /// The entries, keys as first inserted, in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.entries.values().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
     /// Copies every entry of `other` into this map, overwriting equal keys.
@@ -66,6 +80,15 @@ impl Metadata {
         }
     }
 }
+
+/// Equal when both hold the same keys (ignoring case) with the same values, in any order.
+impl PartialEq for Metadata {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().all(|(k, v)| other.get(k) == Some(v))
+    }
+}
+
+impl Eq for Metadata {}
 
 impl fmt::Debug for Metadata {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -116,5 +139,17 @@ mod tests {
         b.extend_from(&a);
         assert_eq!(b.get("TRACE-ID"), Some("t-1"));
         assert_eq!(b.len(), 2);
+    }
+
+    #[test]
+    fn equality_ignores_order_and_key_case() {
+        let a: Metadata = [("A", "1"), ("b", "2")].into_iter().collect();
+        let b: Metadata = [("B", "2"), ("a", "1")].into_iter().collect();
+        let c: Metadata = [("a", "1"), ("b", "3")].into_iter().collect();
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_ne!(a, Metadata::new());
+        let keys: Vec<&str> = a.iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["A", "b"]);
     }
 }

@@ -64,8 +64,8 @@ pub struct Call {
 /// One attempt of a call: one try on one node (attempt-level middleware sees this).
 #[derive(Debug, Clone)]
 pub struct Attempt {
-    /// The node tried.
-    pub node: Node,
+    /// The node tried (shared with the selector's cache).
+    pub node: Arc<Node>,
     /// The encoded request.
     pub request: Request,
     /// What is left of the call's deadline.

@@ -1,6 +1,7 @@
 //! Load balancing: a [`Selector`] turns a service name into a [`Picker`] over its nodes.
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::registry::{Node, Service};
 use crate::{Error, Result};
@@ -74,8 +75,8 @@ pub struct SelectOptions {
 /// Chooses nodes for one call, its retries included.
 pub trait Picker: Send + fmt::Debug {
     /// The next node. Nodes this picker has not returned yet are preferred, so that a retry
-    /// lands on another node when there is one.
-    fn pick(&mut self) -> Result<Node>;
+    /// lands on another node when there is one. Nodes are shared, not copied, per call.
+    fn pick(&mut self) -> Result<Arc<Node>>;
 }
 
 /// How a call to a node went, reported through [`Selector::mark`].

@@ -180,6 +180,18 @@ impl ClientSide {
     }
 }
 
+/// Whether the status is tonic's channel giving up at the call's `grpc-timeout`.
+fn timed_out(status: &Status) -> bool {
+    let mut next = std::error::Error::source(status);
+    while let Some(e) = next {
+        if e.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 fn unreachable(addr: &str, why: String) -> Error {
     Error::new(ID, 503, format!("gRPC node {addr} unreachable: {why}"))
 }
@@ -256,11 +268,19 @@ fn set_content_type(mut req: http::Request<tonic::body::Body>) -> http::Request<
     req
 }
 
+/// The channel as the calls use it: with the wire content type set on each request.
+type WireService = tower::util::MapRequest<
+    Channel,
+    fn(http::Request<tonic::body::Body>) -> http::Request<tonic::body::Body>,
+>;
+
 type CallResult = std::result::Result<tonic::Response<Streaming<Bytes>>, Status>;
 
 enum State {
     /// Nothing sent yet.
     Idle,
+    /// A unary call ready to go: `recv` makes it on the caller's task.
+    Unary(Box<(tonic::Request<Bytes>, PathAndQuery)>),
     /// The call is under way; its response head has not arrived.
     Calling(JoinHandle<CallResult>),
     /// Reading replies; the response metadata still to be handed out.
@@ -372,36 +392,25 @@ impl ClientSocket {
             }
             self.deadline = Some((Instant::now() + timeout, timeout));
         }
+        let wire_ct = WireContentType(HeaderValue::from_static(wire_ct));
+        let Some(id) = get(header, STREAM) else {
+            // Unary: made by `recv` on the caller's task, with nothing spawned.
+            self.check_size(&msg.body)?;
+            let mut request = tonic::Request::new(msg.body);
+            *request.metadata_mut() = MetadataMap::from_headers(metadata);
+            request.extensions_mut().insert(wire_ct);
+            self.mode = Mode::Unary;
+            self.state = State::Unary(Box::new((request, path)));
+            return Ok(());
+        };
+        self.mode = Mode::Stream(id.to_string());
         let (tx, rx) = mpsc::channel::<Bytes>(REQUEST_BUFFER);
-        match get(header, STREAM) {
-            None => {
-                self.check_size(&msg.body)?;
-                // The one request, then the end of the request stream.
-                tx.try_send(msg.body.clone())
-                    .map_err(|_| Error::internal(ID, "the request could not be queued"))?;
-                self.mode = Mode::Unary;
-            }
-            Some(id) => {
-                self.mode = Mode::Stream(id.to_string());
-                self.requests = Some(tx);
-            }
-        }
+        self.requests = Some(tx);
         let mut request = tonic::Request::new(ReceiverStream::new(rx));
         *request.metadata_mut() = MetadataMap::from_headers(metadata);
-        request
-            .extensions_mut()
-            .insert(WireContentType(HeaderValue::from_static(wire_ct)));
-        let opts = self.side.opts.clone();
-        let channel = self.channel.1.clone();
+        request.extensions_mut().insert(wire_ct);
+        let mut grpc = self.grpc();
         let task = tokio::spawn(async move {
-            let service = channel.map_request(set_content_type as fn(_) -> _);
-            let mut grpc = tonic::client::Grpc::new(service)
-                .accept_compressed(CompressionEncoding::Gzip)
-                .max_decoding_message_size(opts.max_recv_message_bytes)
-                .max_encoding_message_size(opts.max_send_message_bytes);
-            if opts.gzip {
-                grpc = grpc.send_compressed(CompressionEncoding::Gzip);
-            }
             grpc.ready()
                 .await
                 .map_err(|e| Status::from_error(Box::new(e)))?;
@@ -409,6 +418,57 @@ impl ClientSocket {
         });
         self.state = State::Calling(task);
         Ok(())
+    }
+
+    /// A tonic client for one call on the pooled channel.
+    fn grpc(&self) -> tonic::client::Grpc<WireService> {
+        let opts = &self.side.opts;
+        let service = self
+            .channel
+            .1
+            .clone()
+            .map_request(set_content_type as fn(_) -> _);
+        let grpc = tonic::client::Grpc::new(service)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .max_decoding_message_size(opts.max_recv_message_bytes)
+            .max_encoding_message_size(opts.max_send_message_bytes);
+        if opts.gzip {
+            grpc.send_compressed(CompressionEncoding::Gzip)
+        } else {
+            grpc
+        }
+    }
+
+    /// Makes the unary call and waits for its reply, within the deadline.
+    async fn call_unary(
+        &mut self,
+        request: tonic::Request<Bytes>,
+        path: PathAndQuery,
+    ) -> Result<Option<Message>> {
+        let mut grpc = self.grpc();
+        let call = async move {
+            grpc.ready()
+                .await
+                .map_err(|e| Status::from_error(Box::new(e)))?;
+            grpc.unary(request, path, RawCodec).await
+        };
+        let response = tokio::select! {
+            response = call => response,
+            _ = self.until_deadline() => return self.deadline_passed(),
+        };
+        let response = match response {
+            Ok(response) => response,
+            Err(status) => return self.failed(status),
+        };
+        // tonic has merged the trailers into the metadata already.
+        let (metadata, body, _) = response.into_parts();
+        let headers = metadata.into_headers();
+        let wire_ct = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let content_type = reply_content_type(wire_ct, self.request_ct);
+        let mut header = metadata_of_headers(&headers);
+        header.insert(headers::CONTENT_TYPE, content_type);
+        self.state = State::Done;
+        Ok(Some(Message { header, body }))
     }
 
     /// The headers of a message of this call: the stream id in stream mode.
@@ -423,6 +483,11 @@ impl ClientSocket {
     /// The message or error for a status that ended the call.
     fn failed(&mut self, status: Status) -> Result<Option<Message>> {
         self.state = State::Done;
+        if timed_out(&status) {
+            // The channel enforces the grpc-timeout it sends: that is the deadline, not a
+            // broken connection.
+            return self.deadline_passed();
+        }
         if let Some(source) = std::error::Error::source(&status) {
             // The connection failed, not the call: the caller may try another node.
             self.side.evict(&self.addr, self.channel.0);
@@ -464,49 +529,6 @@ impl ClientSocket {
             Some((at, _)) => tokio::time::sleep_until(at).await,
             None => std::future::pending().await,
         }
-    }
-
-    async fn recv_unary(
-        &mut self,
-        mut replies: Box<Streaming<Bytes>>,
-        metadata: Option<Metadata>,
-        content_type: &'static str,
-    ) -> Result<Option<Message>> {
-        let first = tokio::select! {
-            first = replies.message() => first,
-            _ = self.until_deadline() => return self.deadline_passed(),
-        };
-        let body = match first {
-            Ok(Some(body)) => body,
-            Ok(None) => {
-                return self.failed(Status::internal(format!(
-                    "{} ended the call to {} with OK but no reply",
-                    self.addr, self.path
-                )))
-            }
-            Err(status) => return self.failed(status),
-        };
-        let end = tokio::select! {
-            end = replies.message() => end,
-            _ = self.until_deadline() => return self.deadline_passed(),
-        };
-        match end {
-            Ok(None) => {}
-            Ok(Some(_)) => {
-                return self.failed(Status::internal(format!(
-                    "{} sent more than one reply to the unary call {}",
-                    self.addr, self.path
-                )))
-            }
-            Err(status) => return self.failed(status),
-        }
-        let mut header = metadata.unwrap_or_default();
-        if let Ok(Some(trailers)) = replies.trailers().await {
-            header.extend_from(&metadata_of_headers(&trailers.into_headers()));
-        }
-        header.insert(headers::CONTENT_TYPE, content_type);
-        self.state = State::Done;
-        Ok(Some(Message { header, body }))
     }
 
     async fn recv_stream(
@@ -600,6 +622,10 @@ impl Socket for ClientSocket {
                     ));
                 }
                 State::Done => return Ok(None),
+                State::Unary(call) => {
+                    let (request, path) = *call;
+                    return self.call_unary(request, path).await;
+                }
                 State::Calling(mut task) => {
                     let joined = tokio::select! {
                         joined = &mut task => joined,
@@ -634,10 +660,8 @@ impl Socket for ClientSocket {
                     metadata,
                     content_type,
                 } => {
-                    return match self.mode {
-                        Mode::Stream(_) => self.recv_stream(replies, metadata, content_type).await,
-                        _ => self.recv_unary(replies, metadata, content_type).await,
-                    };
+                    // Only streams get here: unary calls finish in `call_unary`.
+                    return self.recv_stream(replies, metadata, content_type).await;
                 }
             }
         }

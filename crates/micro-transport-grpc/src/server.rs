@@ -7,7 +7,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,7 +19,7 @@ use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use micro_core::headers::{EOS, ERROR, STREAM};
-use micro_core::transport::{Listener, Message, Socket};
+use micro_core::transport::{Listener, Message, Socket, SocketHandler};
 use micro_core::{headers, Error, GrpcCode, Metadata, Result};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Mutex};
@@ -67,6 +67,7 @@ pub struct GrpcListener {
     serving: watch::Sender<bool>,
     tls: bool,
     connections: Arc<AtomicU64>,
+    inline: Arc<OnceLock<SocketHandler>>,
 }
 
 impl fmt::Debug for GrpcListener {
@@ -90,6 +91,8 @@ struct Shared {
     local_addr: String,
     health: HealthServer<ServingHealth>,
     builder: http2::Builder<TokioExecutor>,
+    // Set by `serve_inline`: calls then run on their stream's task instead of queueing.
+    inline: Arc<OnceLock<SocketHandler>>,
 }
 
 impl GrpcListener {
@@ -125,6 +128,7 @@ impl GrpcListener {
             serving,
             tls: tls.is_some(),
             connections: Arc::new(AtomicU64::new(0)),
+            inline: Arc::new(OnceLock::new()),
         };
         let shared = Arc::new(Shared {
             opts: Arc::new(opts),
@@ -134,6 +138,7 @@ impl GrpcListener {
             local_addr: local_addr.to_string(),
             health,
             builder,
+            inline: grpc.inline.clone(),
         });
         grpc.tasks.spawn(accept_loop(
             listener,
@@ -200,6 +205,12 @@ impl Listener for GrpcListener {
 
     fn set_serving(&self, serving: bool) {
         self.serving.send_replace(serving);
+    }
+
+    fn serve_inline(&self, handler: SocketHandler) -> bool {
+        // A second server on the same listener keeps the first one's handler.
+        let _ = self.inline.set(handler);
+        true
     }
 }
 
@@ -471,15 +482,27 @@ impl Call {
             accepted,
             endpoint: self.endpoint,
         };
-        let queued = tokio::select! {
-            queued = self.shared.queue.send(socket) => queued.is_ok(),
-            _ = self.shared.shutdown.cancelled() => false,
-            _ = until(self.deadline) => return Err(watch.deadline_exceeded()),
+        let first = match self.shared.inline.get() {
+            Some(handler) => {
+                if self.shared.shutdown.is_cancelled() {
+                    return Err(watch.shutting_down());
+                }
+                watch.accepted.store(true, Ordering::Release);
+                run_until_first_reply(handler(Box::new(socket)), &mut rx, &watch).await
+            }
+            None => {
+                let queued = tokio::select! {
+                    queued = self.shared.queue.send(socket) => queued.is_ok(),
+                    _ = self.shared.shutdown.cancelled() => false,
+                    _ = until(self.deadline) => return Err(watch.deadline_exceeded()),
+                };
+                if !queued {
+                    return Err(watch.shutting_down());
+                }
+                next_reply(&mut rx, &watch).await
+            }
         };
-        if !queued {
-            return Err(watch.shutting_down());
-        }
-        match next_reply(&mut rx, &watch).await {
+        match first {
             Next::Data(metadata, body) => {
                 let first = futures_util::stream::iter([Ok(body)]);
                 let rest = futures_util::stream::unfold(Some((rx, watch)), |state| async move {
@@ -501,6 +524,31 @@ impl Call {
             Next::Failed(status) => Err(status),
         }
     }
+}
+
+/// Runs an inline handler on this task until its first reply. A unary handler has usually
+/// finished by then, its reply and end already queued; a stream's handler goes on in a task of
+/// its own, its replies flowing through the response.
+async fn run_until_first_reply(
+    handler: Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    rx: &mut mpsc::Receiver<Reply>,
+    watch: &ReplyWatch,
+) -> Next {
+    let mut running = Some(handler);
+    let first = loop {
+        let Some(handler) = running.as_mut() else {
+            break next_reply(rx, watch).await;
+        };
+        tokio::select! {
+            biased;
+            _ = handler => running = None,
+            next = next_reply(rx, watch) => break next,
+        }
+    };
+    if let Some(handler) = running {
+        tokio::spawn(handler);
+    }
+    first
 }
 
 /// Completes at `deadline`, or never without one.

@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use micro_core::headers::{ENDPOINT, ERROR, METHOD, PROTO_SERVICE, SERVICE, TIMEOUT};
+pub(crate) use micro_core::headers::{get, is_protocol};
+use micro_core::headers::{
+    starts_with_ignore_case, ENDPOINT, ERROR, METHOD, PROTO_SERVICE, SERVICE, TIMEOUT,
+};
 use micro_core::{Error, GrpcCode, Metadata};
 use tonic::{Code, Status};
 
@@ -71,14 +74,6 @@ pub(crate) fn path_for(header: &Metadata) -> micro_core::Result<String> {
         ));
     }
     Ok(path)
-}
-
-/// A header in its `Micro-X` or `X-Micro-X` form, if not empty.
-pub(crate) fn get<'a>(header: &'a Metadata, name: &str) -> Option<&'a str> {
-    header
-        .get(name)
-        .or_else(|| header.get(&format!("X-{name}")))
-        .filter(|v| !v.is_empty())
 }
 
 /// Whether a message ends its direction of a stream cleanly.
@@ -223,47 +218,40 @@ pub(crate) fn timeout_of(header: &Metadata) -> micro_core::Result<Option<Duratio
     }
 }
 
-/// Whether a header belongs to Micro's protocol rather than to the caller's metadata.
-pub(crate) fn is_protocol(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    lower.starts_with("micro-")
-        || lower.starts_with("x-micro-")
-        || matches!(
-            lower.as_str(),
-            "content-type" | "accept" | "timeout" | "content-length" | "accept-encoding"
-        )
-}
-
 /// Whether an HTTP/2 header of a gRPC request or response is gRPC's or HTTP's own rather than
 /// application metadata.
 pub(crate) fn is_reserved(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    lower.starts_with(':')
-        || lower.starts_with("grpc-")
-        || lower.ends_with("-bin")
-        || matches!(
-            lower.as_str(),
-            "te" | "content-type"
-                | "content-length"
-                | "content-encoding"
-                | "accept-encoding"
-                | "user-agent"
-                | "host"
-                | "connection"
-                | "keep-alive"
-                | "proxy-connection"
-                | "transfer-encoding"
-                | "upgrade"
-                | "date"
-        )
+    name.starts_with(':')
+        || starts_with_ignore_case(name, "grpc-")
+        || (name.len() >= 4 && name.as_bytes()[name.len() - 4..].eq_ignore_ascii_case(b"-bin"))
+        || [
+            "te",
+            "content-type",
+            "content-length",
+            "content-encoding",
+            "accept-encoding",
+            "user-agent",
+            "host",
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "transfer-encoding",
+            "upgrade",
+            "date",
+        ]
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h))
 }
 
 /// Headers that would change how Micro reads a message, so they never come in from a peer's
 /// metadata.
 fn is_control(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    let bare = lower.strip_prefix("x-").unwrap_or(&lower);
-    matches!(bare, "micro-error" | "micro-stream")
+    let bare = if starts_with_ignore_case(name, "x-") {
+        &name[2..]
+    } else {
+        name
+    };
+    bare.eq_ignore_ascii_case("micro-error") || bare.eq_ignore_ascii_case("micro-stream")
 }
 
 /// The application metadata of gRPC headers: ASCII keys and values, without the reserved

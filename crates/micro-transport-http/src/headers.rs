@@ -21,15 +21,17 @@ const TRANSPORT_HEADERS: &[&str] = &[
     "http2-settings",
 ];
 
-fn is_transport_header(lower: &str) -> bool {
-    TRANSPORT_HEADERS.contains(&lower)
+fn is_transport_header(name: &str) -> bool {
+    TRANSPORT_HEADERS
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h))
 }
 
 /// The message header carried by an HTTP head. Names are put in Go's canonical form
 /// (`Micro-Endpoint`), as a Go Micro handler would see them; the first value of a repeated header
 /// wins, as in Go Micro.
 pub(crate) fn to_metadata(headers: &HeaderMap) -> Metadata {
-    let mut md = Metadata::new();
+    let mut md = Metadata::with_capacity(headers.keys_len());
     for name in headers.keys() {
         if is_transport_header(name.as_str()) {
             continue;
@@ -49,7 +51,7 @@ pub(crate) fn to_metadata(headers: &HeaderMap) -> Metadata {
 pub(crate) fn to_header_map(md: &Metadata, what: &str) -> Result<HeaderMap> {
     let mut map = HeaderMap::with_capacity(md.len());
     for (key, value) in md.iter() {
-        if is_transport_header(&key.to_ascii_lowercase()) {
+        if is_transport_header(key) {
             continue;
         }
         let name = HeaderName::from_bytes(key.as_bytes()).map_err(|_| {

@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use micro_core::transport::{Listener, Message, Socket};
+use micro_core::transport::{Listener, Message, Socket, SocketHandler};
 use micro_core::{Error, Metadata, Result};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -52,6 +52,7 @@ pub struct HttpListener {
     tasks: TaskTracker,
     connections: Arc<AtomicU64>,
     tls: bool,
+    inline: Arc<OnceLock<SocketHandler>>,
 }
 
 impl std::fmt::Debug for HttpListener {
@@ -82,6 +83,8 @@ struct Shared {
     shutdown: CancellationToken,
     local_addr: String,
     tls: Option<TlsAcceptor>,
+    // Set by `serve_inline`: exchanges then run on their connection's task instead of queueing.
+    inline: Arc<OnceLock<SocketHandler>>,
 }
 
 impl HttpListener {
@@ -107,6 +110,7 @@ impl HttpListener {
             shutdown: CancellationToken::new(),
             local_addr: local_addr.to_string(),
             tls,
+            inline: Arc::new(OnceLock::new()),
         });
         let http = HttpListener {
             local_addr,
@@ -115,6 +119,7 @@ impl HttpListener {
             tasks: TaskTracker::new(),
             connections: Arc::new(AtomicU64::new(0)),
             tls: shared.tls.is_some(),
+            inline: shared.inline.clone(),
         };
         http.tasks.spawn(accept_loop(
             listener,
@@ -179,6 +184,12 @@ impl Listener for HttpListener {
         }
         self.tasks.close();
         self.tasks.wait().await;
+    }
+
+    fn serve_inline(&self, handler: SocketHandler) -> bool {
+        // A second server on the same listener keeps the first one's handler.
+        let _ = self.inline.set(handler);
+        true
     }
 }
 
@@ -398,7 +409,7 @@ async fn handle(req: Request<Incoming>, conn: Arc<ConnContext>) -> Response<Serv
         socket: Box::new(socket),
         accepted: None,
     };
-    if conn.shared.queue.send(pending).await.is_err() {
+    if !deliver(&conn.shared, pending).await {
         return error_reply(&shutting_down(&conn), &header, false);
     }
     match reply_rx.await {
@@ -441,7 +452,7 @@ async fn open_stream(
         socket: Box::new(socket),
         accepted: Some(accepted_tx),
     };
-    if conn.shared.queue.send(pending).await.is_err() || accepted_rx.await.is_err() {
+    if !deliver(&conn.shared, pending).await || accepted_rx.await.is_err() {
         return error_reply(&shutting_down(conn), &header, false);
     }
     let mut reply = Response::new(reply_body.boxed());
@@ -451,6 +462,27 @@ async fn open_stream(
         }
     }
     reply
+}
+
+/// Hands an exchange to the server: a unary one runs right here on the connection's task when
+/// the server serves inline (a stream gets a task of its own, since its replies flow through
+/// the response this task has yet to return); otherwise it queues for `accept`. False when the
+/// listener is shutting down.
+async fn deliver(shared: &Shared, pending: Pending) -> bool {
+    let Some(handler) = shared.inline.get() else {
+        return shared.queue.send(pending).await.is_ok();
+    };
+    if shared.shutdown.is_cancelled() {
+        return false;
+    }
+    match pending.accepted {
+        Some(accepted) => {
+            let _ = accepted.send(());
+            tokio::spawn(handler(pending.socket));
+        }
+        None => handler(pending.socket).await,
+    }
+    true
 }
 
 fn shutting_down(conn: &ConnContext) -> Error {

@@ -481,7 +481,7 @@ impl Service<Attempt> for Connect {
 
 async fn picker_for(parts: &Parts, service: &str, opts: &CallOptions) -> Result<Box<dyn Picker>> {
     match &opts.address {
-        Some(addr) => Ok(Box::new(DirectPicker(addr.clone()))),
+        Some(addr) => Ok(Box::new(DirectPicker::new(addr))),
         None => {
             let select = SelectOptions {
                 filters: opts.filters.clone(),

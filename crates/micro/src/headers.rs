@@ -4,25 +4,6 @@ use micro_core::{Error, Metadata};
 
 pub use micro_core::headers::*;
 
-/// Reads a header in its `Micro-X` or `X-Micro-X` form.
-pub fn get<'a>(header: &'a Metadata, name: &str) -> Option<&'a str> {
-    header
-        .get(name)
-        .or_else(|| header.get(&format!("X-{name}")))
-        .filter(|v| !v.is_empty())
-}
-
-/// Whether a header belongs to the protocol rather than to the caller's metadata.
-pub fn is_protocol(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    lower.starts_with("micro-")
-        || lower.starts_with("x-micro-")
-        || matches!(
-            lower.as_str(),
-            "content-type" | "accept" | "timeout" | "content-length" | "accept-encoding" | "date"
-        )
-}
-
 /// The metadata in a message header: everything that is not protocol.
 pub fn metadata_of(header: &Metadata) -> Metadata {
     header.iter().filter(|(k, _)| !is_protocol(k)).collect()

@@ -74,16 +74,16 @@ struct Cached {
 /// made from one state of the cache.
 #[derive(Debug, Default)]
 struct Pool {
-    nodes: Vec<Node>,
+    nodes: Vec<Arc<Node>>,
     in_flight: Vec<Arc<AtomicUsize>>,
 }
 
 impl Pool {
     /// The nodes of `services`, each with its counter from `counters` (made when missing).
     fn new(services: &[Service], counters: &mut HashMap<String, Arc<AtomicUsize>>) -> Arc<Pool> {
-        let nodes: Vec<Node> = services
+        let nodes: Vec<Arc<Node>> = services
             .iter()
-            .flat_map(|s| s.nodes.iter().cloned())
+            .flat_map(|s| s.nodes.iter().cloned().map(Arc::new))
             .collect();
         let in_flight = nodes
             .iter()
@@ -385,7 +385,7 @@ impl NodePicker {
 }
 
 impl Picker for NodePicker {
-    fn pick(&mut self) -> Result<Node> {
+    fn pick(&mut self) -> Result<Arc<Node>> {
         let n = self.pool.nodes.len();
         let chosen = if self.first.is_none() && self.ejected.is_empty() {
             // The first pick with nothing ejected: every node is a candidate, no list needed.
@@ -418,15 +418,21 @@ impl Picker for NodePicker {
 
 /// A picker for a direct-address call: always that address.
 #[derive(Debug)]
-pub(crate) struct DirectPicker(pub(crate) String);
+pub(crate) struct DirectPicker(Arc<Node>);
+
+impl DirectPicker {
+    pub(crate) fn new(address: &str) -> Self {
+        DirectPicker(Arc::new(Node {
+            id: address.to_string(),
+            address: address.to_string(),
+            ..Default::default()
+        }))
+    }
+}
 
 impl Picker for DirectPicker {
-    fn pick(&mut self) -> Result<Node> {
-        Ok(Node {
-            id: self.0.clone(),
-            address: self.0.clone(),
-            ..Default::default()
-        })
+    fn pick(&mut self) -> Result<Arc<Node>> {
+        Ok(self.0.clone())
     }
 }
 
@@ -472,7 +478,7 @@ mod tests {
                 .select("greeter", &SelectOptions::default())
                 .await
                 .expect("select");
-            seen.push(p.pick().expect("node").id);
+            seen.push(p.pick().expect("node").id.clone());
         }
         assert_eq!(&seen[0..3].iter().collect::<HashSet<_>>().len(), &3);
         assert_eq!(seen[0..3], seen[3..6]);
@@ -591,7 +597,7 @@ mod tests {
                 };
                 sel.select("greeter", &opts)
                     .await
-                    .map(|mut p| p.pick().expect("node").id)
+                    .map(|mut p| p.pick().expect("node").id.clone())
             }
         };
         assert_eq!(

@@ -3,13 +3,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt as _;
 use micro_core::registry::{Endpoint, RegisterOptions};
-use micro_core::transport::{Listener, Message as TransportMessage, Socket};
+use micro_core::transport::{Listener, Message as TransportMessage, Socket, SocketHandler};
 use micro_core::{rpc, Error, Metadata, Node, Registry, Result, Service, Transport};
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
@@ -87,7 +90,8 @@ struct Inner {
 struct Running {
     listener: Arc<dyn Listener>,
     record: Service,
-    accept: JoinHandle<()>,
+    // `None` when the listener runs the handler itself (`Listener::serve_inline`).
+    accept: Option<JoinHandle<()>>,
     renew: JoinHandle<()>,
 }
 
@@ -228,7 +232,14 @@ impl rpc::Server for Server {
             opts,
             o.register_interval,
         ));
-        let accept = tokio::spawn(accept_loop(self.inner.clone(), listener.clone()));
+        let accept = if listener.serve_inline(socket_handler(&self.inner)) {
+            None
+        } else {
+            Some(tokio::spawn(accept_loop(
+                self.inner.clone(),
+                listener.clone(),
+            )))
+        };
         listener.set_serving(true);
         tracing::info!(service = %o.name, id = %o.id, %address, transport = self.inner.transport.name(), "serving");
         *self.running() = Some(Running {
@@ -261,7 +272,9 @@ impl rpc::Server for Server {
                 "calls still running after the drain wait of {:?}; closing", o.drain_wait
             );
         }
-        running.accept.abort();
+        if let Some(accept) = running.accept {
+            accept.abort();
+        }
         self.inner.calls.reopen();
         tracing::info!(service = %o.name, id = %o.id, "stopped");
         Ok(())
@@ -325,12 +338,37 @@ async fn renew_loop(
     }
 }
 
+/// What the listener runs for each exchange when it serves inline. It holds the server weakly,
+/// so a listener never keeps a dropped server alive; calls count as in flight for the drain.
+fn socket_handler(inner: &Arc<Inner>) -> SocketHandler {
+    let inner = Arc::downgrade(inner);
+    Arc::new(move |socket| {
+        let Some(inner) = inner.upgrade() else {
+            // The server is gone: dropping the socket answers with an error.
+            return Box::pin(async {});
+        };
+        let calls = inner.calls.clone();
+        Box::pin(calls.track_future(guarded(serve_socket(inner, socket))))
+    })
+}
+
+/// Runs one exchange; a handler that panics ends only its own exchange (its socket is dropped,
+/// which answers the caller with an error) and is logged.
+async fn guarded(serve: impl Future<Output = ()>) {
+    if AssertUnwindSafe(serve).catch_unwind().await.is_err() {
+        tracing::error!("a handler panicked; its caller gets an error");
+    }
+}
+
 async fn accept_loop(inner: Arc<Inner>, listener: Arc<dyn Listener>) {
     loop {
         match listener.accept().await {
             Ok(Some(socket)) => {
                 let inner = inner.clone();
-                inner.calls.clone().spawn(serve_socket(inner, socket));
+                inner
+                    .calls
+                    .clone()
+                    .spawn(guarded(serve_socket(inner, socket)));
             }
             Ok(None) => return,
             Err(e) => {
