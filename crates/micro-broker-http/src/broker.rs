@@ -292,12 +292,11 @@ impl Broker for HttpBroker {
     }
 
     async fn publish(&self, topic: &str, msg: Message) -> Result<()> {
-        let groups = self.inner.lookup.groups(topic).await?;
-        if groups.is_empty() {
+        let Some(groups) = self.inner.lookup.groups(topic).await? else {
             return Ok(());
-        }
+        };
         let body = Bytes::from(wire::encode(topic, &msg));
-        self.inner.sender.deliver(topic, groups, body).await
+        self.inner.sender.deliver(topic, &groups, body).await
     }
 
     async fn subscribe(

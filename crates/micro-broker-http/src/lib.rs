@@ -40,6 +40,10 @@
 //! - **At most once.** Nothing is stored and nothing is retried: a message whose handler fails
 //!   is answered 500 to the publisher, logged on both sides, and dropped. Acks and nacks (with
 //!   or without auto-ack) are accepted and do nothing; a nack cannot requeue.
+//! - **Handlers run to their end.** A handler that panics is answered 500 like a failing one,
+//!   and the server goes on. A handler whose publisher hangs up or times out meanwhile is not
+//!   cancelled: it finishes (and shutting the broker down waits for it, up to the request
+//!   timeout), though nobody hears its answer.
 //! - **Order.** The publisher waits for each POST, and the subscriber answers it only after the
 //!   handler returned. So the messages of one publisher that awaits each `publish` reach each
 //!   subscriber in publish order, one at a time. Concurrent publishes, or several publishers,

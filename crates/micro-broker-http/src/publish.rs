@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::header::CONTENT_TYPE;
-use http::{Method, Request, StatusCode};
+use http::{HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -40,11 +40,38 @@ pub(crate) struct Group {
     /// The service version: the queue name, or [`BROADCAST_VERSION`].
     pub(crate) version: String,
     /// The members.
-    pub(crate) nodes: Vec<Node>,
+    pub(crate) nodes: Vec<Target>,
 }
 
-/// topic -> its groups.
-type Index = HashMap<String, Vec<Group>>;
+/// A subscriber node and where its messages go, worked out once per lookup rather than once
+/// per message.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    /// The registry entry.
+    pub(crate) node: Node,
+    /// `http://<address>/?id=<node id>`, or why this node cannot be posted to.
+    uri: std::result::Result<Uri, String>,
+}
+
+impl Target {
+    pub(crate) fn new(node: Node) -> Self {
+        let uri = if node.metadata.get("secure").map(String::as_str) == Some("true") {
+            Err("it asks for https (secure=true), which this broker does not speak".to_string())
+        } else {
+            let uri = format!(
+                "http://{}/?id={}",
+                node.address,
+                wire::query_escape(&node.id)
+            );
+            uri.parse::<Uri>()
+                .map_err(|e| format!("{uri} is not a valid address: {e}"))
+        };
+        Target { node, uri }
+    }
+}
+
+/// topic -> its groups. Shared: a publish takes its topic's groups without copying them.
+type Index = HashMap<String, Arc<[Group]>>;
 
 #[derive(Debug)]
 struct Cached {
@@ -122,10 +149,14 @@ impl Lookup {
         self.invalidate();
     }
 
-    /// The groups subscribed to `topic`.
-    pub(crate) async fn groups(&self, topic: &str) -> Result<Vec<Group>> {
-        let index = Shared::index(&self.shared).await?;
-        Ok(index.get(topic).cloned().unwrap_or_default())
+    /// The groups subscribed to `topic`; `None` when nobody is.
+    pub(crate) async fn groups(&self, topic: &str) -> Result<Option<Arc<[Group]>>> {
+        let index = match Shared::usable(&self.shared) {
+            Some(index) => index,
+            // Boxed: the lookup's future is large, and most publishes never need it.
+            None => Box::pin(Shared::refreshed(&self.shared)).await?,
+        };
+        Ok(index.get(topic).cloned())
     }
 }
 
@@ -152,15 +183,20 @@ impl Shared {
         }
     }
 
-    async fn index(this: &Arc<Self>) -> Result<Arc<Index>> {
+    /// The cached index when it can be used without waiting for the registry.
+    fn usable(this: &Arc<Self>) -> Option<Arc<Index>> {
         match this.freshness() {
-            Freshness::Fresh(index) => return Ok(index),
+            Freshness::Fresh(index) => Some(index),
             Freshness::Aged(index) if this.watching.load(Ordering::SeqCst) => {
                 Self::refresh_in_background(this);
-                return Ok(index);
+                Some(index)
             }
-            _ => {}
+            _ => None,
         }
+    }
+
+    /// The index after a lookup (or after another publisher's lookup, when it ran meanwhile).
+    async fn refreshed(this: &Arc<Self>) -> Result<Arc<Index>> {
         let _refreshing = this.refresh.lock().await;
         if let Freshness::Fresh(index) = this.freshness() {
             return Ok(index);
@@ -321,7 +357,7 @@ async fn watch_loop(
 
 /// Groups the http broker nodes by topic and version; a node listed twice counts once.
 fn index_by_topic(services: Vec<Service>) -> Index {
-    let mut index = Index::new();
+    let mut index: HashMap<String, Vec<Group>> = HashMap::new();
     for service in services {
         if service.name != SERVICE_NAME {
             continue;
@@ -345,11 +381,14 @@ fn index_by_topic(services: Vec<Service>) -> Index {
                     &mut groups[last]
                 }
             };
-            group.nodes.retain(|n| n.id != node.id);
-            group.nodes.push(node);
+            group.nodes.retain(|t| t.node.id != node.id);
+            group.nodes.push(Target::new(node));
         }
     }
     index
+        .into_iter()
+        .map(|(topic, groups)| (topic, Arc::from(groups)))
+        .collect()
 }
 
 /// Why one POST failed.
@@ -387,76 +426,72 @@ impl Sender {
     ///
     /// Ok when there was nobody to deliver to or at least one delivery succeeded; the failed
     /// ones are logged. When every delivery failed, the error lists them.
-    pub(crate) async fn deliver(&self, topic: &str, groups: Vec<Group>, body: Bytes) -> Result<()> {
-        let mut attempts = Vec::new();
+    pub(crate) async fn deliver(&self, topic: &str, groups: &[Group], body: Bytes) -> Result<()> {
+        let attempts: usize = groups
+            .iter()
+            .map(|g| match (g.nodes.len(), g.version == BROADCAST_VERSION) {
+                (0, _) => 0,
+                (n, true) => n,
+                (_, false) => 1,
+            })
+            .sum();
+        if attempts == 0 {
+            return Ok(());
+        }
+        if attempts == 1 {
+            // The common case, one subscriber or one queue group: no list of futures to join.
+            let Some(group) = groups.iter().find(|g| !g.nodes.is_empty()) else {
+                return Ok(());
+            };
+            let failure = self
+                .to_first_reachable(&group.nodes, start_index(group), body)
+                .await;
+            return outcome(topic, 1, failure.into_iter().collect());
+        }
+        let mut pending = Vec::with_capacity(attempts);
         for group in groups {
             if group.nodes.is_empty() {
                 continue;
             }
             if group.version == BROADCAST_VERSION {
-                for node in group.nodes {
-                    attempts.push(self.to_first_reachable(vec![node], body.clone()));
+                for target in &group.nodes {
+                    let one = std::slice::from_ref(target);
+                    pending.push(self.to_first_reachable(one, 0, body.clone()));
                 }
             } else {
-                let mut nodes = group.nodes;
-                let start = rand::rng().random_range(0..nodes.len());
-                nodes.rotate_left(start);
-                attempts.push(self.to_first_reachable(nodes, body.clone()));
+                pending.push(self.to_first_reachable(
+                    &group.nodes,
+                    start_index(group),
+                    body.clone(),
+                ));
             }
         }
-        if attempts.is_empty() {
-            return Ok(());
-        }
-        let total = attempts.len();
-        let results = futures_util::future::join_all(attempts).await;
-        let mut failures = Vec::new();
-        let mut all_unreachable = true;
-        for (node, error) in results.into_iter().flatten() {
-            let text = match &error {
-                PostError::Unreachable(why) => why.clone(),
-                PostError::Rejected(e) => {
-                    all_unreachable = false;
-                    format!("it answered {e}")
-                }
-                PostError::Failed(why) => {
-                    all_unreachable = false;
-                    why.clone()
-                }
-            };
-            failures.push(format!(
-                "subscriber {} at {}: {text}",
-                node.id, node.address
-            ));
-        }
-        if failures.len() < total {
-            for f in &failures {
-                tracing::warn!(topic, "http broker: delivery failed, not retried: {f}");
-            }
-            return Ok(());
-        }
-        let code = if all_unreachable { 503 } else { 500 };
-        Err(Error::new(
-            ID,
-            code,
-            format!(
-                "publishing to {topic}: no subscriber took the message: {}",
-                failures.join("; ")
-            ),
-        ))
+        let failures = futures_util::future::join_all(pending)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        outcome(topic, attempts, failures)
     }
 
-    /// Posts to the first node that can be reached; `None` on success, else the last node
-    /// tried and why it failed.
-    async fn to_first_reachable(&self, nodes: Vec<Node>, body: Bytes) -> Option<(Node, PostError)> {
+    /// Posts to the first node that can be reached, trying `targets` in turn from `start`;
+    /// `None` on success, else the last node tried and why it failed.
+    async fn to_first_reachable<'a>(
+        &self,
+        targets: &'a [Target],
+        start: usize,
+        body: Bytes,
+    ) -> Option<(&'a Target, PostError)> {
         let mut last = None;
-        for node in nodes {
-            match self.post(&node, body.clone()).await {
+        let (head, tail) = targets.split_at(start.min(targets.len()));
+        for target in tail.iter().chain(head) {
+            match self.post(target, body.clone()).await {
                 Ok(()) => return None,
                 Err(PostError::Unreachable(why)) => {
-                    tracing::debug!(node = %node.id, address = %node.address, "http broker: {why}; trying another member of the group");
-                    last = Some((node, PostError::Unreachable(why)));
+                    tracing::debug!(node = %target.node.id, address = %target.node.address, "http broker: {why}; trying another member of the group");
+                    last = Some((target, PostError::Unreachable(why)));
                 }
-                Err(e) => return Some((node, e)),
+                Err(e) => return Some((target, e)),
             }
         }
         last
@@ -465,26 +500,25 @@ impl Sender {
     /// One POST of the envelope to `http://<address>/?id=<node id>`.
     pub(crate) async fn post(
         &self,
-        node: &Node,
+        target: &Target,
         body: Bytes,
     ) -> std::result::Result<(), PostError> {
-        if node.metadata.get("secure").map(String::as_str) == Some("true") {
-            return Err(PostError::Unreachable(
-                "it asks for https (secure=true), which this broker does not speak".into(),
-            ));
-        }
-        let uri = format!(
-            "http://{}/?id={}",
-            node.address,
-            wire::query_escape(&node.id)
-        );
-        let request = Request::builder()
-            .method(Method::POST)
-            .uri(&uri)
-            .header(CONTENT_TYPE, "application/json")
-            .body(Full::new(body))
-            .map_err(|e| PostError::Unreachable(format!("{uri} is not a valid address: {e}")))?;
-        let exchange = async {
+        let uri = target
+            .uri
+            .as_ref()
+            .map_err(|why| PostError::Unreachable(why.clone()))?;
+        // Boxed: inline, this exchange would make every publish's own (boxed) future larger
+        // than glibc's 1 KiB small-allocation limit, whose slower path costs more than a
+        // second, small allocation.
+        let exchange = Box::pin(async {
+            // Made in here, and handed on before the first wait, so that the request is not
+            // kept in this future's state besides the client's own copy.
+            let mut request = Request::new(Full::new(body));
+            *request.method_mut() = Method::POST;
+            *request.uri_mut() = uri.clone();
+            request
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             let response = self.client.request(request).await.map_err(|e| {
                 if e.is_connect() {
                     PostError::Unreachable(format!("cannot connect: {}", source_chain(&e)))
@@ -503,7 +537,7 @@ impl Sender {
                 return Ok(());
             }
             Err(PostError::Rejected(rejection(status, &body)))
-        };
+        });
         match tokio::time::timeout(self.timeout, exchange).await {
             Ok(result) => result,
             Err(_) => Err(PostError::Failed(format!(
@@ -512,6 +546,58 @@ impl Sender {
             ))),
         }
     }
+}
+
+/// Where a publish starts in `group`: the first node for the broadcast group, a random one in
+/// a queue group (the others follow in turn when it cannot be reached).
+fn start_index(group: &Group) -> usize {
+    if group.version == BROADCAST_VERSION || group.nodes.len() < 2 {
+        0
+    } else {
+        rand::rng().random_range(0..group.nodes.len())
+    }
+}
+
+/// The result of a publish that made `attempts` deliveries, of which `failures` failed: Ok
+/// when any succeeded (the failures are logged), else an error listing them.
+fn outcome(topic: &str, attempts: usize, failures: Vec<(&Target, PostError)>) -> Result<()> {
+    if failures.is_empty() {
+        return Ok(());
+    }
+    let mut texts = Vec::with_capacity(failures.len());
+    let mut all_unreachable = true;
+    for (target, error) in &failures {
+        let text = match error {
+            PostError::Unreachable(why) => why.clone(),
+            PostError::Rejected(e) => {
+                all_unreachable = false;
+                format!("it answered {e}")
+            }
+            PostError::Failed(why) => {
+                all_unreachable = false;
+                why.clone()
+            }
+        };
+        texts.push(format!(
+            "subscriber {} at {}: {text}",
+            target.node.id, target.node.address
+        ));
+    }
+    if texts.len() < attempts {
+        for f in &texts {
+            tracing::warn!(topic, "http broker: delivery failed, not retried: {f}");
+        }
+        return Ok(());
+    }
+    let code = if all_unreachable { 503 } else { 500 };
+    Err(Error::new(
+        ID,
+        code,
+        format!(
+            "publishing to {topic}: no subscriber took the message: {}",
+            texts.join("; ")
+        ),
+    ))
 }
 
 /// The error a subscriber answered: its Micro error JSON, or the status and text.

@@ -1,30 +1,38 @@
 //! The receiving side: an HTTP/1.1 server that takes `POST /?id=<node id>` with the JSON
 //! envelope and runs the subscriber registered under that node id.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use micro_core::broker::{Delivery, Handler};
-use micro_core::{Error, Result};
+use micro_core::{BoxFuture, Error, Result};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::{wire, ID, TOPIC_HEADER};
 
-/// How long a connection may wait for its next request head. Above Go Micro's (and our own
-/// client's) pool idle time, so that publishers do not find pooled connections closed.
+/// A connection on which no request arrived for this long, and none is in flight, is closed
+/// (checked once per period, so after between one and two periods). Above Go Micro's (and our own client's) pool
+/// idle time, so that publishers do not find pooled connections closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// One subscription as the server sees it.
@@ -52,6 +60,8 @@ struct Shared {
     subscribers: Subscribers,
     max_body_bytes: usize,
     body_timeout: Duration,
+    /// The server's tasks: connections, and handlers whose publisher hung up.
+    tasks: TaskTracker,
 }
 
 /// A running server; dropping it stops accepting without waiting.
@@ -79,15 +89,17 @@ impl Server {
         };
         let listener = TcpListener::bind(addr).await.map_err(listen_error)?;
         let local_addr = listener.local_addr().map_err(listen_error)?;
+        let tasks = TaskTracker::new();
         let shared = Arc::new(Shared {
             subscribers,
             max_body_bytes,
             body_timeout,
+            tasks: tasks.clone(),
         });
         let server = Server {
             local_addr,
             shutdown: CancellationToken::new(),
-            tasks: TaskTracker::new(),
+            tasks,
         };
         server.tasks.spawn(accept_loop(
             listener,
@@ -142,28 +154,64 @@ async fn accept_loop(
     }
 }
 
+/// Serves one connection until it closes, the server shuts down, or it stays idle.
+///
+/// The idle bound is kept here rather than with hyper's `header_read_timeout`, which arms a
+/// timer of its own (a boxed sleep, registered and dropped) for every request head: one timer
+/// per connection, re-armed each [`IDLE_TIMEOUT`], closes a connection on which no request
+/// started for a whole period and none is in flight. A client sending its head slowly, or
+/// nothing at all, is thus cut off after one to two periods.
 async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, shutdown: CancellationToken) {
+    let activity = Arc::new(Activity::default());
+    let counted = activity.clone();
     let service = service_fn(move |req| {
-        let shared = shared.clone();
-        async move { Ok::<_, Infallible>(handle(req, &shared).await) }
+        counted.started.fetch_add(1, Ordering::Relaxed);
+        let (shared, counted) = (shared.clone(), counted.clone());
+        async move {
+            let response = handle(req, &shared).await;
+            counted.finished.fetch_add(1, Ordering::Relaxed);
+            Ok::<_, Infallible>(response)
+        }
     });
     let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(IDLE_TIMEOUT)
+        .header_read_timeout(None)
         .keep_alive(true)
         .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        _ = shutdown.cancelled() => {
-            // Finishes the request in flight, then closes; idle connections close at once.
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    let idle = tokio::time::sleep(IDLE_TIMEOUT);
+    tokio::pin!(idle);
+    let mut started_before = 0;
+    let result = loop {
+        tokio::select! {
+            result = conn.as_mut() => break result,
+            _ = shutdown.cancelled() => {
+                // Finishes the request in flight, then closes; idle connections close at once.
+                conn.as_mut().graceful_shutdown();
+                break conn.await;
+            }
+            _ = idle.as_mut() => {
+                let started = activity.started.load(Ordering::Relaxed);
+                let in_flight = started != activity.finished.load(Ordering::Relaxed);
+                if started == started_before && !in_flight {
+                    tracing::debug!("http broker: closing a connection without requests for {IDLE_TIMEOUT:?}");
+                    conn.as_mut().graceful_shutdown();
+                    break conn.await;
+                }
+                started_before = started;
+                idle.as_mut().reset(tokio::time::Instant::now() + IDLE_TIMEOUT);
+            }
         }
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "http broker: connection ended with an error");
     }
+}
+
+/// Requests on one connection, for its idle bound.
+#[derive(Debug, Default)]
+struct Activity {
+    started: AtomicU64,
+    finished: AtomicU64,
 }
 
 fn reply(status: StatusCode, error: Option<&Error>) -> Response<Full<Bytes>> {
@@ -199,8 +247,9 @@ async fn handle(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>
             .insert(ALLOW, HeaderValue::from_static("POST"));
         return res;
     }
-    let id = req
-        .uri()
+    let (head, body) = req.into_parts();
+    let id = head
+        .uri
         .query()
         .and_then(|q| wire::query_value(q, "id"))
         .filter(|id| !id.is_empty());
@@ -214,7 +263,7 @@ async fn handle(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>
         .subscribers
         .read()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .get(&id)
+        .get(id.as_ref())
         .cloned();
     let Some(subscriber) = subscriber else {
         return reject(Error::not_found(
@@ -225,8 +274,8 @@ async fn handle(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>
         ));
     };
 
-    let declared = req
-        .headers()
+    let declared = head
+        .headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
@@ -242,7 +291,7 @@ async fn handle(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>
     if declared.is_some_and(|n| n > shared.max_body_bytes as u64) {
         return too_large();
     }
-    let body = Limited::new(req.into_body(), shared.max_body_bytes);
+    let body = Limited::new(body, shared.max_body_bytes);
     let body = match tokio::time::timeout(shared.body_timeout, body.collect()).await {
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => return too_large(),
@@ -278,23 +327,126 @@ async fn handle(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>
         }
     }
 
-    // The handler runs in a task of its own: a publisher that hangs up does not cancel it
-    // halfway, and a panic becomes a 500 instead of a dropped connection.
     let delivery = Delivery::new(subscriber.topic.clone(), message, None);
-    let handler = subscriber.handler.clone();
-    match tokio::spawn(async move { handler(delivery).await }).await {
-        Ok(Ok(())) => reply(StatusCode::OK, None),
-        Ok(Err(e)) => {
+    let outcome = match HandlerRun::start(&subscriber, delivery, &shared.tasks) {
+        Ok(run) => run.await,
+        Err(failure) => Err(failure),
+    };
+    match outcome {
+        Ok(()) => reply(StatusCode::OK, None),
+        Err(HandlerFailure::Failed(e)) => {
             tracing::warn!(topic = %subscriber.topic, error = %e, "http broker: subscriber failed; the message is not redelivered");
             reply(StatusCode::INTERNAL_SERVER_ERROR, Some(&e))
         }
-        Err(join) => {
+        Err(HandlerFailure::Panicked(what)) => {
             let e = Error::internal(
                 ID,
-                format!("the subscriber of {} panicked: {join}", subscriber.topic),
+                format!("the subscriber of {} panicked: {what}", subscriber.topic),
             );
             tracing::error!(topic = %subscriber.topic, error = %e, "http broker: subscriber panicked");
             reply(StatusCode::INTERNAL_SERVER_ERROR, Some(&e))
         }
     }
+}
+
+/// Why a handler did not take a message.
+enum HandlerFailure {
+    /// It returned an error.
+    Failed(Error),
+    /// It panicked, with this message.
+    Panicked(String),
+}
+
+/// One run of a subscriber's handler, polled on the connection's own task.
+///
+/// The handler used to run in a task of its own, which cost a spawn and a wake across threads
+/// per message. Two things that task gave are kept here by hand:
+///
+/// - a panic, while making the handler's future or while polling it, becomes
+///   [`HandlerFailure::Panicked`] (a 500), and the connection goes on;
+/// - when hyper drops the request before the handler finished (the publisher hung up, or its
+///   connection broke), the rest of the handler moves to a task of its own and runs to its
+///   end instead of being cancelled halfway. That task is tracked with the connections, so
+///   shutting the server down waits for it as it waits for requests in flight.
+struct HandlerRun {
+    future: Option<BoxFuture<'static, Result<()>>>,
+    /// Shared with the subscriber, for the log of a detached run.
+    subscriber: Arc<Subscriber>,
+    tasks: TaskTracker,
+}
+
+impl HandlerRun {
+    /// Calls the handler; the run is its future, to be awaited.
+    fn start(
+        subscriber: &Arc<Subscriber>,
+        delivery: Delivery,
+        tasks: &TaskTracker,
+    ) -> std::result::Result<HandlerRun, HandlerFailure> {
+        let handler = &subscriber.handler;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| handler(delivery))) {
+            Ok(future) => Ok(HandlerRun {
+                future: Some(future),
+                subscriber: subscriber.clone(),
+                tasks: tasks.clone(),
+            }),
+            Err(panic) => Err(HandlerFailure::Panicked(panic_message(panic.as_ref()))),
+        }
+    }
+}
+
+impl Future for HandlerRun {
+    type Output = std::result::Result<(), HandlerFailure>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(future) = self.future.as_mut() else {
+            return Poll::Ready(Err(HandlerFailure::Panicked(
+                "polled again after it ended".into(),
+            )));
+        };
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx)));
+        let outcome = match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(result)) => result.map_err(HandlerFailure::Failed),
+            Err(panic) => Err(HandlerFailure::Panicked(panic_message(panic.as_ref()))),
+        };
+        self.future = None;
+        Poll::Ready(outcome)
+    }
+}
+
+impl Drop for HandlerRun {
+    fn drop(&mut self) {
+        let Some(future) = self.future.take() else {
+            return;
+        };
+        // Without a runtime (it is shutting down) the handler cannot go on anyway.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let subscriber = self.subscriber.clone();
+        tracing::debug!(topic = %subscriber.topic, "http broker: the publisher hung up; the subscriber finishes the message anyway");
+        self.tasks.spawn_on(
+            async move {
+                match AssertUnwindSafe(future).catch_unwind().await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(topic = %subscriber.topic, error = %e, "http broker: subscriber failed after its publisher hung up");
+                    }
+                    Err(panic) => {
+                        tracing::error!(topic = %subscriber.topic, "http broker: subscriber panicked after its publisher hung up: {}", panic_message(panic.as_ref()));
+                    }
+                }
+            },
+            &runtime,
+        );
+    }
+}
+
+/// The text of a panic's payload.
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }

@@ -1,7 +1,7 @@
 //! The wire format shared with Go Micro's http broker: the JSON envelope
 //! `{"Header":{...},"Body":"<base64>"}` and the `?id=<node id>` query.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 use std::fmt;
 
 use base64::alphabet;
@@ -10,7 +10,8 @@ use base64::Engine as _;
 use bytes::Bytes;
 use micro_core::broker::Message;
 use micro_core::Metadata;
-use serde::{Deserialize, Serialize};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
 
 /// Go's `encoding/json` writes `[]byte` as standard base64 with padding; reading accepts it
 /// without padding too.
@@ -18,24 +19,6 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
     &alphabet::STANDARD,
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
-
-#[derive(Serialize)]
-struct Outgoing<'a> {
-    #[serde(rename = "Header")]
-    header: BTreeMap<&'a str, &'a str>,
-    #[serde(rename = "Body")]
-    body: String,
-}
-
-/// Go's JSON decoder matches field names regardless of case; `header` and `body` are the
-/// spellings met in practice besides Go's own.
-#[derive(Deserialize)]
-struct Incoming {
-    #[serde(rename = "Header", alias = "header", default)]
-    header: Option<BTreeMap<String, String>>,
-    #[serde(rename = "Body", alias = "body", default)]
-    body: Option<String>,
-}
 
 /// Why a request body is not a broker message.
 #[derive(Debug)]
@@ -59,34 +42,214 @@ impl fmt::Display for DecodeError {
 }
 
 /// The JSON envelope for `msg`, with `Micro-Topic` set to `topic` as Go Micro's publisher does
-/// (its subscribers find the topic there).
+/// (its subscribers find the topic there). Header keys are in byte order, as Go writes a map.
+///
+/// Written straight into one buffer: this runs for every message published.
 pub(crate) fn encode(topic: &str, msg: &Message) -> Vec<u8> {
-    let mut header: BTreeMap<&str, &str> = msg
+    let mut header: Vec<(&str, &str)> = msg
         .header
         .iter()
         .filter(|(k, _)| !k.eq_ignore_ascii_case(crate::TOPIC_HEADER))
+        .chain(std::iter::once((crate::TOPIC_HEADER, topic)))
         .collect();
-    header.insert(crate::TOPIC_HEADER, topic);
-    let out = Outgoing {
-        header,
-        body: BASE64.encode(&msg.body),
-    };
-    // A map of strings and a string always serialise.
-    serde_json::to_vec(&out).unwrap_or_default()
+    header.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let text: usize = header.iter().map(|(k, v)| k.len() + v.len() + 6).sum();
+    let body_len = msg.body.len().div_ceil(3) * 4;
+    let mut out = Vec::with_capacity(text + body_len + 24);
+    out.extend_from_slice(b"{\"Header\":{");
+    for (i, (k, v)) in header.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json_string(&mut out, k);
+        out.push(b':');
+        json_string(&mut out, v);
+    }
+    out.extend_from_slice(b"},\"Body\":\"");
+    let start = out.len();
+    out.resize(start + body_len, 0);
+    // The buffer holds exactly the padded base64 of the body.
+    let written = BASE64
+        .encode_slice(&msg.body, &mut out[start..])
+        .unwrap_or(0);
+    out.truncate(start + written);
+    out.extend_from_slice(b"\"}");
+    out
 }
 
-/// Reads a JSON envelope; `null` or missing parts are empty.
+/// `s` as a JSON string literal, appended to `out`.
+fn json_string(out: &mut Vec<u8>, s: &str) {
+    // Writing to a Vec cannot fail, and a str always serialises.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// Reads a JSON envelope; `null` or missing parts are empty. Field names match in any case,
+/// as Go's decoder matches them; other fields are ignored.
 pub(crate) fn decode(json: &[u8]) -> Result<Message, DecodeError> {
-    let incoming: Incoming = serde_json::from_slice(json).map_err(DecodeError::Json)?;
-    let body = match incoming.body {
-        Some(b) => BASE64.decode(b.as_bytes()).map_err(DecodeError::Base64)?,
-        None => Vec::new(),
+    if let Some((header, body)) = compact_envelope(json) {
+        // A body that is not plain base64 (an escape, a quote: more JSON) is left to the
+        // general parser, which reads it or says what is wrong.
+        if let Ok(body) = base64_body(body) {
+            return Ok(Message { header, body });
+        }
+    }
+    let envelope: Envelope<'_> = serde_json::from_slice(json).map_err(DecodeError::Json)?;
+    let body = match envelope.body {
+        Some(b) => base64_body(b.as_bytes()).map_err(DecodeError::Base64)?,
+        None => Bytes::new(),
     };
-    let header: Metadata = incoming.header.unwrap_or_default().into_iter().collect();
     Ok(Message {
-        header,
-        body: Bytes::from(body),
+        header: envelope.header,
+        body,
     })
+}
+
+fn base64_body(text: &[u8]) -> Result<Bytes, base64::DecodeError> {
+    let mut out = Vec::with_capacity(text.len() / 4 * 3 + 3);
+    BASE64.decode_vec(text, &mut out)?;
+    Ok(Bytes::from(out))
+}
+
+/// The envelope in the exact layout this crate and Go's `encoding/json` write, read without
+/// the general JSON parser (which cost about as much as the rest of a delivery's handling):
+/// `{"Header":{"k":"v",...},"Body":"<base64>"}`, without whitespace, and with no escape or
+/// control character in the header. Returns the headers and the text between the quotes of
+/// `Body`, which the base64 decoder checks (no JSON-significant character is base64); `None`
+/// for any other layout, which the general parser then reads (or rejects with its reason).
+fn compact_envelope(json: &[u8]) -> Option<(Metadata, &[u8])> {
+    let mut rest = json.strip_prefix(br#"{"Header":{"#)?;
+    let mut header = Metadata::new();
+    if let Some(after) = rest.strip_prefix(b"}") {
+        rest = after;
+    } else {
+        loop {
+            let (key, after) = plain_string(rest)?;
+            let after = after.strip_prefix(b":")?;
+            let (value, after) = plain_string(after)?;
+            header.insert(String::from(key), value);
+            match after.split_first()? {
+                (b',', after) => rest = after,
+                (b'}', after) => {
+                    rest = after;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    let body = rest.strip_prefix(br#","Body":""#)?.strip_suffix(br#""}"#)?;
+    Some((header, body))
+}
+
+/// A JSON string at the start of `json` that needs no unescaping, and what follows it; `None`
+/// when `json` does not start with one.
+fn plain_string(json: &[u8]) -> Option<(&str, &[u8])> {
+    let json = json.strip_prefix(b"\"")?;
+    let end = json
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+    if json[end] != b'"' {
+        return None;
+    }
+    let text = std::str::from_utf8(&json[..end]).ok()?;
+    Some((text, &json[end + 1..]))
+}
+
+/// The envelope as received: the headers straight into [`Metadata`], and the base64 body
+/// borrowed from the request where it has no escapes (base64 never needs one).
+struct Envelope<'de> {
+    header: Metadata,
+    body: Option<Cow<'de, str>>,
+}
+
+impl<'de> Deserialize<'de> for Envelope<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(EnvelopeVisitor)
+    }
+}
+
+struct EnvelopeVisitor;
+
+impl<'de> Visitor<'de> for EnvelopeVisitor {
+    type Value = Envelope<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object {\"Header\":{..},\"Body\":\"<base64>\"}")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut envelope = Envelope {
+            header: Metadata::new(),
+            body: None,
+        };
+        while let Some(key) = map.next_key::<Text<'de>>()? {
+            if key.0.eq_ignore_ascii_case("Header") {
+                envelope.header = map
+                    .next_value::<Option<Headers>>()?
+                    .map(|h| h.0)
+                    .unwrap_or_default();
+            } else if key.0.eq_ignore_ascii_case("Body") {
+                envelope.body = map.next_value::<Option<Text<'de>>>()?.map(|t| t.0);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(envelope)
+    }
+}
+
+/// A JSON string, borrowed from the input when it has no escapes.
+struct Text<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(TextVisitor)
+    }
+}
+
+/// `Header`: an object of strings, read into [`Metadata`] without a map in between.
+struct Headers(Metadata);
+
+impl<'de> Deserialize<'de> for Headers {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct HeadersVisitor;
+        impl<'de> Visitor<'de> for HeadersVisitor {
+            type Value = Headers;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of string values")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut header = Metadata::new();
+                while let Some((k, v)) = map.next_entry::<Text<'de>, Text<'de>>()? {
+                    header.insert(String::from(k.0), v.0);
+                }
+                Ok(Headers(header))
+            }
+        }
+        deserializer.deserialize_map(HeadersVisitor)
+    }
 }
 
 /// `s` escaped for a URL query as Go's `url.QueryEscape` does.
@@ -105,8 +268,8 @@ pub(crate) fn query_escape(s: &str) -> String {
 }
 
 /// The value of `key` in a URL query (`a=1&id=x`), unescaped; `None` when absent or when it
-/// is not valid escaped UTF-8.
-pub(crate) fn query_value(query: &str, key: &str) -> Option<String> {
+/// is not valid escaped UTF-8. Borrowed from `query` when there is nothing to unescape.
+pub(crate) fn query_value<'q>(query: &'q str, key: &str) -> Option<Cow<'q, str>> {
     query
         .split('&')
         .filter_map(|pair| {
@@ -116,7 +279,10 @@ pub(crate) fn query_value(query: &str, key: &str) -> Option<String> {
         .next()
 }
 
-fn query_unescape(s: &str) -> Option<String> {
+fn query_unescape(s: &str) -> Option<Cow<'_, str>> {
+    if !s.bytes().any(|b| b == b'+' || b == b'%') {
+        return Some(Cow::Borrowed(s));
+    }
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -133,7 +299,7 @@ fn query_unescape(s: &str) -> Option<String> {
         }
         i += 1;
     }
-    String::from_utf8(out).ok()
+    String::from_utf8(out).ok().map(Cow::Owned)
 }
 
 #[cfg(test)]
@@ -156,6 +322,51 @@ mod tests {
         let back = decode(json.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back.body, msg.body);
         assert_eq!(back.header.get("micro-topic"), Some("events"));
+    }
+
+    #[test]
+    fn the_compact_layout_and_the_general_parser_agree() {
+        for json in [
+            &br#"{"Header":{},"Body":""}"#[..],
+            br#"{"Header":{"Content-Type":"text/plain","Micro-Topic":"t"},"Body":"aGk="}"#,
+            br#"{"Header":{"X":"caf\u00e9 <b>"},"Body":"aGk="}"#,
+            "{\"Header\":{\"X\":\"café\"},\"Body\":\"aGk=\"}".as_bytes(),
+            br#"{"Header":{"A":"1"},"Body":"aGk=","Extra":1}"#,
+            br#"{"Header":{"A":"1"}, "Body":"aGk="}"#,
+            br#"{"Header":{"A":"1"},"Body":"aGk="} "#,
+            br#"{"Header":{"A":"1","A":"2"},"Body":"aGk"}"#,
+            br#"{"Header":{"A":1},"Body":"aGk="}"#,
+            br#"{"Header":{"A":"1"},"Body":"aGk="}}"#,
+            br#"{"Header":{"A":"1"},"Body":"**"}"#,
+            br#"{"Header":{"A":"1"},"Body":"aGk=","X":"y"}"#,
+            br#"{"Header":{},"Body":"aGk\/"}"#,
+            b"{\"Header\":{\"A\":\"a\tb\"},\"Body\":\"\"}",
+            b"{\"Header\":{\"A\":\"\xff\"},\"Body\":\"\"}",
+        ] {
+            let general = serde_json::from_slice::<Envelope<'_>>(json)
+                .ok()
+                .and_then(|e| Some((e.header, base64_body(e.body?.as_bytes()).ok()?)));
+            let compact = compact_envelope(json)
+                .and_then(|(header, body)| Some((header, base64_body(body).ok()?)));
+            let text = String::from_utf8_lossy(json);
+            if compact.is_some() {
+                assert_eq!(compact, general, "{text}");
+            }
+            let decoded = decode(json).ok().map(|m| (m.header, m.body));
+            assert_eq!(decoded, general, "{text}");
+        }
+        // What this crate writes takes the compact path.
+        let msg = Message {
+            header: [("Content-Type", "application/json"), ("Micro-Id", "é")]
+                .into_iter()
+                .collect(),
+            body: Bytes::from_static(b"\x00\x01payload"),
+        };
+        let json = encode("orders", &msg);
+        let (header, body) = compact_envelope(&json).unwrap_or_else(|| panic!("not compact"));
+        assert_eq!(header.get("micro-topic"), Some("orders"));
+        assert_eq!(base64_body(body).ok(), Some(msg.body.clone()));
+        assert_eq!(decode(&json).map(|m| m.body).ok(), Some(msg.body));
     }
 
     #[test]

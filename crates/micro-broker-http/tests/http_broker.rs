@@ -477,6 +477,22 @@ async fn handler_errors_reach_the_publisher() {
         .await
         .expect_err("the handler panicked");
     assert!(err.detail.contains("panicked"), "{err}");
+    assert!(err.detail.contains("handler bug"), "{err}");
+    // So is a handler that panics before it returns its future.
+    let eager: Handler = Arc::new(
+        |_d: Delivery| -> micro_core::BoxFuture<'static, micro_core::Result<()>> {
+            panic!("eager handler bug")
+        },
+    );
+    let e = b
+        .subscribe("panics-eagerly", eager, SubscribeOptions::default())
+        .await
+        .expect("subscribe");
+    let err = b
+        .publish("panics-eagerly", message("z", &[]))
+        .await
+        .expect_err("the handler panicked");
+    assert!(err.detail.contains("eager handler bug"), "{err}");
     b.publish("failing", message("after", &[]))
         .await
         .expect("the server still serves");
@@ -484,7 +500,7 @@ async fn handler_errors_reach_the_publisher() {
         &next(&mut rx, "after a panic").await.message.body[..],
         b"after"
     );
-    for s in [sub, ok, p] {
+    for s in [sub, ok, p, e] {
         s.unsubscribe().await.expect("unsubscribe");
     }
 }
@@ -498,10 +514,13 @@ async fn a_slow_handler_times_the_publish_out() {
     )
     .expect("broker");
     let (release, released) = tokio::sync::watch::channel(false);
+    let (finished, mut finishes) = tokio::sync::mpsc::unbounded_channel();
     let slow: Handler = Arc::new(move |_d: Delivery| {
         let mut released = released.clone();
+        let finished = finished.clone();
         Box::pin(async move {
             let _ = tokio::time::timeout(PATIENCE, released.wait_for(|r| *r)).await;
+            let _ = finished.send(());
             Ok(())
         })
     });
@@ -516,7 +535,13 @@ async fn a_slow_handler_times_the_publish_out() {
         .expect_err("timed out");
     assert!(started.elapsed() < PATIENCE);
     assert!(err.detail.contains("no answer within"), "{err}");
+    // The publisher hung up, but the handler is not cancelled halfway: it runs to its end.
     let _ = release.send(true);
+    let end = tokio::time::timeout(PATIENCE, finishes.recv()).await;
+    assert!(
+        matches!(end, Ok(Some(()))),
+        "the handler was cut short when its publisher hung up"
+    );
     sub.unsubscribe().await.expect("unsubscribe");
 }
 
@@ -777,6 +802,10 @@ async fn aged_lookups_refresh_in_the_background() {
         &next(&mut rx, "from the aged entry").await.message.body[..],
         b"quick"
     );
+    // The refresh runs in a task of its own, which may start after the message arrived.
+    tokio::time::timeout(PATIENCE, registry.until_lookups(before + 1))
+        .await
+        .expect("a refresh went out");
     assert_eq!(
         registry.lookups(),
         before + 1,

@@ -933,7 +933,7 @@ fn to_message(m: &BorrowedMessage<'_>, key_header: Option<&str>) -> Message {
         for i in 0..hs.count() {
             // rdkafka panics on a header name that is not UTF-8; skip such a header.
             match catch_unwind(AssertUnwindSafe(|| hs.try_get(i))) {
-                Ok(Some(h)) => header.insert(h.key, text(h.value.unwrap_or_default())),
+                Ok(Some(h)) => header.insert(h.key.to_string(), text(h.value.unwrap_or_default())),
                 Ok(None) => {}
                 Err(_) => {
                     tracing::warn!(
@@ -947,7 +947,7 @@ fn to_message(m: &BorrowedMessage<'_>, key_header: Option<&str>) -> Message {
     }
     if let (Some(name), Some(key)) = (key_header, m.key()) {
         if !header.contains_key(name) {
-            header.insert(name, text(key));
+            header.insert(name.to_string(), text(key));
         }
     }
     Message {

@@ -68,7 +68,7 @@ fn go_micro(payload: &[u8]) -> Option<(Metadata, Bytes)> {
         None | Some(serde_json::Value::Null) => {}
         Some(serde_json::Value::Object(map)) => {
             for (k, v) in map {
-                header.insert(k.as_str(), v.as_str()?);
+                header.insert(k.to_string(), v.as_str()?);
             }
         }
         Some(_) => return None,
@@ -76,13 +76,26 @@ fn go_micro(payload: &[u8]) -> Option<(Metadata, Bytes)> {
     Some((header, body))
 }
 
+/// The headers Micro puts on (nearly) every message: their NATS names are made without
+/// copying the name, one allocation fewer per header and message.
+const WELL_KNOWN: [&str; 3] = [
+    micro_core::headers::CONTENT_TYPE,
+    micro_core::headers::ID,
+    micro_core::headers::TOPIC,
+];
+
 /// The headers of `meta` as NATS headers. NATS header names are printable ASCII without `:`,
 /// and values cannot hold CR or LF: anything else is refused (a 400 naming the header) rather
 /// than mangled.
 pub(crate) fn to_nats(meta: &Metadata) -> Result<HeaderMap> {
     let mut headers = HeaderMap::new();
     for (key, value) in meta.iter() {
-        let name = HeaderName::from_str(key).map_err(|_| {
+        let known = WELL_KNOWN.iter().find(|k| **k == key);
+        let name = match known {
+            Some(k) => Ok(HeaderName::from_static(k)),
+            None => HeaderName::from_str(key),
+        };
+        let name = name.map_err(|_| {
             Error::bad_request(
                 ERROR_ID,
                 format!(
@@ -110,7 +123,7 @@ pub(crate) fn from_nats(headers: Option<&HeaderMap>) -> Metadata {
         for (name, values) in headers.iter() {
             let name: &str = name.as_ref();
             for value in values {
-                meta.insert(name, value.as_str());
+                meta.insert(name.to_string(), value.as_str());
             }
         }
     }

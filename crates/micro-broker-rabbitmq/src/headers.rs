@@ -49,7 +49,7 @@ pub(crate) fn from_properties(props: &BasicProperties) -> Metadata {
     let mut md = Metadata::new();
     if let Some(table) = props.headers() {
         for (key, value) in table {
-            md.insert(key.as_str(), text(value));
+            md.insert(key.to_string(), text(value));
         }
     }
     if !md.contains_key("Content-Type") {

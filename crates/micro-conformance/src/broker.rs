@@ -77,7 +77,7 @@ impl Collector {
 fn message(body: &[u8], pairs: &[(&str, &str)]) -> Message {
     let mut header = Metadata::new();
     for (k, v) in pairs {
-        header.insert(*k, *v);
+        header.insert(k.to_string(), *v);
     }
     Message {
         header,

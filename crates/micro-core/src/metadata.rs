@@ -1,3 +1,4 @@
+use std::borrow::Cow;
 use std::fmt;
 
 /// A case-insensitive map of string keys to string values: the metadata that flows from caller
@@ -9,8 +10,9 @@ use std::fmt;
 /// in a vector and lookups compare without allocating.
 #[derive(Clone, Default)]
 pub struct Metadata {
-    // (key as given, value); no two keys equal ignoring ASCII case.
-    entries: Vec<(String, String)>,
+    // (key as given, value); no two keys equal ignoring ASCII case. Keys are mostly the
+    // protocol's constant names, kept without copying them.
+    entries: Vec<(Cow<'static, str>, String)>,
 }
 
 impl Metadata {
@@ -40,8 +42,16 @@ impl Metadata {
     /// Sets `key` to `value`, replacing any value under the same key in another case (the key
     /// then takes the case given here).
     pub fn insert(&mut self, key: impl Into<String>, value: impl Into<String>) {
-        let key = key.into();
-        let value = value.into();
+        self.set(Cow::Owned(key.into()), value.into());
+    }
+
+    /// [`insert`](Self::insert) for a key known at compile time (the protocol's header
+    /// names): the key is not copied.
+    pub fn insert_static(&mut self, key: &'static str, value: impl Into<String>) {
+        self.set(Cow::Borrowed(key), value.into());
+    }
+
+    fn set(&mut self, key: Cow<'static, str>, value: String) {
         match self.position(&key) {
             Some(i) => self.entries[i] = (key, value),
             None => self.entries.push((key, value)),
@@ -70,13 +80,14 @@ impl Metadata {
 
     /// The entries, keys as first inserted, in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.entries.iter().map(|(k, v)| (k.as_ref(), v.as_str()))
     }
 
     /// Copies every entry of `other` into this map, overwriting equal keys.
     pub fn extend_from(&mut self, other: &Metadata) {
-        for (k, v) in other.iter() {
-            self.insert(k, v);
+        self.entries.reserve(other.len());
+        for (k, v) in &other.entries {
+            self.set(k.clone(), v.clone());
         }
     }
 }
@@ -99,9 +110,7 @@ impl fmt::Debug for Metadata {
 impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Metadata {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
         let mut m = Metadata::new();
-        for (k, v) in iter {
-            m.insert(k, v);
-        }
+        m.extend(iter);
         m
     }
 }

@@ -311,8 +311,9 @@ pub(crate) struct ClientSocket {
     requests: Option<mpsc::Sender<Bytes>>,
     request_ct: &'static str,
     deadline: Option<(Instant, Duration)>,
-    path: String,
-    error_id: String,
+    path: PathAndQuery,
+    // The request's header, kept for naming the call in errors.
+    request: Metadata,
 }
 
 impl fmt::Debug for ClientSocket {
@@ -344,8 +345,20 @@ impl ClientSocket {
             requests: None,
             request_ct: "application/protobuf",
             deadline: None,
-            path: String::new(),
-            error_id: ID.to_string(),
+            path: PathAndQuery::from_static("/"),
+            request: Metadata::new(),
+        }
+    }
+
+    /// The id of errors this call reports: `<service>.<endpoint>` when the request named them.
+    fn error_id(&self) -> String {
+        let header = &self.request;
+        match (
+            get(header, headers::SERVICE),
+            get(header, headers::ENDPOINT).or_else(|| get(header, headers::METHOD)),
+        ) {
+            (Some(service), Some(endpoint)) => format!("{service}.{endpoint}"),
+            _ => ID.to_string(),
         }
     }
 
@@ -368,42 +381,38 @@ impl ClientSocket {
 
     /// Starts the call with its first message.
     fn start(&mut self, msg: Message) -> Result<()> {
-        let header = &msg.header;
-        self.path = path_for(header)?;
-        let path = PathAndQuery::try_from(self.path.as_str()).map_err(|e| {
-            Error::bad_request(ID, format!("{:?} is not a method path: {e}", self.path))
-        })?;
-        let wire_ct = grpc_content_type(get(header, headers::CONTENT_TYPE))?;
+        let Message { header, body } = msg;
+        let path = path_for(&header)?;
+        let path = PathAndQuery::from_maybe_shared(Bytes::from(path))
+            .map_err(|e| Error::bad_request(ID, format!("not a gRPC method path: {e}")))?;
+        self.path = path.clone();
+        let wire_ct = grpc_content_type(get(&header, headers::CONTENT_TYPE))?;
         self.request_ct = if wire_ct == "application/grpc+json" {
             "application/json"
         } else {
             "application/protobuf"
         };
-        if let (Some(service), Some(endpoint)) = (
-            get(header, headers::SERVICE),
-            get(header, headers::ENDPOINT).or_else(|| get(header, headers::METHOD)),
-        ) {
-            self.error_id = format!("{service}.{endpoint}");
-        }
-        let mut metadata = request_headers(header)?;
-        if let Some(timeout) = timeout_of(header)? {
+        let mut metadata = request_headers(&header)?;
+        if let Some(timeout) = timeout_of(&header)? {
             if let Ok(value) = HeaderValue::from_str(&format_grpc_timeout(timeout)) {
                 metadata.insert("grpc-timeout", value);
             }
             self.deadline = Some((Instant::now() + timeout, timeout));
         }
         let wire_ct = WireContentType(HeaderValue::from_static(wire_ct));
-        let Some(id) = get(header, STREAM) else {
+        let stream = get(&header, STREAM).map(str::to_string);
+        self.request = header;
+        let Some(id) = stream else {
             // Unary: made by `recv` on the caller's task, with nothing spawned.
-            self.check_size(&msg.body)?;
-            let mut request = tonic::Request::new(msg.body);
+            self.check_size(&body)?;
+            let mut request = tonic::Request::new(body);
             *request.metadata_mut() = MetadataMap::from_headers(metadata);
             request.extensions_mut().insert(wire_ct);
             self.mode = Mode::Unary;
             self.state = State::Unary(Box::new((request, path)));
             return Ok(());
         };
-        self.mode = Mode::Stream(id.to_string());
+        self.mode = Mode::Stream(id);
         let (tx, rx) = mpsc::channel::<Bytes>(REQUEST_BUFFER);
         self.requests = Some(tx);
         let mut request = tonic::Request::new(ReceiverStream::new(rx));
@@ -466,7 +475,7 @@ impl ClientSocket {
         let wire_ct = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
         let content_type = reply_content_type(wire_ct, self.request_ct);
         let mut header = metadata_of_headers(&headers);
-        header.insert(headers::CONTENT_TYPE, content_type);
+        header.insert_static(headers::CONTENT_TYPE, content_type);
         self.state = State::Done;
         Ok(Some(Message { header, body }))
     }
@@ -475,7 +484,7 @@ impl ClientSocket {
     fn header(&self) -> Metadata {
         let mut header = Metadata::new();
         if let Mode::Stream(id) = &self.mode {
-            header.insert(STREAM, id.clone());
+            header.insert_static(STREAM, id.clone());
         }
         header
     }
@@ -497,9 +506,9 @@ impl ClientSocket {
                 format!("the call to {} failed: {why}", self.path),
             ));
         }
-        let e = error_of_status(&status, &self.error_id);
+        let e = error_of_status(&status, &self.error_id());
         let mut header = self.header();
-        header.insert(ERROR, e.to_json());
+        header.insert_static(ERROR, e.to_json());
         Ok(Some(Message {
             header,
             body: Bytes::new(),
@@ -510,14 +519,14 @@ impl ClientSocket {
         self.state = State::Done;
         let after = self.deadline.map(|(_, t)| t).unwrap_or_default();
         let e = Error::timeout(
-            self.error_id.clone(),
+            self.error_id(),
             format!(
                 "no reply from {} to {} within the deadline of {after:?}",
                 self.addr, self.path
             ),
         );
         let mut header = self.header();
-        header.insert(ERROR, e.to_json());
+        header.insert_static(ERROR, e.to_json());
         Ok(Some(Message {
             header,
             body: Bytes::new(),
@@ -542,7 +551,7 @@ impl ClientSocket {
             _ = self.until_deadline() => return self.deadline_passed(),
         };
         let mut header = self.header();
-        header.insert(headers::CONTENT_TYPE, content_type);
+        header.insert_static(headers::CONTENT_TYPE, content_type);
         match next {
             Ok(Some(body)) => {
                 if let Some(first) = metadata.take() {
@@ -559,7 +568,7 @@ impl ClientSocket {
             }
             Ok(None) => {
                 self.state = State::Done;
-                header.insert(ERROR, EOS);
+                header.insert_static(ERROR, EOS);
                 Ok(Some(Message {
                     header,
                     body: Bytes::new(),

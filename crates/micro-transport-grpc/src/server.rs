@@ -378,13 +378,13 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>, peer: String) -> Re
 
     let stream_id = uuid::Uuid::new_v4().to_string();
     let mut header = metadata_of_headers(req.headers());
-    header.insert(STREAM, stream_id.clone());
-    header.insert(headers::ENDPOINT, endpoint.clone());
-    header.insert(headers::METHOD, endpoint.clone());
-    header.insert(headers::CONTENT_TYPE, content_type);
-    header.insert(headers::ACCEPT, content_type);
+    header.insert_static(STREAM, stream_id.clone());
+    header.insert_static(headers::ENDPOINT, endpoint.clone());
+    header.insert_static(headers::METHOD, endpoint.clone());
+    header.insert_static(headers::CONTENT_TYPE, content_type);
+    header.insert_static(headers::ACCEPT, content_type);
     if let Some(t) = timeout {
-        header.insert(headers::TIMEOUT, micro_timeout(t));
+        header.insert_static(headers::TIMEOUT, micro_timeout(t));
     }
     let call = Call {
         shared: shared.clone(),
@@ -622,8 +622,8 @@ impl fmt::Debug for ServerSocket {
 impl ServerSocket {
     fn header(&self) -> Metadata {
         let mut header = Metadata::new();
-        header.insert(STREAM, self.stream_id.clone());
-        header.insert(headers::CONTENT_TYPE, self.content_type);
+        header.insert_static(STREAM, self.stream_id.clone());
+        header.insert_static(headers::CONTENT_TYPE, self.content_type);
         header
     }
 }
@@ -698,7 +698,7 @@ impl Socket for ServerSocket {
             Ok(Some(body)) => Ok(Some(Message { header, body })),
             Ok(None) => {
                 self.recv_done = true;
-                header.insert(ERROR, EOS);
+                header.insert_static(ERROR, EOS);
                 Ok(Some(Message {
                     header,
                     body: Bytes::new(),
@@ -707,7 +707,7 @@ impl Socket for ServerSocket {
             Err(status) => {
                 self.recv_done = true;
                 let e = error_of_status(&normalize_status(status), ID);
-                header.insert(ERROR, e.to_json());
+                header.insert_static(ERROR, e.to_json());
                 Ok(Some(Message {
                     header,
                     body: Bytes::new(),

@@ -53,8 +53,13 @@ pub(crate) fn path_for(header: &Metadata) -> micro_core::Result<String> {
                 ),
             )
         })?;
-    let path = match get(header, PROTO_SERVICE) {
-        Some(proto) => format!("/{proto}/{method}"),
+    let mut path = String::with_capacity(64);
+    match get(header, PROTO_SERVICE) {
+        Some(proto) => {
+            for part in ["/", proto, "/", method] {
+                path.push_str(part);
+            }
+        }
         None => {
             let service = get(header, SERVICE).ok_or_else(|| {
                 Error::bad_request(
@@ -64,9 +69,11 @@ pub(crate) fn path_for(header: &Metadata) -> micro_core::Result<String> {
                     ),
                 )
             })?;
-            format!("/{service}.{kind}/{method}")
+            for part in ["/", service, ".", kind, "/", method] {
+                path.push_str(part);
+            }
         }
-    };
+    }
     if path.contains(|c: char| c.is_whitespace() || c.is_control() || c == '?' || c == '#') {
         return Err(Error::bad_request(
             ID,
@@ -257,14 +264,15 @@ fn is_control(name: &str) -> bool {
 /// The application metadata of gRPC headers: ASCII keys and values, without the reserved
 /// names, binary (`-bin`) entries, or Micro's stream control headers.
 pub(crate) fn metadata_of_headers(headers: &HeaderMap) -> Metadata {
-    let mut out = Metadata::new();
+    // Room for the headers Micro adds to a received call.
+    let mut out = Metadata::with_capacity(headers.keys_len() + 6);
     for (name, value) in headers {
         let name = name.as_str();
         if is_reserved(name) || is_control(name) {
             continue;
         }
         if let Ok(value) = value.to_str() {
-            out.insert(name, value);
+            out.insert(name.to_string(), value);
         }
     }
     out

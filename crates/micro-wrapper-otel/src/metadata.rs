@@ -15,7 +15,7 @@ impl Injector for MetadataInjector<'_> {
         if value.is_empty() {
             self.0.remove(key);
         } else {
-            self.0.insert(key, value);
+            self.0.insert(key.to_string(), value);
         }
     }
 }

@@ -568,15 +568,16 @@ fn deadline_error(req: &rpc::Request, timeout: Duration) -> Error {
 }
 
 fn request_header(req: &rpc::Request, timeout: Option<Duration>) -> Metadata {
-    let mut h = req.metadata.clone();
-    h.insert(headers::ID, uuid::Uuid::new_v4().to_string());
-    h.insert(headers::SERVICE, req.service.clone());
-    h.insert(headers::ENDPOINT, req.endpoint.clone());
-    h.insert(headers::METHOD, req.endpoint.clone());
-    h.insert(headers::CONTENT_TYPE, req.content_type.clone());
-    h.insert(headers::ACCEPT, req.content_type.clone());
+    let mut h = Metadata::with_capacity(req.metadata.len() + 7);
+    h.extend_from(&req.metadata);
+    h.insert_static(headers::ID, uuid::Uuid::new_v4().to_string());
+    h.insert_static(headers::SERVICE, req.service.clone());
+    h.insert_static(headers::ENDPOINT, req.endpoint.clone());
+    h.insert_static(headers::METHOD, req.endpoint.clone());
+    h.insert_static(headers::CONTENT_TYPE, req.content_type.clone());
+    h.insert_static(headers::ACCEPT, req.content_type.clone());
     if let Some(t) = timeout {
-        h.insert(headers::TIMEOUT, t.as_nanos().to_string());
+        h.insert_static(headers::TIMEOUT, t.as_nanos().to_string());
     }
     h
 }
@@ -658,7 +659,7 @@ async fn open_stream(
                 .dial(&node.address, dial)
                 .await?;
             let mut header = request_header(&req, None);
-            header.insert(headers::STREAM, stream_id.clone());
+            header.insert_static(headers::STREAM, stream_id.clone());
             socket
                 .send(TransportMessage {
                     header,
@@ -772,11 +773,11 @@ impl<Req: Message, Rsp: Message + Default> Stream<Req, Rsp> {
 }
 
 pub(crate) fn stream_header(id: &str, content_type: &str, error: Option<&str>) -> Metadata {
-    let mut h = Metadata::new();
-    h.insert(headers::STREAM, id);
-    h.insert(headers::CONTENT_TYPE, content_type);
+    let mut h = Metadata::with_capacity(3);
+    h.insert_static(headers::STREAM, id);
+    h.insert_static(headers::CONTENT_TYPE, content_type);
     if let Some(e) = error {
-        h.insert(headers::ERROR, e);
+        h.insert_static(headers::ERROR, e);
     }
     h
 }

@@ -75,12 +75,7 @@ impl Codecs {
     /// The codec for a `Content-Type` header value (parameters such as `; charset=utf-8` are
     /// ignored); the default codec when the value is empty.
     pub fn get(&self, content_type: &str) -> Result<Arc<dyn Codec>> {
-        let ct = content_type
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
+        let ct = content_type.split(';').next().unwrap_or("").trim();
         if ct.is_empty() {
             return self
                 .list
@@ -90,7 +85,10 @@ impl Codecs {
         }
         self.list
             .iter()
-            .find(|c| c.content_type() == ct || c.aliases().contains(&ct.as_str()))
+            .find(|c| {
+                c.content_type().eq_ignore_ascii_case(ct)
+                    || c.aliases().iter().any(|a| a.eq_ignore_ascii_case(ct))
+            })
             .cloned()
             .ok_or_else(|| {
                 Error::new(

@@ -59,9 +59,9 @@ impl Client {
     ) -> Result<()> {
         let codec = self.codecs().get(&self.options().content_type)?;
         let mut header = metadata;
-        header.insert(headers::CONTENT_TYPE, codec.content_type());
-        header.insert(headers::TOPIC, topic);
-        header.insert(headers::ID, uuid::Uuid::new_v4().to_string());
+        header.insert_static(headers::CONTENT_TYPE, codec.content_type());
+        header.insert_static(headers::TOPIC, topic);
+        header.insert_static(headers::ID, uuid::Uuid::new_v4().to_string());
         let message = BrokerMessage {
             header,
             body: codec.encode(msg)?,

@@ -437,7 +437,7 @@ async fn serve_unary(inner: &Inner, msg: TransportMessage) -> TransportMessage {
     match result {
         Ok(rsp) => {
             header.extend_from(&rsp.metadata);
-            header.insert(headers::CONTENT_TYPE, rsp.content_type);
+            header.insert_static(headers::CONTENT_TYPE, rsp.content_type);
             TransportMessage {
                 header,
                 body: rsp.body,
@@ -447,7 +447,7 @@ async fn serve_unary(inner: &Inner, msg: TransportMessage) -> TransportMessage {
             if e.id.is_empty() {
                 e.id = format!("{}.{}", inner.opts.name, endpoint.unwrap_or_default());
             }
-            header.insert(headers::ERROR, e.to_json());
+            header.insert_static(headers::ERROR, e.to_json());
             TransportMessage {
                 header,
                 body: Default::default(),

@@ -28,6 +28,8 @@ pub struct TestRegistry {
     entries: Arc<Mutex<Entries>>,
     events: broadcast::Sender<Event>,
     lookups: Arc<AtomicUsize>,
+    /// Told of every `get_service` call.
+    lookup_made: Arc<tokio::sync::Notify>,
     failing: Arc<AtomicBool>,
     lookup_delay: Arc<Mutex<Duration>>,
 }
@@ -39,6 +41,7 @@ impl TestRegistry {
             entries: Arc::default(),
             events: broadcast::channel(1024).0,
             lookups: Arc::default(),
+            lookup_made: Arc::default(),
             failing: Arc::default(),
             lookup_delay: Arc::default(),
         }
@@ -47,6 +50,20 @@ impl TestRegistry {
     /// How many `get_service` calls were made.
     pub fn lookups(&self) -> usize {
         self.lookups.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `get_service` was called at least `n` times.
+    pub async fn until_lookups(&self, n: usize) {
+        loop {
+            let made = self.lookup_made.notified();
+            tokio::pin!(made);
+            // Listening before looking at the count: a call in between is not missed.
+            made.as_mut().enable();
+            if self.lookups() >= n {
+                return;
+            }
+            made.await;
+        }
     }
 
     /// Makes `get_service` fail (or work again).
@@ -114,6 +131,7 @@ impl Registry for TestRegistry {
 
     async fn get_service(&self, name: &str) -> Result<Vec<Service>> {
         self.lookups.fetch_add(1, Ordering::SeqCst);
+        self.lookup_made.notify_waiters();
         let delay = *self
             .lookup_delay
             .lock()
