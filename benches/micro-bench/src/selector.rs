@@ -93,9 +93,8 @@ pub(crate) async fn run(settings: &Settings) -> Section {
              again with `mark(node, Success)` after each pick (what every call does), in \
              {ROUNDS} rounds of {:.2} s each way; the best round is reported (other work on \
              the machine only slows a round down). `select()` is served from the cache: the last column counts the registry \
-             lookups made while measuring. `pick()` returns an owned `Node`, so every pick \
-             clones one (its id, address and metadata); the clone alone is measured as a \
-             floor.",
+             lookups made while measuring. `pick()` hands out an `Arc<Node>` shared with the \
+             selector's cache: nothing is copied per pick.",
             settings.selector_time.as_secs_f64() / f64::from(ROUNDS)
         ),
     );
@@ -142,18 +141,6 @@ pub(crate) async fn run(settings: &Settings) -> Section {
             }
         }
     }
-    let sample = node("bench.selector", 1);
-    let clone_ns = per_call(settings.selector_time, || {
-        black_box(black_box(&sample).clone());
-    });
-    table.row(vec![
-        "(floor: `Node::clone` alone)".into(),
-        "-".into(),
-        stats::count(1e9 / clone_ns.max(1e-9)),
-        format!("{clone_ns:.0}"),
-        "-".into(),
-        "-".into(),
-    ]);
     section.tables.push(table);
     section.targets.push(Target {
         goal: "select+pick <= 200 ns at 1000 nodes".into(),
@@ -169,23 +156,6 @@ pub(crate) async fn run(settings: &Settings) -> Section {
 /// Rounds each case is measured in; the best round counts, as other work on the machine only
 /// ever makes a round slower.
 const ROUNDS: u32 = 5;
-
-/// Nanoseconds per call of `f`: the best of [`ROUNDS`] rounds sharing `time`.
-fn per_call(time: Duration, mut f: impl FnMut()) -> f64 {
-    let mut best = f64::MAX;
-    for _ in 0..ROUNDS {
-        let start = Instant::now();
-        let mut calls = 0u64;
-        while start.elapsed() < time / ROUNDS {
-            for _ in 0..1000 {
-                f();
-            }
-            calls += 1000;
-        }
-        best = best.min(start.elapsed().as_nanos() as f64 / calls as f64);
-    }
-    best
-}
 
 async fn measure(strategy: Strategy, n: usize, time: Duration) -> Result<Measured, String> {
     let name = format!("bench.selector.{n}");

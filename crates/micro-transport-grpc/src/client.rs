@@ -399,7 +399,9 @@ impl ClientSocket {
             }
             self.deadline = Some((Instant::now() + timeout, timeout));
         }
-        let wire_ct = WireContentType(HeaderValue::from_static(wire_ct));
+        // tonic writes `application/grpc` itself; only another content type needs carrying.
+        let wire_ct = (wire_ct != "application/grpc")
+            .then(|| WireContentType(HeaderValue::from_static(wire_ct)));
         let stream = get(&header, STREAM).map(str::to_string);
         self.request = header;
         let Some(id) = stream else {
@@ -407,7 +409,9 @@ impl ClientSocket {
             self.check_size(&body)?;
             let mut request = tonic::Request::new(body);
             *request.metadata_mut() = MetadataMap::from_headers(metadata);
-            request.extensions_mut().insert(wire_ct);
+            if let Some(ct) = wire_ct {
+                request.extensions_mut().insert(ct);
+            }
             self.mode = Mode::Unary;
             self.state = State::Unary(Box::new((request, path)));
             return Ok(());
@@ -417,7 +421,9 @@ impl ClientSocket {
         self.requests = Some(tx);
         let mut request = tonic::Request::new(ReceiverStream::new(rx));
         *request.metadata_mut() = MetadataMap::from_headers(metadata);
-        request.extensions_mut().insert(wire_ct);
+        if let Some(ct) = wire_ct {
+            request.extensions_mut().insert(ct);
+        }
         let mut grpc = self.grpc();
         let task = tokio::spawn(async move {
             grpc.ready()

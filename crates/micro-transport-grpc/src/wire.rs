@@ -106,13 +106,12 @@ pub(crate) fn micro_content_type(grpc: Option<&str>) -> Result<&'static str, Sta
             "the request has no content-type: gRPC requests carry application/grpc",
         ));
     };
-    let essence = grpc
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    match essence.as_str() {
+    let mut lower = String::new();
+    let essence = lowercase(
+        grpc.split(';').next().unwrap_or_default().trim(),
+        &mut lower,
+    );
+    match essence {
         "application/grpc" | "application/grpc+proto" => Ok("application/protobuf"),
         "application/grpc+json" => Ok("application/json"),
         other if other.starts_with("application/grpc+") => Err(Status::unimplemented(format!(
@@ -126,17 +125,26 @@ pub(crate) fn micro_content_type(grpc: Option<&str>) -> Result<&'static str, Sta
     }
 }
 
+/// `text` in lower case, copied only when it has an upper-case letter (content types on the
+/// wire almost never do).
+fn lowercase<'a>(text: &'a str, copy: &'a mut String) -> &'a str {
+    if !text.bytes().any(|b| b.is_ascii_uppercase()) {
+        return text;
+    }
+    *copy = text.to_ascii_lowercase();
+    copy
+}
+
 /// The gRPC `content-type` for a Micro codec: protobuf goes as plain `application/grpc` (what
 /// every gRPC server expects), JSON as `application/grpc+json`.
 pub(crate) fn grpc_content_type(micro: Option<&str>) -> micro_core::Result<&'static str> {
-    let essence = micro
+    let mut lower = String::new();
+    let raw = micro
         .unwrap_or_default()
         .split(';')
         .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    match essence.as_str() {
+        .unwrap_or_default();
+    match lowercase(raw.trim(), &mut lower) {
         "" | "application/protobuf" | "application/proto" | "application/x-protobuf"
         | "application/grpc" | "application/grpc+proto" => Ok("application/grpc"),
         "application/json" | "application/grpc+json" => Ok("application/grpc+json"),
