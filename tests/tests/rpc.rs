@@ -370,3 +370,131 @@ async fn every_service_answers_debug_health() {
     assert_eq!(typed.into_inner().status, "ok");
     service.stop().await.expect("stop");
 }
+
+#[tokio::test]
+async fn a_panicking_handler_fails_only_its_own_call() {
+    // Both transports run handlers on the connection's own task: a panic there must end that
+    // one call with an error, and leave the server and the connection serving.
+    for transport in ["http", "grpc"] {
+        let registry = MemoryRegistry::new();
+        let boom = Handler::new("Boom").unary("Now", |_req: Request<Json<Wait>>| {
+            Box::pin(async move {
+                if std::hint::black_box(true) {
+                    panic!("a handler bug");
+                }
+                Ok(Response::new(Json(Waited::default())))
+            })
+        });
+        let service = common::builder("greeter", &registry)
+            .transport(micro::plugins::transport(transport).expect("transport"))
+            .handler(greeter::greeter::greeter_handler(greeter::GreeterService))
+            .handler(boom)
+            .build()
+            .expect("build the service");
+        service.start().await.expect("start");
+        let c = client(&registry).with_content_type("application/json");
+        for _ in 0..3 {
+            let req = Request::new(Json(Wait { millis: 0 })).with_retries(0);
+            let err = within(
+                "a call to a panicking handler",
+                c.unary::<_, Json<Waited>>("greeter", "Boom.Now", req),
+            )
+            .await
+            .expect_err("the handler panicked");
+            assert!(err.code >= 500, "{transport}: {err}");
+            let hello = GreeterClient::new("greeter", client(&registry));
+            let reply = within(
+                "a call after the panic",
+                hello.hello(HelloRequest {
+                    name: "still here".into(),
+                }),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{transport}: the server stopped serving: {e}"));
+            assert!(
+                reply.get_ref().message.contains("still here"),
+                "{transport}"
+            );
+        }
+        service.stop().await.expect("stop");
+    }
+}
+
+/// A transport whose listener only hands sockets out through `accept`, as a third-party
+/// transport that does not implement `Listener::serve_inline` does.
+#[derive(Debug)]
+struct AcceptOnly(std::sync::Arc<dyn micro::core::Transport>);
+
+#[derive(Debug)]
+struct AcceptOnlyListener(Box<dyn micro::transport::Listener>);
+
+#[micro::async_trait]
+impl micro::core::Transport for AcceptOnly {
+    fn name(&self) -> &str {
+        "accept-only"
+    }
+
+    async fn dial(
+        &self,
+        addr: &str,
+        opts: micro::transport::DialOptions,
+    ) -> micro::Result<Box<dyn micro::transport::Socket>> {
+        self.0.dial(addr, opts).await
+    }
+
+    async fn listen(&self, addr: &str) -> micro::Result<Box<dyn micro::transport::Listener>> {
+        Ok(Box::new(AcceptOnlyListener(self.0.listen(addr).await?)))
+    }
+}
+
+#[micro::async_trait]
+impl micro::transport::Listener for AcceptOnlyListener {
+    fn local_addr(&self) -> String {
+        self.0.local_addr()
+    }
+
+    async fn accept(&self) -> micro::Result<Option<Box<dyn micro::transport::Socket>>> {
+        self.0.accept().await
+    }
+
+    async fn shutdown(&self) {
+        self.0.shutdown().await
+    }
+}
+
+#[tokio::test]
+async fn a_transport_without_inline_serving_is_served_through_accept() {
+    let registry = MemoryRegistry::new();
+    let http = micro::plugins::transport("http").expect("http transport");
+    let service = common::builder("greeter", &registry)
+        .transport(std::sync::Arc::new(AcceptOnly(http)))
+        .handler(greeter::greeter::greeter_handler(greeter::GreeterService))
+        .build()
+        .expect("build the service");
+    service.start().await.expect("start");
+    let greeter = GreeterClient::new("greeter", client(&registry));
+    let reply = within(
+        "unary",
+        greeter.hello(HelloRequest {
+            name: "Ada".into(),
+        }),
+    )
+    .await
+    .expect("unary call through accept");
+    assert_eq!(reply.get_ref().message, "Hello Ada");
+    let mut stream = within(
+        "open a stream",
+        greeter.stream(StreamRequest {
+            name: "Bo".into(),
+            count: 2,
+        }),
+    )
+    .await
+    .expect("stream through accept");
+    let mut got = Vec::new();
+    while let Some(msg) = within("stream reply", stream.recv()).await.expect("recv") {
+        got.push(msg.message);
+    }
+    assert_eq!(got.len(), 2, "{got:?}");
+    within("stop", service.stop()).await.expect("stop");
+}
