@@ -473,14 +473,9 @@ async fn a_transport_without_inline_serving_is_served_through_accept() {
         .expect("build the service");
     service.start().await.expect("start");
     let greeter = GreeterClient::new("greeter", client(&registry));
-    let reply = within(
-        "unary",
-        greeter.hello(HelloRequest {
-            name: "Ada".into(),
-        }),
-    )
-    .await
-    .expect("unary call through accept");
+    let reply = within("unary", greeter.hello(HelloRequest { name: "Ada".into() }))
+        .await
+        .expect("unary call through accept");
     assert_eq!(reply.get_ref().message, "Hello Ada");
     let mut stream = within(
         "open a stream",
