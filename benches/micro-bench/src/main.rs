@@ -8,6 +8,7 @@
 //! cargo run --release -p micro-bench -- --quick       # smoke run (well under a minute), writes nothing
 //! cargo run --release -p micro-bench -- --only selector,registry
 //! cargo run --release -p micro-bench -- --quick --out /tmp/bench.md
+//! cargo run --release -p micro-bench --features mimalloc -- --out /tmp/bench-mimalloc.md
 //! ```
 //!
 //! The full run prints the report and writes it to `BENCHMARKS.md` at the repository root (or
@@ -53,6 +54,10 @@
 //! fall on one side only. The report ends with `FINDINGS.md` (next to this crate's
 //! `Cargo.toml`): what profiling found, kept with the program so every regenerated report
 //! carries it.
+
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod brokers;
 mod proto;

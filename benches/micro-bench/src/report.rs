@@ -171,10 +171,10 @@ impl Report {
     pub(crate) fn markdown(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "# Benchmarks\n");
-        let command = if self.quick {
-            "cargo run --release -p micro-bench -- --quick"
-        } else {
-            "cargo run --release -p micro-bench"
+        let command = match (self.quick, cfg!(feature = "mimalloc")) {
+            (true, _) => "cargo run --release -p micro-bench -- --quick",
+            (false, false) => "cargo run --release -p micro-bench",
+            (false, true) => "cargo run --release -p micro-bench --features mimalloc",
         };
         let _ = writeln!(
             out,
@@ -192,6 +192,12 @@ impl Report {
             self.load_before, self.load_after
         );
         let _ = writeln!(out, "| run time | {:.0} s |", self.elapsed.as_secs_f64());
+        let allocator = if cfg!(feature = "mimalloc") {
+            "mimalloc, for raw and Micro rows alike (`--features mimalloc`)"
+        } else {
+            "the system's (glibc malloc), for raw and Micro rows alike"
+        };
+        let _ = writeln!(out, "| allocator | {allocator} |");
         let _ = writeln!(out);
         let _ = writeln!(
             out,
