@@ -34,20 +34,22 @@ use crate::Metadata;
 /// Reads a header in its `Micro-X` or `X-Micro-X` form (the plain form first); an empty
 /// value counts as absent. Nothing is allocated.
 pub fn get<'a>(header: &'a Metadata, name: &str) -> Option<&'a str> {
-    header
-        .get(name)
-        .or_else(|| {
-            header
-                .iter()
-                .find(|(k, _)| {
-                    let k = k.as_bytes();
-                    k.len() == name.len() + 2
-                        && k[..2].eq_ignore_ascii_case(b"x-")
-                        && k[2..].eq_ignore_ascii_case(name.as_bytes())
-                })
-                .map(|(_, v)| v)
-        })
-        .filter(|v| !v.is_empty())
+    // One pass over the entries: the plain form wins wherever it stands.
+    let mut found = None;
+    for (k, v) in header.iter() {
+        if k.eq_ignore_ascii_case(name) {
+            found = Some(v);
+            break;
+        }
+        if found.is_none()
+            && k.len() == name.len() + 2
+            && starts_with_ignore_case(k, "x-")
+            && k.as_bytes()[2..].eq_ignore_ascii_case(name.as_bytes())
+        {
+            found = Some(v);
+        }
+    }
+    found.filter(|v| !v.is_empty())
 }
 
 /// Whether `text` starts with `prefix`, ignoring ASCII case.
