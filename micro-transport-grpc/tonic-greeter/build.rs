@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root =
-        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../../examples/greeter/proto");
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../examples/greeter/proto");
     let proto = root.join("greeter.proto");
     println!("cargo:rerun-if-changed={}", proto.display());
     let mut config = prost_build::Config::new();

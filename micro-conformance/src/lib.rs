@@ -2,7 +2,7 @@
 //! semantics stay the same across plugins and a contributor knows when a new plugin is done.
 //!
 //! ```text
-//! // crates/micro-registry-foo/tests/conformance.rs
+//! // micro-registry-foo/tests/conformance.rs
 //! micro_conformance::registry_suite!(async { Ok(std::sync::Arc::new(FooRegistry::new(opts)?) as _) });
 //! ```
 //!

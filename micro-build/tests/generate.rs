@@ -261,7 +261,7 @@ fn options_change_the_output() {
 #[test]
 fn generates_the_greeter_example() {
     let out = tempfile::tempdir().expect("temp dir");
-    let protos = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/greeter/proto");
+    let protos = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/greeter/proto");
     micro_build::configure()
         .out_dir(out.path())
         .emit_rerun_if_changed(false)
