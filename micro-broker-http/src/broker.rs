@@ -103,6 +103,7 @@ impl HttpBroker {
             inner.subscribers.clone(),
             inner.opts.max_body_bytes,
             inner.opts.request_timeout,
+            inner.opts.header_limits,
         )
         .await?;
         let advertise = match &inner.opts.advertise {

@@ -79,6 +79,7 @@
 //! | `MICRO_BROKER_HTTP_MAX_BODY` | [`max_body_bytes`](HttpBrokerOptions::max_body_bytes) | 4 MiB |
 //! | `MICRO_BROKER_HTTP_TIMEOUT` | [`request_timeout`](HttpBrokerOptions::request_timeout) | 30 s |
 //! | `MICRO_BROKER_HTTP_CACHE_TTL` | [`cache_ttl`](HttpBrokerOptions::cache_ttl) | 1 s |
+//! | `MICRO_MAX_HEADERS`, `MICRO_MAX_HEADER_BYTES` | [`header_limits`](HttpBrokerOptions::header_limits): entries and bytes of one envelope's `Header` (more is answered 431 and dropped) | 512, 64 KiB |
 //!
 //! To reach subscribers on other hosts, listen on a routable address
 //! (`MICRO_BROKER_ADDRESS=0.0.0.0:0`) and use a registry those hosts share.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use micro_core::{env, Error, Result};
+use micro_core::{env, Error, MetadataLimits, Result};
 
 use crate::ID;
 
@@ -56,6 +56,10 @@ pub struct HttpBrokerOptions {
     /// broker's own subscribe/unsubscribe refresh it sooner. `MICRO_BROKER_HTTP_CACHE_TTL`,
     /// default 1 s.
     pub cache_ttl: Duration,
+    /// How many header entries and bytes one received envelope may carry; past them the
+    /// publisher is answered 431 and the message is dropped. `MICRO_MAX_HEADERS` (default 512)
+    /// and `MICRO_MAX_HEADER_BYTES` (default 64 KiB).
+    pub header_limits: MetadataLimits,
 }
 
 impl Default for HttpBrokerOptions {
@@ -68,6 +72,7 @@ impl Default for HttpBrokerOptions {
             max_body_bytes: 4 * MIB,
             request_timeout: Duration::from_secs(30),
             cache_ttl: Duration::from_secs(1),
+            header_limits: MetadataLimits::default(),
         }
     }
 }
@@ -124,6 +129,7 @@ impl HttpBrokerOptions {
                 )
             })?;
         }
+        o.header_limits = MetadataLimits::from_vars(&var)?;
         o.validate()?;
         Ok(o)
     }

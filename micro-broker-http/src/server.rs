@@ -23,7 +23,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use micro_core::broker::{Delivery, Handler};
-use micro_core::{BoxFuture, Error, Result};
+use micro_core::{BoxFuture, Error, MetadataLimits, Result};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -60,6 +60,7 @@ struct Shared {
     subscribers: Subscribers,
     max_body_bytes: usize,
     body_timeout: Duration,
+    header_limits: MetadataLimits,
     /// The server's tasks: connections, and handlers whose publisher hung up.
     tasks: TaskTracker,
 }
@@ -80,6 +81,7 @@ impl Server {
         subscribers: Subscribers,
         max_body_bytes: usize,
         body_timeout: Duration,
+        header_limits: MetadataLimits,
     ) -> Result<Server> {
         let listen_error = |e: std::io::Error| {
             Error::internal(
@@ -94,6 +96,7 @@ impl Server {
             subscribers,
             max_body_bytes,
             body_timeout,
+            header_limits,
             tasks: tasks.clone(),
         });
         let server = Server {
@@ -311,8 +314,12 @@ async fn handle(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>
             ))
         }
     };
-    let message = match wire::decode(&body) {
+    let message = match wire::decode(&body, shared.header_limits) {
         Ok(m) => m,
+        Err(wire::DecodeError::Headers(e)) => {
+            tracing::warn!(topic = %subscriber.topic, error = %e, "dropped a message whose headers cross the limits");
+            return reject(e);
+        }
         Err(e) => return reject(Error::bad_request(ID, e.to_string())),
     };
     if let Some(topic) = message.header.get(TOPIC_HEADER) {

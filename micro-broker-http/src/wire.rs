@@ -9,6 +9,7 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine as _;
 use bytes::Bytes;
 use micro_core::broker::Message;
+use micro_core::metadata::{MetadataLimits, MetadataReader};
 use micro_core::Metadata;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
@@ -27,6 +28,8 @@ pub(crate) enum DecodeError {
     Json(serde_json::Error),
     /// `Body` is not base64.
     Base64(base64::DecodeError),
+    /// `Header` has more entries or bytes than the limits allow.
+    Headers(micro_core::Error),
 }
 
 impl fmt::Display for DecodeError {
@@ -37,6 +40,7 @@ impl fmt::Display for DecodeError {
                 "the body is not a broker message {{\"Header\":{{..}},\"Body\":\"<base64>\"}}: {e}"
             ),
             DecodeError::Base64(e) => write!(f, "\"Body\" is not standard base64: {e}"),
+            DecodeError::Headers(e) => write!(f, "{}", e.detail),
         }
     }
 }
@@ -83,17 +87,29 @@ fn json_string(out: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(&mut *out, s);
 }
 
+/// What the envelope readers call the message in errors.
+const WHAT: &str = "the http broker envelope";
+
 /// Reads a JSON envelope; `null` or missing parts are empty. Field names match in any case,
-/// as Go's decoder matches them; other fields are ignored.
-pub(crate) fn decode(json: &[u8]) -> Result<Message, DecodeError> {
-    if let Some((header, body)) = compact_envelope(json) {
-        // A body that is not plain base64 (an escape, a quote: more JSON) is left to the
-        // general parser, which reads it or says what is wrong.
-        if let Ok(body) = base64_body(body) {
-            return Ok(Message { header, body });
+/// as Go's decoder matches them; other fields are ignored. Headers past `limits` are refused
+/// as soon as the limit is crossed, by either reader.
+pub(crate) fn decode(json: &[u8], limits: MetadataLimits) -> Result<Message, DecodeError> {
+    let mut reader = limits.reader(WHAT);
+    match compact_envelope(json, &mut reader) {
+        Compact::Read(body) => {
+            // A body that is not plain base64 (an escape, a quote: more JSON) is left to the
+            // general parser, which reads it or says what is wrong.
+            if let Ok(body) = base64_body(body) {
+                return Ok(Message {
+                    header: reader.finish(),
+                    body,
+                });
+            }
         }
+        Compact::Refused(e) => return Err(DecodeError::Headers(e)),
+        Compact::OtherLayout => {}
     }
-    let envelope: Envelope<'_> = serde_json::from_slice(json).map_err(DecodeError::Json)?;
+    let envelope = general_envelope(json, limits)?;
     let body = match envelope.body {
         Some(b) => base64_body(b.as_bytes()).map_err(DecodeError::Base64)?,
         None => Bytes::new(),
@@ -102,6 +118,23 @@ pub(crate) fn decode(json: &[u8]) -> Result<Message, DecodeError> {
         header: envelope.header,
         body,
     })
+}
+
+/// The envelope in any layout JSON allows, through serde_json.
+fn general_envelope(json: &[u8], limits: MetadataLimits) -> Result<Envelope<'_>, DecodeError> {
+    let mut visitor = EnvelopeVisitor {
+        limits,
+        refused: None,
+    };
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let parsed = de::Deserializer::deserialize_map(&mut de, &mut visitor).and_then(|e| {
+        de.end()?;
+        Ok(e)
+    });
+    match visitor.refused {
+        Some(e) => Err(DecodeError::Headers(e)),
+        None => parsed.map_err(DecodeError::Json),
+    }
 }
 
 fn base64_body(text: &[u8]) -> Result<Bytes, base64::DecodeError> {
@@ -116,29 +149,55 @@ fn base64_body(text: &[u8]) -> Result<Bytes, base64::DecodeError> {
 /// control character in the header. Returns the headers and the text between the quotes of
 /// `Body`, which the base64 decoder checks (no JSON-significant character is base64); `None`
 /// for any other layout, which the general parser then reads (or rejects with its reason).
-fn compact_envelope(json: &[u8]) -> Option<(Metadata, &[u8])> {
-    let mut rest = json.strip_prefix(br#"{"Header":{"#)?;
-    let mut header = Metadata::new();
+fn compact_envelope<'a>(json: &'a [u8], header: &mut MetadataReader) -> Compact<'a> {
+    match compact_parts(json, header) {
+        Ok(Some(body)) => Compact::Read(body),
+        Ok(None) => Compact::OtherLayout,
+        Err(e) => Compact::Refused(e),
+    }
+}
+
+/// What [`compact_envelope`] found.
+enum Compact<'a> {
+    /// The compact layout: the headers are in the reader, this is the base64 body.
+    Read(&'a [u8]),
+    /// The headers crossed the limits.
+    Refused(micro_core::Error),
+    /// Another layout.
+    OtherLayout,
+}
+
+fn compact_parts<'a>(
+    json: &'a [u8],
+    header: &mut MetadataReader,
+) -> micro_core::Result<Option<&'a [u8]>> {
+    let Some(mut rest) = json.strip_prefix(br#"{"Header":{"#) else {
+        return Ok(None);
+    };
     if let Some(after) = rest.strip_prefix(b"}") {
         rest = after;
     } else {
         loop {
-            let (key, after) = plain_string(rest)?;
-            let after = after.strip_prefix(b":")?;
-            let (value, after) = plain_string(after)?;
-            header.insert(String::from(key), value);
-            match after.split_first()? {
-                (b',', after) => rest = after,
-                (b'}', after) => {
+            let Some((key, after)) = plain_string(rest) else {
+                return Ok(None);
+            };
+            let Some((value, after)) = after.strip_prefix(b":").and_then(plain_string) else {
+                return Ok(None);
+            };
+            header.push(key, value)?;
+            match after.split_first() {
+                Some((b',', after)) => rest = after,
+                Some((b'}', after)) => {
                     rest = after;
                     break;
                 }
-                _ => return None,
+                _ => return Ok(None),
             }
         }
     }
-    let body = rest.strip_prefix(br#","Body":""#)?.strip_suffix(br#""}"#)?;
-    Some((header, body))
+    Ok(rest
+        .strip_prefix(br#","Body":""#)
+        .and_then(|r| r.strip_suffix(br#""}"#)))
 }
 
 /// A JSON string at the start of `json` that needs no unescaping, and what follows it; `None`
@@ -162,15 +221,14 @@ struct Envelope<'de> {
     body: Option<Cow<'de, str>>,
 }
 
-impl<'de> Deserialize<'de> for Envelope<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(EnvelopeVisitor)
-    }
+/// Reads the envelope with the header limits; a refusal is kept in `refused` (serde's error
+/// type would lose its code).
+struct EnvelopeVisitor {
+    limits: MetadataLimits,
+    refused: Option<micro_core::Error>,
 }
 
-struct EnvelopeVisitor;
-
-impl<'de> Visitor<'de> for EnvelopeVisitor {
+impl<'de> Visitor<'de> for &mut EnvelopeVisitor {
     type Value = Envelope<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -184,10 +242,11 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
         };
         while let Some(key) = map.next_key::<Text<'de>>()? {
             if key.0.eq_ignore_ascii_case("Header") {
-                envelope.header = map
-                    .next_value::<Option<Headers>>()?
-                    .map(|h| h.0)
-                    .unwrap_or_default();
+                let seed = OptionalHeaders {
+                    limits: self.limits,
+                    refused: &mut self.refused,
+                };
+                envelope.header = map.next_value_seed(seed)?.unwrap_or_default();
             } else if key.0.eq_ignore_ascii_case("Body") {
                 envelope.body = map.next_value::<Option<Text<'de>>>()?.map(|t| t.0);
             } else {
@@ -227,28 +286,50 @@ impl<'de> Deserialize<'de> for Text<'de> {
     }
 }
 
-/// `Header`: an object of strings, read into [`Metadata`] without a map in between.
-struct Headers(Metadata);
+/// `Header`: `null` or an object of strings, read into [`Metadata`] within the limits,
+/// without a map in between.
+struct OptionalHeaders<'r> {
+    limits: MetadataLimits,
+    refused: &'r mut Option<micro_core::Error>,
+}
 
-impl<'de> Deserialize<'de> for Headers {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct HeadersVisitor;
-        impl<'de> Visitor<'de> for HeadersVisitor {
-            type Value = Headers;
+impl<'de> de::DeserializeSeed<'de> for OptionalHeaders<'_> {
+    type Value = Option<Metadata>;
 
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object of string values")
-            }
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_option(self)
+    }
+}
 
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut header = Metadata::new();
-                while let Some((k, v)) = map.next_entry::<Text<'de>, Text<'de>>()? {
-                    header.insert(String::from(k.0), v.0);
-                }
-                Ok(Headers(header))
+impl<'de> Visitor<'de> for OptionalHeaders<'_> {
+    type Value = Option<Metadata>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object of string values")
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut header = self.limits.reader(WHAT);
+        while let Some((k, v)) = map.next_entry::<Text<'de>, Text<'de>>()? {
+            if let Err(e) = header.push(k.0, v.0) {
+                let detail = e.detail.clone();
+                *self.refused = Some(e);
+                return Err(de::Error::custom(detail));
             }
         }
-        deserializer.deserialize_map(HeadersVisitor)
+        Ok(Some(header.finish()))
     }
 }
 
@@ -319,9 +400,18 @@ mod tests {
             json,
             r#"{"Header":{"Micro-Id":"1","Micro-Topic":"events"},"Body":"aGkA/w=="}"#
         );
-        let back = decode(json.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        let back =
+            decode(json.as_bytes(), MetadataLimits::default()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back.body, msg.body);
         assert_eq!(back.header.get("micro-topic"), Some("events"));
+    }
+
+    fn compact(json: &[u8]) -> Option<(Metadata, &[u8])> {
+        let mut reader = MetadataLimits::default().reader(WHAT);
+        match compact_envelope(json, &mut reader) {
+            Compact::Read(body) => Some((reader.finish(), body)),
+            _ => None,
+        }
     }
 
     #[test]
@@ -343,16 +433,18 @@ mod tests {
             b"{\"Header\":{\"A\":\"a\tb\"},\"Body\":\"\"}",
             b"{\"Header\":{\"A\":\"\xff\"},\"Body\":\"\"}",
         ] {
-            let general = serde_json::from_slice::<Envelope<'_>>(json)
+            let general = general_envelope(json, MetadataLimits::default())
                 .ok()
                 .and_then(|e| Some((e.header, base64_body(e.body?.as_bytes()).ok()?)));
-            let compact = compact_envelope(json)
-                .and_then(|(header, body)| Some((header, base64_body(body).ok()?)));
+            let compact =
+                compact(json).and_then(|(header, body)| Some((header, base64_body(body).ok()?)));
             let text = String::from_utf8_lossy(json);
             if compact.is_some() {
                 assert_eq!(compact, general, "{text}");
             }
-            let decoded = decode(json).ok().map(|m| (m.header, m.body));
+            let decoded = decode(json, MetadataLimits::default())
+                .ok()
+                .map(|m| (m.header, m.body));
             assert_eq!(decoded, general, "{text}");
         }
         // What this crate writes takes the compact path.
@@ -363,27 +455,39 @@ mod tests {
             body: Bytes::from_static(b"\x00\x01payload"),
         };
         let json = encode("orders", &msg);
-        let (header, body) = compact_envelope(&json).unwrap_or_else(|| panic!("not compact"));
+        let (header, body) = compact(&json).unwrap_or_else(|| panic!("not compact"));
         assert_eq!(header.get("micro-topic"), Some("orders"));
         assert_eq!(base64_body(body).ok(), Some(msg.body.clone()));
-        assert_eq!(decode(&json).map(|m| m.body).ok(), Some(msg.body));
+        assert_eq!(
+            decode(&json, MetadataLimits::default())
+                .map(|m| m.body)
+                .ok(),
+            Some(msg.body)
+        );
     }
 
     #[test]
     fn decodes_what_go_may_send() {
-        let m = decode(br#"{"Header":null,"Body":null}"#).unwrap_or_else(|e| panic!("{e}"));
-        assert!(m.header.is_empty() && m.body.is_empty());
-        let m = decode(br#"{"header":{"A":"b"},"body":"aGk","Extra":1}"#)
+        let m = decode(br#"{"Header":null,"Body":null}"#, MetadataLimits::default())
             .unwrap_or_else(|e| panic!("{e}"));
+        assert!(m.header.is_empty() && m.body.is_empty());
+        let m = decode(
+            br#"{"header":{"A":"b"},"body":"aGk","Extra":1}"#,
+            MetadataLimits::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(m.header.get("a"), Some("b"));
         assert_eq!(&m.body[..], b"hi");
-        assert!(matches!(decode(b"{"), Err(DecodeError::Json(_))));
         assert!(matches!(
-            decode(br#"{"Header":{"A":1}}"#),
+            decode(b"{", MetadataLimits::default()),
             Err(DecodeError::Json(_))
         ));
         assert!(matches!(
-            decode(br#"{"Body":"***"}"#),
+            decode(br#"{"Header":{"A":1}}"#, MetadataLimits::default()),
+            Err(DecodeError::Json(_))
+        ));
+        assert!(matches!(
+            decode(br#"{"Body":"***"}"#, MetadataLimits::default()),
             Err(DecodeError::Base64(_))
         ));
     }
@@ -397,5 +501,34 @@ mod tests {
         assert_eq!(query_value("id", "id").as_deref(), Some(""));
         assert_eq!(query_value("x=1", "id"), None);
         assert_eq!(query_value("id=%zz", "id"), None);
+    }
+
+    #[test]
+    fn headers_past_the_limits_are_refused_by_both_readers() {
+        let limits = MetadataLimits {
+            max_entries: 100,
+            max_bytes: 64 * 1024,
+        };
+        let keys: Vec<String> = (0..101).map(|i| format!("\"k{i}\":\"v\"")).collect();
+        let compact = format!("{{\"Header\":{{{}}},\"Body\":\"aGk=\"}}", keys.join(","));
+        let spaced = format!(
+            "{{ \"Header\": {{{}}}, \"Body\": \"aGk=\" }}",
+            keys.join(", ")
+        );
+        for json in [compact, spaced] {
+            match decode(json.as_bytes(), limits) {
+                Err(DecodeError::Headers(e)) => {
+                    assert_eq!(e.code, 431);
+                    assert!(e.detail.contains("101"), "{}", e.detail);
+                }
+                other => panic!("expected a header refusal, got {other:?}"),
+            }
+        }
+        let fine = format!(
+            "{{\"Header\":{{{}}},\"Body\":\"aGk=\"}}",
+            keys[..100].join(",")
+        );
+        let m = decode(fine.as_bytes(), limits).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(m.header.len(), 100);
     }
 }

@@ -118,6 +118,7 @@
 //! | `MICRO_KAFKA_KEY` | one fixed record key for every message ([`RecordKey::Fixed`]) |
 //! | `MICRO_KAFKA_INITIAL_OFFSET` | `latest` or `earliest`: where a new queue group starts (`latest`) |
 //! | `MICRO_KAFKA_MAX_REDELIVERIES` | attempts after the first before a message is skipped (5) |
+//! | `MICRO_MAX_HEADERS`, `MICRO_MAX_HEADER_BYTES` | headers and header bytes one received record may carry; a record past them is logged and skipped (512, 64 KiB) |
 //! | `MICRO_KAFKA_OPERATION_TIMEOUT_MS` | connect, metadata, admin and offset requests (10000) |
 //! | `MICRO_KAFKA_PUBLISH_TIMEOUT_MS` | one publish until the cluster has it (30000) |
 //! | `MICRO_KAFKA_SUBSCRIBE_TIMEOUT_MS` | a queue member's wait for its first assignment (30000) |

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use micro_core::{env, Error, Result};
+use micro_core::{env, Error, MetadataLimits, Result};
 
 use crate::ERROR_ID;
 
@@ -128,6 +128,10 @@ pub struct KafkaOptions {
     /// How often a message whose handler failed (or that was nacked with requeue) is handed to
     /// the handler again before it is logged and skipped.
     pub max_redeliveries: u32,
+    /// How many headers, and bytes of them, one received record may carry; a record past them
+    /// is logged and skipped (its offset committed). `MICRO_MAX_HEADERS` (default 512),
+    /// `MICRO_MAX_HEADER_BYTES` (default 64 KiB).
+    pub header_limits: MetadataLimits,
     /// The wait before the first redelivery; it doubles with each further attempt, up to 10 s.
     pub redelivery_backoff: Duration,
     /// How many manually acked deliveries of one subscription may be unsettled before it stops
@@ -165,6 +169,7 @@ impl Default for KafkaOptions {
             key: RecordKey::None,
             initial_offset: InitialOffset::Latest,
             max_redeliveries: 5,
+            header_limits: MetadataLimits::default(),
             redelivery_backoff: Duration::from_millis(100),
             max_unacked: 1000,
             operation_timeout: Duration::from_secs(10),
@@ -391,6 +396,7 @@ impl KafkaOptions {
             o.consumer_config
                 .extend(parse_pairs(CONSUMER_CONFIG_ENV, &v)?);
         }
+        o.header_limits = MetadataLimits::from_vars(|name| vars.get(name).cloned())?;
         Ok(o)
     }
 

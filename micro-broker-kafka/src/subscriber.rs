@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use micro_core::broker::{Acknowledger, Delivery, Handler, Message, SubscribeOptions};
-use micro_core::{BoxFuture, Error, Metadata, Result};
+use micro_core::{BoxFuture, Error, MetadataLimits, Result};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::{KafkaError, KafkaResult};
@@ -782,10 +782,20 @@ impl Runner {
                         break;
                     }
                     let (partition, offset) = (m.partition(), m.offset());
-                    let message = to_message(&m, self.shared.key_header.as_deref());
+                    let message = to_message(
+                        &m,
+                        self.shared.key_header.as_deref(),
+                        self.shared.options.header_limits,
+                    );
                     drop(m);
                     let epoch = self.shared.track(partition, offset);
-                    self.dispatch(message, partition, offset, epoch, 0);
+                    match message {
+                        Ok(message) => self.dispatch(message, partition, offset, epoch, 0),
+                        Err(e) => {
+                            tracing::warn!(topic = %self.shared.topic, partition, offset, error = %e, "skipped a record");
+                            self.skip(partition, offset, epoch);
+                        }
+                    }
                 }
                 Some(Err(e)) => {
                     let fatal = matches!(e, KafkaError::MessageConsumptionFatal(_));
@@ -904,6 +914,14 @@ impl Runner {
         }
     }
 
+    /// Settles a record no handler will see, so the group moves past it.
+    fn skip(&self, partition: i32, offset: i64, epoch: u64) {
+        if let Some(next) = self.shared.settle(partition, offset, epoch) {
+            self.shared
+                .commit(&self.consumer, &[(partition, next)], CommitMode::Async);
+        }
+    }
+
     /// Runs the handler on the subscriber's runtime and waits for it; a panic is a failure.
     fn run_handler(&self, delivery: Delivery) -> Outcome {
         let handler = self.handler.clone();
@@ -927,13 +945,19 @@ impl Runner {
 
 /// A Kafka record as a Micro message: headers as text (invalid UTF-8 replaced, never a
 /// panic), the body as it is, and the key in `key_header` when asked and not already there.
-fn to_message(m: &BorrowedMessage<'_>, key_header: Option<&str>) -> Message {
-    let mut header = Metadata::new();
+/// A record with more headers than `limits` allow is an error, found before any is read.
+fn to_message(
+    m: &BorrowedMessage<'_>,
+    key_header: Option<&str>,
+    limits: MetadataLimits,
+) -> Result<Message> {
+    let mut header = limits.reader("a Kafka record");
     if let Some(hs) = m.headers() {
+        limits.check("a Kafka record", hs.count(), 0)?;
         for i in 0..hs.count() {
             // rdkafka panics on a header name that is not UTF-8; skip such a header.
             match catch_unwind(AssertUnwindSafe(|| hs.try_get(i))) {
-                Ok(Some(h)) => header.insert(h.key.to_string(), text(h.value.unwrap_or_default())),
+                Ok(Some(h)) => header.push(h.key, text(h.value.unwrap_or_default()))?,
                 Ok(None) => {}
                 Err(_) => {
                     tracing::warn!(
@@ -945,15 +969,16 @@ fn to_message(m: &BorrowedMessage<'_>, key_header: Option<&str>) -> Message {
             }
         }
     }
+    let mut header = header.finish();
     if let (Some(name), Some(key)) = (key_header, m.key()) {
         if !header.contains_key(name) {
             header.insert(name.to_string(), text(key));
         }
     }
-    Message {
+    Ok(Message {
         header,
         body: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
-    }
+    })
 }
 
 fn text(bytes: &[u8]) -> String {

@@ -366,6 +366,45 @@ async fn records_from_foreign_producers_are_delivered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_with_a_hundred_thousand_headers_is_skipped_and_the_next_delivered() {
+    let b = common::broker_with(options()).await.expect("broker");
+    let topic = unique("header-flood");
+    let (h, mut rx) = collector();
+    let sub = b
+        .subscribe(&topic, h, SubscribeOptions::default())
+        .await
+        .expect("subscribe (creates the topic)");
+    let raw = raw_producer();
+    let names: Vec<String> = (0..100_000).map(|i| format!("h{i:x}")).collect();
+    let mut flood = OwnedHeaders::new_with_capacity(names.len());
+    for name in &names {
+        flood = flood.insert(Header::<&[u8]> {
+            key: name,
+            value: None,
+        });
+    }
+    // One key, so both records land on one partition and arrive in order.
+    raw.send(
+        FutureRecord::to(&topic)
+            .key("same")
+            .payload("flood")
+            .headers(flood),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("the cluster takes the flood");
+    raw.send(
+        FutureRecord::to(&topic).key("same").payload("normal"),
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("a normal record");
+    let d = next(&mut rx, "the record after the flood").await;
+    assert_eq!(&d.message.body[..], b"normal");
+    sub.unsubscribe().await.expect("unsubscribe");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_message_is_refused_clearly() {
     let b = common::broker_with(options().with_producer_config("message.max.bytes", "10000"))
         .await

@@ -10,11 +10,11 @@ use std::time::Duration;
 use async_nats::{Client, ConnectOptions, ServerAddr, Subject, Subscriber};
 use futures_util::{FutureExt, StreamExt};
 use micro_core::broker::{Delivery, Handler, Message, SubscribeOptions, Subscription};
-use micro_core::{Broker, Error, Result};
+use micro_core::{Broker, Error, MetadataLimits, Result};
 use tokio_util::sync::CancellationToken;
 
 use crate::jetstream::{consumer_name, JetStream, JsLoop};
-use crate::options::{Envelope, NatsOptions};
+use crate::options::NatsOptions;
 use crate::wire::{incoming, outgoing};
 use crate::ERROR_ID;
 
@@ -233,7 +233,7 @@ impl NatsBroker {
         tokio::spawn(core_loop(
             subscriber,
             topic.to_string(),
-            self.inner.opts.envelope,
+            self.inner.opts.header_limits,
             handler,
             token,
         ));
@@ -312,6 +312,7 @@ impl Broker for NatsBroker {
                     client.clone(),
                     js_opts.clone(),
                     self.inner.opts.envelope,
+                    self.inner.opts.header_limits,
                     label.clone(),
                 );
                 if let Err(e) = js.check_enabled().await {
@@ -459,7 +460,7 @@ impl Broker for NatsBroker {
 async fn core_loop(
     mut subscriber: Subscriber,
     topic: String,
-    envelope: Envelope,
+    limits: MetadataLimits,
     handler: Handler,
     token: CancellationToken,
 ) {
@@ -478,11 +479,14 @@ async fn core_loop(
         if token.is_cancelled() {
             break;
         }
-        let delivery = Delivery::new(
-            msg.subject.as_str(),
-            incoming(envelope, msg.headers.as_ref(), msg.payload),
-            None,
-        );
+        let message = match incoming(msg.headers.as_ref(), msg.payload, limits) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(topic = %topic, error = %e, "dropped a message");
+                continue;
+            }
+        };
+        let delivery = Delivery::new(msg.subject.as_str(), message, None);
         if let Err(e) = call_handler(&handler, delivery).await {
             tracing::warn!(topic = %topic, error = %e, "subscriber failed; core NATS does not redeliver");
         }

@@ -17,7 +17,7 @@ use async_nats::jetstream::{self, AckKind};
 use async_nats::Client;
 use futures_util::StreamExt;
 use micro_core::broker::{Acknowledger, Delivery, Handler, Message};
-use micro_core::{BoxFuture, Error, Result};
+use micro_core::{BoxFuture, Error, MetadataLimits, Result};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{call_handler, pause, Backoff};
@@ -37,6 +37,7 @@ pub(crate) struct JetStream {
     ctx: jetstream::Context,
     opts: JetStreamOptions,
     envelope: Envelope,
+    limits: MetadataLimits,
     /// `nats at <servers>`, for errors.
     label: String,
     /// topic -> the stream known to cover it.
@@ -57,6 +58,7 @@ impl JetStream {
         client: Client,
         opts: JetStreamOptions,
         envelope: Envelope,
+        limits: MetadataLimits,
         label: String,
     ) -> Self {
         let ctx = jetstream::ContextBuilder::new()
@@ -67,6 +69,7 @@ impl JetStream {
             ctx,
             opts,
             envelope,
+            limits,
             label,
             streams: Mutex::new(HashMap::new()),
         }
@@ -564,7 +567,17 @@ impl JsLoop {
             settled: AtomicBool::new(false),
             nack_delay: self.js.options().nack_delay,
         });
-        let mut message = incoming(self.js.envelope, msg.headers.as_ref(), msg.payload);
+        let mut message = match incoming(msg.headers.as_ref(), msg.payload, self.js.limits) {
+            Ok(m) => m,
+            Err(e) => {
+                // Redelivering it would only fail again: terminate it.
+                tracing::warn!(topic = %self.topic, error = %e, "dropped a message");
+                if let Err(e) = acker.nack(false).await {
+                    tracing::debug!(error = %e, "terminating a dropped JetStream message");
+                }
+                return;
+            }
+        };
         let header = &mut message.header;
         if header.get(NATS_MSG_ID).is_some() && header.get(NATS_MSG_ID) == header.get("Micro-Id") {
             // Set by publish from Micro-Id; not part of the message as it was published.

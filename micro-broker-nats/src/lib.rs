@@ -42,11 +42,18 @@
 //! # Go Micro's wire layout
 //!
 //! Go Micro's own NATS broker does not use NATS headers: it publishes the JSON
-//! `{"Header":{...},"Body":"<base64>"}`. With [`Envelope::GoMicro`]
-//! (`MICRO_NATS_ENVELOPE=gomicro`) this broker writes and reads that layout, so Rust and Go
-//! Micro services exchange events over the same NATS; payloads that are not such JSON are
-//! still delivered as they came. The default, [`Envelope::Headers`], suits every other NATS
-//! client.
+//! `{"Header":{...},"Body":"<base64>"}`. Subscribers read both layouts with no setting: a
+//! message that carries no NATS headers and whose payload is that JSON is unwrapped (Go Micro
+//! never sets NATS headers; this broker's default layout always does), and any other message
+//! is delivered as it came. What a publisher writes is chosen by [`Envelope`]:
+//! [`Envelope::GoMicro`] (`MICRO_NATS_ENVELOPE=gomicro`) for a fleet whose Go Micro
+//! subscribers must read it, the default [`Envelope::Headers`] for everything else (Go Micro
+//! v4's NATS plugin reads only the JSON layout; every other NATS client reads headers).
+//!
+//! A received message with more than `MICRO_MAX_HEADERS` header entries (default 512) or
+//! `MICRO_MAX_HEADER_BYTES` of them (default 64 KiB), counted over NATS headers and the
+//! envelope alike, is logged and dropped (terminated, under JetStream) and the subscriber goes
+//! on with the next.
 //!
 //! # JetStream: at least once
 //!
@@ -102,7 +109,8 @@
 //! | `MICRO_NATS_TLS_CA` | PEM file of the CA that signed the server's certificate |
 //! | `MICRO_NATS_TLS_CERT`, `MICRO_NATS_TLS_KEY` | PEM client certificate and key |
 //! | `MICRO_NATS_CONNECT_TIMEOUT` | e.g. `5s` (the default), `500ms` |
-//! | `MICRO_NATS_ENVELOPE` | `headers` (default) or `gomicro`: see [Go Micro's wire layout](#go-micros-wire-layout) |
+//! | `MICRO_NATS_ENVELOPE` | `headers` (default) or `gomicro`: the layout published; see [Go Micro's wire layout](#go-micros-wire-layout) |
+//! | `MICRO_MAX_HEADERS`, `MICRO_MAX_HEADER_BYTES` | header entries and bytes one received message may carry (512, 64 KiB) |
 //! | `MICRO_NATS_JETSTREAM` | `1` for JetStream mode; the variables below apply only then |
 //! | `MICRO_NATS_STREAM_PREFIX` | prefix of created streams, `MICRO` |
 //! | `MICRO_NATS_CONSUMER_PREFIX` | prefix of durable consumers, `micro` |

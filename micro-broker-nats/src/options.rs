@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use micro_core::{env, Result};
+use micro_core::{env, MetadataLimits, Result};
 
 use crate::ERROR_ID;
 
@@ -85,6 +85,10 @@ pub struct NatsOptions {
     pub name: String,
     /// How messages are laid out on the wire. Default [`Envelope::Headers`].
     pub envelope: Envelope,
+    /// How many header entries and bytes one received message may carry (NATS headers and a
+    /// Go Micro envelope's `Header` alike); a message past them is logged and dropped.
+    /// `MICRO_MAX_HEADERS` (default 512), `MICRO_MAX_HEADER_BYTES` (default 64 KiB).
+    pub header_limits: MetadataLimits,
     /// JetStream mode (durable, at least once) when set; core NATS (at most once) when `None`,
     /// the default.
     pub jetstream: Option<JetStreamOptions>,
@@ -99,8 +103,8 @@ pub enum Envelope {
     Headers,
     /// Go Micro's NATS broker layout: the payload is the JSON
     /// `{"Header":{...},"Body":"<base64>"}` and no NATS headers are used, so Go Micro services
-    /// on the same NATS exchange events with this one. A received payload that is not such
-    /// JSON is delivered as it came.
+    /// on the same NATS exchange events with this one. This chooses only what is published:
+    /// subscribers read either layout, whatever this says.
     GoMicro,
 }
 
@@ -190,6 +194,7 @@ impl Default for NatsOptions {
             connect_timeout: Duration::from_secs(5),
             name: "micro".into(),
             envelope: Envelope::Headers,
+            header_limits: MetadataLimits::default(),
             jetstream: None,
         }
     }
@@ -280,6 +285,7 @@ impl NatsOptions {
                 _ => return Err(invalid(ENV_ENVELOPE, &v, "`headers` or `gomicro`")),
             };
         }
+        opts.header_limits = MetadataLimits::from_vars(&get)?;
         let jetstream = match get(ENV_JETSTREAM) {
             Some(v) => switch(ENV_JETSTREAM, &v)?,
             None => false,

@@ -6,7 +6,7 @@ use async_nats::header::{HeaderMap, HeaderName, HeaderValue};
 use base64::Engine;
 use bytes::Bytes;
 use micro_core::broker::Message;
-use micro_core::{Error, Metadata, Result};
+use micro_core::{Error, Metadata, MetadataLimits, Result};
 
 use crate::options::Envelope;
 use crate::ERROR_ID;
@@ -31,49 +31,63 @@ pub(crate) fn outgoing(envelope: Envelope, msg: &Message) -> Result<(HeaderMap, 
     }
 }
 
-/// The Micro message in a received NATS message. In [`Envelope::GoMicro`], a payload that is
-/// not Go Micro's JSON is delivered as it came, like in [`Envelope::Headers`].
-pub(crate) fn incoming(envelope: Envelope, headers: Option<&HeaderMap>, payload: Bytes) -> Message {
-    let header = from_nats(headers);
-    if envelope == Envelope::GoMicro {
-        if let Some((inner, body)) = go_micro(&payload) {
-            let mut merged = header;
-            merged.extend_from(&inner);
-            return Message {
-                header: merged,
+/// The Micro message in a received NATS message, whichever [`Envelope`] its publisher used:
+/// a message without NATS headers whose payload is Go Micro's JSON envelope is unwrapped (Go
+/// Micro never sets NATS headers, and Micro in [`Envelope::Headers`] always does); anything
+/// else is delivered as it came. Headers past `limits`, counted over both layers, are an error.
+pub(crate) fn incoming(
+    headers: Option<&HeaderMap>,
+    payload: Bytes,
+    limits: MetadataLimits,
+) -> Result<Message> {
+    let header = from_nats(headers, limits)?;
+    if header.is_empty() {
+        if let Some((inner, body)) = go_micro(&payload, limits)? {
+            return Ok(Message {
+                header: inner,
                 body,
-            };
+            });
         }
     }
-    Message {
+    Ok(Message {
         header,
         body: payload,
-    }
+    })
 }
 
-/// `{"Header":{...},"Body":"<base64>"}`, as Go Micro's NATS broker writes it.
-fn go_micro(payload: &[u8]) -> Option<(Metadata, Bytes)> {
-    let value: serde_json::Value = serde_json::from_slice(payload).ok()?;
-    let object = value.as_object()?;
-    let body = match object.get("Body")? {
-        serde_json::Value::Null => Bytes::new(),
-        serde_json::Value::String(b64) => base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .ok()?
-            .into(),
-        _ => return None,
+/// `{"Header":{...},"Body":"<base64>"}`, as Go Micro's NATS broker writes it; `None` for any
+/// other payload, an error for an envelope whose headers cross `limits`.
+fn go_micro(payload: &[u8], limits: MetadataLimits) -> Result<Option<(Metadata, Bytes)>> {
+    if payload.first() != Some(&b'{') {
+        return Ok(None);
+    }
+    let Ok(serde_json::Value::Object(object)) = serde_json::from_slice(payload) else {
+        return Ok(None);
     };
-    let mut header = Metadata::new();
+    let body = match object.get("Body") {
+        Some(serde_json::Value::Null) => Bytes::new(),
+        Some(serde_json::Value::String(b64)) => {
+            match base64::engine::general_purpose::STANDARD.decode(b64) {
+                Ok(b) => b.into(),
+                Err(_) => return Ok(None),
+            }
+        }
+        _ => return Ok(None),
+    };
+    let mut header = limits.reader("the Go Micro envelope of a NATS message");
     match object.get("Header") {
         None | Some(serde_json::Value::Null) => {}
         Some(serde_json::Value::Object(map)) => {
+            if !map.values().all(serde_json::Value::is_string) {
+                return Ok(None);
+            }
             for (k, v) in map {
-                header.insert(k.to_string(), v.as_str()?);
+                header.push(k.as_str(), v.as_str().unwrap_or_default())?;
             }
         }
-        Some(_) => return None,
+        Some(_) => return Ok(None),
     }
-    Some((header, body))
+    Ok(Some((header.finish(), body)))
 }
 
 /// The headers Micro puts on (nearly) every message: their NATS names are made without
@@ -116,23 +130,49 @@ pub(crate) fn to_nats(meta: &Metadata) -> Result<HeaderMap> {
 }
 
 /// The headers of a received message; none at all is an empty map. A header sent several
-/// times keeps its last value.
-pub(crate) fn from_nats(headers: Option<&HeaderMap>) -> Metadata {
-    let mut meta = Metadata::new();
+/// times keeps its last value (and each value counts against `limits`).
+pub(crate) fn from_nats(headers: Option<&HeaderMap>, limits: MetadataLimits) -> Result<Metadata> {
+    let mut meta = limits.reader("a NATS message");
     if let Some(headers) = headers {
         for (name, values) in headers.iter() {
             let name: &str = name.as_ref();
             for value in values {
-                meta.insert(name.to_string(), value.as_str());
+                meta.push(name, value.as_str())?;
             }
         }
     }
-    meta
+    Ok(meta.finish())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const LIMITS: MetadataLimits = MetadataLimits {
+        max_entries: 512,
+        max_bytes: 64 * 1024,
+    };
+
+    #[test]
+    fn headers_past_the_limits_are_refused_in_either_layout() {
+        let small = MetadataLimits {
+            max_entries: 10,
+            max_bytes: 1024,
+        };
+        let mut headers = HeaderMap::new();
+        for i in 0..11 {
+            headers.insert(format!("K-{i}").as_str(), "v");
+        }
+        let e = incoming(Some(&headers), Bytes::new(), small).expect_err("11 headers");
+        assert_eq!(e.code, 431);
+        let keys: Vec<String> = (0..11).map(|i| format!("\"k{i}\":\"v\"")).collect();
+        let json = format!("{{\"Header\":{{{}}},\"Body\":\"\"}}", keys.join(","));
+        let e = incoming(None, Bytes::from(json), small).expect_err("11 envelope headers");
+        assert!(e.detail.contains("Go Micro envelope"), "{}", e.detail);
+        let json = format!("{{\"Header\":{{{}}},\"Body\":\"\"}}", keys[..10].join(","));
+        let m = incoming(None, Bytes::from(json), small).expect("10 are fine");
+        assert_eq!(m.header.len(), 10);
+    }
 
     #[test]
     fn round_trip() {
@@ -144,8 +184,8 @@ mod tests {
         .into_iter()
         .collect();
         let nats = to_nats(&meta).expect("valid headers");
-        assert_eq!(from_nats(Some(&nats)), meta);
-        assert!(from_nats(None).is_empty());
+        assert_eq!(from_nats(Some(&nats), LIMITS).expect("within limits"), meta);
+        assert!(from_nats(None, LIMITS).expect("none").is_empty());
     }
 
     #[test]
@@ -174,7 +214,7 @@ mod tests {
         let json: serde_json::Value = serde_json::from_slice(&payload).expect("JSON");
         assert_eq!(json["Body"], "AJ+Slg==");
         assert_eq!(json["Header"]["Micro-Topic"], "orders");
-        assert_eq!(incoming(Envelope::GoMicro, None, payload), msg);
+        assert_eq!(incoming(None, payload, LIMITS).expect("within limits"), msg);
     }
 
     #[test]
@@ -183,16 +223,18 @@ mod tests {
         let payload = Bytes::from_static(
             br#"{"Header":{"Content-Type":"application/json","Micro-Id":"9"},"Body":"aGVsbG8="}"#,
         );
-        let msg = incoming(Envelope::GoMicro, None, payload.clone());
+        let msg = incoming(None, payload.clone(), LIMITS).expect("within limits");
         assert_eq!(&msg.body[..], b"hello");
         assert_eq!(msg.header.get("micro-id"), Some("9"));
-        // Without the option, the payload is the body.
-        assert_eq!(
-            incoming(Envelope::Headers, None, payload.clone()).body,
-            payload
-        );
+        // The same payload under NATS headers is a body that happens to be JSON.
+        let mut headers = HeaderMap::new();
+        headers.insert("Micro-Id", "1");
+        let msg = incoming(Some(&headers), payload.clone(), LIMITS).expect("within limits");
+        assert_eq!(msg.body, payload);
+        assert_eq!(msg.header.get("micro-id"), Some("1"));
         let null_body = Bytes::from_static(br#"{"Header":null,"Body":null}"#);
-        assert!(incoming(Envelope::GoMicro, None, null_body).body.is_empty());
+        let msg = incoming(None, null_body, LIMITS).expect("within limits");
+        assert!(msg.body.is_empty());
     }
 
     #[test]
@@ -205,7 +247,7 @@ mod tests {
             b"",
         ] {
             let payload = Bytes::copy_from_slice(raw);
-            let msg = incoming(Envelope::GoMicro, None, payload.clone());
+            let msg = incoming(None, payload.clone(), LIMITS).expect("no headers at all");
             assert_eq!(msg.body, payload);
             assert!(msg.header.is_empty());
         }
@@ -216,6 +258,7 @@ mod tests {
         let mut nats = HeaderMap::new();
         nats.append("X-Seen", "first");
         nats.append("X-Seen", "second");
-        assert_eq!(from_nats(Some(&nats)).get("x-seen"), Some("second"));
+        let meta = from_nats(Some(&nats), LIMITS).expect("within limits");
+        assert_eq!(meta.get("x-seen"), Some("second"));
     }
 }

@@ -463,3 +463,95 @@ async fn go_micro_envelopes_in_both_directions() {
     assert_eq!(&d.message.body[..], GARBAGE);
     sub.unsubscribe().await.expect("unsubscribe");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixed_fleet_reads_both_layouts_without_configuration() {
+    let Some(opts) = common::core_options() else {
+        return;
+    };
+    // One broker on the default layout, one writing Go Micro's: each reads what the other
+    // writes, and what a Go Micro publisher writes.
+    let headers = connected(opts.clone()).await;
+    let go_layout = connected(NatsOptions {
+        envelope: Envelope::GoMicro,
+        ..opts.clone()
+    })
+    .await;
+    let topic = unique("foreign-mixed");
+    let (sub_h, mut on_headers) = subscribe(&headers, &topic).await;
+    let (sub_g, mut on_go) = subscribe(&go_layout, &topic).await;
+    let plain = plain_client(&opts).await;
+    synced(&plain).await;
+
+    let from_go = r#"{"Header":{"Micro-Id":"go-1"},"Body":"Z28="}"#;
+    plain
+        .publish(topic.clone(), from_go.into())
+        .await
+        .expect("publish");
+    for rx in [&mut on_headers, &mut on_go] {
+        let d = next(rx, "Go Micro's layout").await;
+        assert_eq!(&d.message.body[..], b"go");
+        assert_eq!(d.message.header.get("micro-id"), Some("go-1"));
+    }
+    for (from, id) in [(&headers, "h-1"), (&go_layout, "g-1")] {
+        let mut header = Metadata::new();
+        header.insert("Micro-Id", id);
+        from.publish(
+            &topic,
+            Message {
+                header,
+                body: "hi".into(),
+            },
+        )
+        .await
+        .expect("publish");
+        for rx in [&mut on_headers, &mut on_go] {
+            let d = next(rx, id).await;
+            assert_eq!(&d.message.body[..], b"hi");
+            assert_eq!(d.message.header.get("micro-id"), Some(id));
+        }
+    }
+    sub_h.unsubscribe().await.expect("unsubscribe");
+    sub_g.unsubscribe().await.expect("unsubscribe");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_with_a_hundred_thousand_headers_is_dropped_and_the_next_delivered() {
+    let Some(opts) = common::core_options() else {
+        return;
+    };
+    let broker = connected(opts.clone()).await;
+    let topic = unique("foreign-headers");
+    let (sub, mut rx) = subscribe(&broker, &topic).await;
+    let plain = plain_client(&opts).await;
+    let mut witness = plain.subscribe(topic.clone()).await.expect("subscribe");
+    synced(&plain).await;
+
+    // Short distinct names, so the message stays under NATS's 1 MiB default payload limit.
+    let mut flood = HeaderMap::new();
+    for i in 0..100_000u32 {
+        flood.insert(format!("h{i:x}").as_str(), "");
+    }
+    plain
+        .publish_with_headers(topic.clone(), flood, "flood".into())
+        .await
+        .expect("publish");
+    let mut ok = HeaderMap::new();
+    ok.insert("Micro-Id", "after");
+    plain
+        .publish_with_headers(topic.clone(), ok, "normal".into())
+        .await
+        .expect("publish");
+    plain.flush().await.expect("flush");
+    // The server did pass the flood on: a plain client sees all of its headers.
+    let seen = tokio::time::timeout(PATIENCE, witness.next())
+        .await
+        .expect("delivered in time")
+        .expect("subscription open");
+    assert_eq!(seen.headers.map(|h| h.iter().count()), Some(100_000));
+    // Messages arrive in order: the first delivered must be the normal one.
+    let d = next(&mut rx, "the message after the flood").await;
+    assert_eq!(&d.message.body[..], b"normal");
+    assert_eq!(d.message.header.get("micro-id"), Some("after"));
+    sub.unsubscribe().await.expect("unsubscribe");
+}

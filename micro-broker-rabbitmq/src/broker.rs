@@ -845,8 +845,19 @@ impl Inner {
             settled: AtomicBool::new(false),
             label: self.label.clone(),
         });
+        let header = match headers::from_properties(&delivery.properties, self.opts.header_limits) {
+            Ok(h) => h,
+            Err(e) => {
+                // Requeueing it would only fail again.
+                tracing::warn!(broker = %self.label, %topic, error = %e, "dropped a message");
+                if let Err(e) = acker.settle(true, false).await {
+                    tracing::debug!(broker = %self.label, %topic, error = %e.detail, "ack of a dropped message failed");
+                }
+                return;
+            }
+        };
         let message = Message {
-            header: headers::from_properties(&delivery.properties),
+            header,
             body: Bytes::from(delivery.data),
         };
         let d = Delivery::new(

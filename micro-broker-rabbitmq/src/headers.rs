@@ -7,7 +7,7 @@
 
 use lapin::types::{AMQPValue, DecimalValue, FieldTable, LongString, ShortString};
 use lapin::BasicProperties;
-use micro_core::Metadata;
+use micro_core::{Metadata, MetadataLimits, Result};
 
 /// AMQP delivery mode of messages that durable queues keep on disk.
 const PERSISTENT: u8 = 2;
@@ -45,19 +45,21 @@ pub(crate) fn to_properties(
 
 /// The headers of an incoming message. The AMQP `content_type` property becomes `Content-Type`
 /// when no header says it already, so foreign publishers can name their codec the AMQP way.
-pub(crate) fn from_properties(props: &BasicProperties) -> Metadata {
-    let mut md = Metadata::new();
+/// More headers than `limits` allow is an error.
+pub(crate) fn from_properties(props: &BasicProperties, limits: MetadataLimits) -> Result<Metadata> {
+    let mut md = limits.reader("a RabbitMQ message");
     if let Some(table) = props.headers() {
         for (key, value) in table {
-            md.insert(key.to_string(), text(value));
+            md.push(key.as_str(), text(value))?;
         }
     }
+    let mut md = md.finish();
     if !md.contains_key("Content-Type") {
         if let Some(ct) = props.content_type() {
             md.insert("Content-Type", ct.as_str());
         }
     }
-    md
+    Ok(md)
 }
 
 fn short(s: &str) -> Option<ShortString> {
@@ -159,7 +161,10 @@ mod tests {
             Some("application/json")
         );
         assert_eq!(props.delivery_mode(), &Some(2));
-        assert_eq!(from_properties(&props), md);
+        assert_eq!(
+            from_properties(&props, MetadataLimits::default()).expect("within limits"),
+            md
+        );
     }
 
     #[test]
@@ -220,11 +225,29 @@ mod tests {
         let props = BasicProperties::default()
             .with_headers(table)
             .with_content_type("text/plain".into());
-        let md = from_properties(&props);
+        let md = from_properties(&props, MetadataLimits::default()).expect("within limits");
         for (k, _, want) in &cases {
             assert_eq!(md.get(k), Some(*want), "header {k}");
         }
         assert_eq!(md.get("content-type"), Some("text/plain"));
-        assert!(from_properties(&BasicProperties::default()).is_empty());
+        assert!(
+            from_properties(&BasicProperties::default(), MetadataLimits::default())
+                .expect("no headers")
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn more_headers_than_the_limits_allow_are_refused() {
+        let mut table = FieldTable::default();
+        for i in 0..600 {
+            table.insert(
+                ShortString::from(format!("h{i}")),
+                AMQPValue::LongString("v".into()),
+            );
+        }
+        let props = BasicProperties::default().with_headers(table);
+        let e = from_properties(&props, MetadataLimits::default()).expect_err("600 headers");
+        assert_eq!(e.code, 431);
     }
 }

@@ -73,6 +73,7 @@
 //! | `MICRO_RABBITMQ_RECONNECT_MIN`, `MICRO_RABBITMQ_RECONNECT_MAX` | reconnect backoff, `100ms` doubling to `5s` |
 //! | `MICRO_RABBITMQ_REQUEUE_DELAY` | pause before a failed message is requeued, `50ms` |
 //! | `MICRO_RABBITMQ_MAX_MESSAGE_SIZE` | largest body in bytes, `16777216` |
+//! | `MICRO_MAX_HEADERS`, `MICRO_MAX_HEADER_BYTES` | headers and header bytes one received message may carry; past them it is logged and dropped (512, 64 KiB) |
 //! | `MICRO_RABBITMQ_TLS_CA` | PEM file of the CA of RabbitMQ's certificate, for `amqps://` (the system's roots otherwise) |
 //!
 //! TLS is rustls (on ring); client certificates are not supported yet.

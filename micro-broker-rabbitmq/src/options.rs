@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use micro_core::{env, Result};
+use micro_core::{env, MetadataLimits, Result};
 
 use crate::ERROR_ID;
 
@@ -98,6 +98,10 @@ pub struct RabbitOptions {
     pub requeue_delay: Duration,
     /// The largest body publish accepts; larger ones fail with a 413 before reaching RabbitMQ.
     pub max_message_size: usize,
+    /// How many headers, and bytes of them, one received message may carry; a message past
+    /// them is logged and dropped (acked, so it does not come back). `MICRO_MAX_HEADERS`
+    /// (default 512), `MICRO_MAX_HEADER_BYTES` (default 64 KiB).
+    pub header_limits: MetadataLimits,
     /// A PEM file of the CA that signed RabbitMQ's certificate, for `amqps://` URLs; without it
     /// the system's roots are trusted.
     pub tls_ca_file: Option<PathBuf>,
@@ -120,6 +124,7 @@ impl Default for RabbitOptions {
             reconnect_max: Duration::from_secs(5),
             requeue_delay: Duration::from_millis(50),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            header_limits: MetadataLimits::default(),
             tls_ca_file: None,
         }
     }
@@ -249,6 +254,7 @@ impl RabbitOptions {
                 .map_err(|_| invalid(MAX_MESSAGE_SIZE_ENV, &v, "a number of bytes"))?;
         }
         o.tls_ca_file = get(TLS_CA_ENV).map(PathBuf::from);
+        o.header_limits = MetadataLimits::from_vars(&lookup)?;
         Ok(o)
     }
 

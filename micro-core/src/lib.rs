@@ -9,7 +9,8 @@
 //! - [`codec`]: how typed messages become bytes, chosen by `Content-Type` ([`Codec`]).
 //! - [`broker`]: asynchronous publish/subscribe ([`Broker`]).
 //! - [`rpc`]: the untyped request, response and stream seen by [`Client`] and [`Server`].
-//! - [`Error`] and [`Metadata`]: Go Micro's error model and the case-insensitive header map.
+//! - [`Error`] and [`Metadata`]: Go Micro's error model and the case-insensitive header map,
+//!   with [`MetadataLimits`] bounding what a peer may send.
 //! - [`env`]: how durations, sizes and switches are written in `MICRO_*` variables, and the error
 //!   for one that does not read.
 //!
@@ -23,7 +24,7 @@ pub mod codec;
 pub mod env;
 mod error;
 pub mod headers;
-mod metadata;
+pub mod metadata;
 pub mod registry;
 pub mod rpc;
 pub mod selector;
@@ -32,7 +33,7 @@ pub mod transport;
 pub use broker::Broker;
 pub use codec::{Codec, Message};
 pub use error::{status_text, Error, GrpcCode};
-pub use metadata::Metadata;
+pub use metadata::{Metadata, MetadataLimits};
 pub use registry::{Endpoint, Node, Registry, Service, Value};
 pub use rpc::{Client, Server};
 pub use selector::Selector;

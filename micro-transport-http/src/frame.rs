@@ -59,6 +59,7 @@ pub(crate) struct FrameReader {
     // When the frame under way must be complete.
     deadline: Option<Instant>,
     max_header: usize,
+    max_headers: usize,
     max_body: usize,
     frame_timeout: Duration,
     peer: String,
@@ -73,6 +74,7 @@ impl FrameReader {
             broken: None,
             deadline: None,
             max_header: opts.max_header_bytes,
+            max_headers: opts.max_headers,
             max_body: opts.max_body_bytes,
             frame_timeout: opts.body_read_timeout,
             peer,
@@ -171,6 +173,19 @@ impl FrameReader {
                 self.peer
             ))
         })?;
+        // Parsing that was bounded by the header's size; the count is bounded here.
+        if header.len() > self.max_headers {
+            return Err(Error::new(
+                micro_core::metadata::TOO_MANY_HEADERS,
+                micro_core::metadata::HEADERS_TOO_LARGE,
+                format!(
+                    "a stream message from {} carries {} header entries, more than the {} allowed (MICRO_MAX_HEADERS)",
+                    self.peer,
+                    header.len(),
+                    self.max_headers
+                ),
+            ));
+        }
         Ok(Some(Message {
             header: header.into_iter().collect(),
             body,

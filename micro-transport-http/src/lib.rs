@@ -62,6 +62,7 @@
 //! | option | env | default |
 //! |---|---|---|
 //! | `max_header_bytes`: request/response head, stream frame header | `MICRO_HTTP_MAX_HEADER_BYTES` | 64 KiB |
+//! | `max_headers`: entries of a request head (HTTP/1) or of a stream frame header | `MICRO_MAX_HEADERS` | 512 |
 //! | `max_body_bytes`: unary body, stream frame body | `MICRO_HTTP_MAX_BODY` | 4 MiB |
 //! | `idle_timeout`: connection without requests; a request head must arrive within it too | `MICRO_HTTP_IDLE_TIMEOUT` | 90 s |
 //! | `body_read_timeout`: unary body, or the rest of a started stream frame | `MICRO_HTTP_BODY_TIMEOUT` | 30 s |

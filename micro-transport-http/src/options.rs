@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use micro_core::env::{self, parse_size};
-use micro_core::Result;
+use micro_core::{MetadataLimits, Result};
 
 use crate::{TlsOptions, ID};
 
@@ -21,6 +21,11 @@ pub struct HttpOptions {
     /// the HTTP/2 header list; also the largest header of a stream frame.
     /// `MICRO_HTTP_MAX_HEADER_BYTES`, default 64 KiB.
     pub max_header_bytes: usize,
+    /// The most header entries of one request head (HTTP/1; HTTP/2 heads are bounded by
+    /// [`max_header_bytes`](Self::max_header_bytes)) or one stream frame; more is refused (431
+    /// on a request head, a 431 Micro error ending the stream for a frame).
+    /// `MICRO_MAX_HEADERS`, default 512.
+    pub max_headers: usize,
     /// The largest unary request or reply body, and the largest body of one stream frame.
     /// `MICRO_HTTP_MAX_BODY`, default 4 MiB.
     pub max_body_bytes: usize,
@@ -51,6 +56,7 @@ impl Default for HttpOptions {
     fn default() -> Self {
         HttpOptions {
             max_header_bytes: 64 * KIB,
+            max_headers: MetadataLimits::default().max_entries,
             max_body_bytes: 4 * MIB,
             idle_timeout: Duration::from_secs(90),
             body_read_timeout: Duration::from_secs(30),
@@ -85,6 +91,7 @@ impl HttpOptions {
             Ok(())
         };
         size("MICRO_HTTP_MAX_HEADER_BYTES", &mut o.max_header_bytes)?;
+        o.max_headers = MetadataLimits::from_vars(&var)?.max_entries;
         size("MICRO_HTTP_MAX_BODY", &mut o.max_body_bytes)?;
         size("MICRO_HTTP_POOL_MAX_IDLE", &mut o.pool_max_idle_per_host)?;
         let duration = |name: &str, into: &mut Duration| -> Result<()> {

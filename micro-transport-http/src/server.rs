@@ -200,6 +200,7 @@ fn builder(opts: &HttpOptions) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .header_read_timeout(opts.idle_timeout)
         .max_buf_size(opts.max_header_bytes.max(8192))
+        .max_headers(opts.max_headers)
         .title_case_headers(true)
         .keep_alive(true);
     builder

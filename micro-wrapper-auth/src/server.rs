@@ -134,17 +134,10 @@ pub struct Authenticated<S> {
 
 /// Removes every `Micro-Auth-*` entry, so that only the layer sets them.
 fn strip_auth_entries(metadata: &mut Metadata) {
-    let forged: Vec<String> = metadata
-        .iter()
-        .filter(|(k, _)| {
-            k.get(..PREFIX.len())
-                .is_some_and(|head| head.eq_ignore_ascii_case(PREFIX))
-        })
-        .map(|(k, _)| k.to_string())
-        .collect();
-    for key in forged {
-        metadata.remove(&key);
-    }
+    metadata.retain(|k, _| {
+        !k.get(..PREFIX.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(PREFIX))
+    });
 }
 
 impl<S> Service<ServerCall> for Authenticated<S>
