@@ -6,9 +6,32 @@
 //! 127.0.0.0/8 address, and nothing from elsewhere is read: the multicast group is joined on
 //! `lo` only, outgoing multicast is pinned to `lo`, and packets from or to other addresses are
 //! dropped here as a last guard.
+//!
+//! # Packets from 0.0.0.0
+//!
+//! A socket bound to `0.0.0.0` that multicasts out of `lo` without naming a source address
+//! (Go Micro's: it picks the interface by index, or leaves it to the route) sends with the
+//! source 0.0.0.0 when the host has no address but 127.0.0.1: Linux does not choose the
+//! host-scoped 127.0.0.1 for a link-scoped multicast destination. (When another interface has
+//! an address, Linux takes that one instead; with `IP_MULTICAST_IF 127.0.0.1` it takes
+//! 127.0.0.1.) Such queries and announcements come from this host, but a source of 0.0.0.0
+//! says nothing about where a packet came from: the kernel also accepts it from the LAN, in a
+//! limited broadcast (255.255.255.255) or a 224.0.0.x multicast. The listener on
+//! `0.0.0.0:<port>` receives broadcasts, so it cannot tell.
+//!
+//! In loopback mode a second socket, the group listener, takes these packets. It is bound to
+//! `224.0.0.251:<port>`, so it receives only datagrams addressed to the group (no unicast, no
+//! broadcast), and it is a member of the group on `lo` alone with `IP_MULTICAST_ALL` off, so
+//! Linux hands it only the group's datagrams that arrived on `lo`. Packets on `lo` are made
+//! on this host. The group listener handles the packets with an unspecified source and
+//! nothing else; the shared listener handles those from 127.0.0.0/8, so each packet is
+//! handled once. The registry answers such a querier at 127.0.0.1 on its port, which reaches
+//! a socket bound to `0.0.0.0:<port>`. The group listener exists on Linux only, where the
+//! membership filter is known; elsewhere packets from 0.0.0.0 are dropped as before. The
+//! registry's sockets are IPv4, so `::` never shows up as a source.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use micro_core::Error;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -32,12 +55,34 @@ pub(crate) struct Link {
     pub(crate) socket: UdpSocket,
 }
 
+/// Which of the registry's sockets a packet was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Via {
+    /// The shared listener on `0.0.0.0:<port>`.
+    Listener,
+    /// The group listener on `224.0.0.251:<port>` (loopback mode, Linux): only the group's
+    /// datagrams that arrived on `lo`.
+    Group,
+    /// The sending socket of the link with this index (unicast answers to its queries).
+    Link(usize),
+}
+
+impl Via {
+    /// Whether queries read here are answered (the links only get answers).
+    pub(crate) fn answers_queries(self) -> bool {
+        matches!(self, Via::Listener | Via::Group)
+    }
+}
+
 /// The registry's sockets.
 #[derive(Debug)]
 pub(crate) struct Net {
     /// Bound to `0.0.0.0:<port>`, member of the group on every link: receives queries and
     /// multicast answers, and sends unicast answers (from the mDNS port, as RFC 6762 wants).
     pub(crate) listener: UdpSocket,
+    /// In loopback mode on Linux: bound to `224.0.0.251:<port>`, member of the group on `lo`
+    /// only, for the packets with source 0.0.0.0 (see the module documentation).
+    pub(crate) group_listener: Option<UdpSocket>,
     pub(crate) links: Vec<Link>,
     pub(crate) group: SocketAddr,
     loopback_only: bool,
@@ -94,6 +139,23 @@ impl Net {
         let tokio_socket = |s: Socket| UdpSocket::from_std(s.into());
         let listener =
             tokio_socket(listener).map_err(|e| Error::internal(ERROR_ID, format!("mdns: {e}")))?;
+        let group_listener = if loopback_only {
+            // Without it the registry still works with peers that send from 127.0.0.1; only
+            // sockets that send from 0.0.0.0 (Go Micro's) go unheard, so this is no failure.
+            match group_listener(opts.port).and_then(|s| s.map(tokio_socket).transpose()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(
+                        "mdns: cannot listen on {GROUP}:{} via lo, so packets from 0.0.0.0 \
+                         (Go Micro's) are not heard: {e}",
+                        opts.port
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let links = links
             .into_iter()
             .map(|(name, addr, s)| {
@@ -104,6 +166,7 @@ impl Net {
             .collect::<Result<_, _>>()?;
         Ok(Net {
             listener,
+            group_listener,
             links,
             group: SocketAddr::V4(SocketAddrV4::new(GROUP, opts.port)),
             loopback_only,
@@ -113,7 +176,12 @@ impl Net {
     /// Whether packets from or to `addr` are allowed: on loopback only 127.0.0.0/8 (and the
     /// group).
     pub(crate) fn allowed(&self, addr: &SocketAddr) -> bool {
-        !self.loopback_only || addr.ip().is_loopback() || *addr == self.group
+        allowed(self.loopback_only, self.group, addr)
+    }
+
+    /// Whether a packet from `from`, read from `via`, is handled.
+    pub(crate) fn admits(&self, from: &SocketAddr, via: Via) -> bool {
+        admits(self.loopback_only, self.group, from, via)
     }
 
     /// Sends `packet` to the group on every link; fails only when no link could send it.
@@ -140,8 +208,10 @@ impl Net {
         }
     }
 
-    /// Sends `packet` to one querier, from the mDNS port.
+    /// Sends `packet` to one querier, from the mDNS port. A querier seen as `0.0.0.0:<port>`
+    /// is on this host and is answered at 127.0.0.1.
     pub(crate) async fn unicast(&self, packet: &[u8], to: SocketAddr) {
+        let to = reply_address(to);
         if !self.allowed(&to) {
             tracing::warn!(%to, "mdns: not answering a non-loopback address in loopback mode");
             return;
@@ -161,6 +231,35 @@ impl Net {
             "mdns: cannot send to {} via {} ({}): {e}{hint}",
             self.group, link.name, link.addr
         )
+    }
+}
+
+fn allowed(loopback_only: bool, group: SocketAddr, addr: &SocketAddr) -> bool {
+    !loopback_only || addr.ip().is_loopback() || *addr == group
+}
+
+/// The packets each socket handles. The group listener exists in loopback mode only and
+/// receives only the group's datagrams that arrived on `lo` (see the module documentation):
+/// it takes those with an unspecified source, which the other sockets refuse in loopback
+/// mode, and leaves the rest to the shared listener, which receives them too.
+fn admits(loopback_only: bool, group: SocketAddr, from: &SocketAddr, via: Via) -> bool {
+    match via {
+        Via::Group => from.ip().is_unspecified(),
+        Via::Listener | Via::Link(_) => allowed(loopback_only, group, from),
+    }
+}
+
+/// Where a unicast answer to a querier seen as `from` goes: an unspecified source becomes
+/// the loopback address, where a socket bound to the unspecified address receives it.
+pub(crate) fn reply_address(from: SocketAddr) -> SocketAddr {
+    match from {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => {
+            SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, a.port()))
+        }
+        SocketAddr::V6(a) if a.ip().is_unspecified() => {
+            SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::LOCALHOST, a.port(), 0, 0))
+        }
+        other => other,
     }
 }
 
@@ -221,6 +320,28 @@ fn listener(port: u16) -> io::Result<Socket> {
     Ok(s)
 }
 
+/// The group listener: bound to `224.0.0.251:<port>` so that it receives only datagrams sent
+/// to the group, and a member of the group on `lo` only, with IP_MULTICAST_ALL off, so that
+/// Linux delivers to it only the group's datagrams that arrived on `lo`. It never sends.
+#[cfg(target_os = "linux")]
+fn group_listener(port: u16) -> io::Result<Option<Socket>> {
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_multicast_all_v4(false)?;
+    s.set_nonblocking(true)?;
+    s.bind(&SocketAddrV4::new(GROUP, port).into())?;
+    s.join_multicast_v4(&GROUP, &Ipv4Addr::LOCALHOST)?;
+    Ok(Some(s))
+}
+
+/// Elsewhere the membership filter is not known to be per interface: no group listener, and
+/// packets from 0.0.0.0 stay refused.
+#[cfg(not(target_os = "linux"))]
+fn group_listener(_port: u16) -> io::Result<Option<Socket>> {
+    Ok(None)
+}
+
 /// A socket that sends to the group through the interface with address `addr` only, bound to
 /// that address so that answers to its queries come back to it alone.
 fn sender(addr: Ipv4Addr) -> io::Result<Socket> {
@@ -232,4 +353,63 @@ fn sender(addr: Ipv4Addr) -> io::Result<Socket> {
     // RFC 6762 asks for 255; the group is link-local, routers never forward it.
     s.set_multicast_ttl_v4(255)?;
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4(a: [u8; 4], port: u16) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::from(a), port))
+    }
+
+    #[test]
+    fn loopback_mode_takes_unspecified_sources_on_the_group_listener_only() {
+        let group = v4([224, 0, 0, 251], 5353);
+        let unspecified = v4([0, 0, 0, 0], 40000);
+        let local = v4([127, 0, 0, 1], 40000);
+        let lan = v4([192, 0, 2, 7], 40000);
+        for via in [Via::Listener, Via::Link(0)] {
+            assert!(admits(true, group, &local, via));
+            assert!(!admits(true, group, &unspecified, via), "{via:?}");
+            assert!(!admits(true, group, &lan, via), "{via:?}");
+        }
+        // Exactly one socket handles each packet the group listener also receives.
+        assert!(admits(true, group, &unspecified, Via::Group));
+        assert!(!admits(true, group, &local, Via::Group));
+        assert!(!admits(true, group, &lan, Via::Group));
+        let v6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, 40000));
+        assert!(!admits(true, group, &v6, Via::Listener));
+        // Other modes refuse nothing on the usual sockets.
+        assert!(admits(false, group, &lan, Via::Listener));
+        assert!(admits(false, group, &unspecified, Via::Listener));
+    }
+
+    #[test]
+    fn unspecified_queriers_are_answered_at_loopback() {
+        assert_eq!(
+            reply_address(v4([0, 0, 0, 0], 40001)),
+            v4([127, 0, 0, 1], 40001)
+        );
+        assert_eq!(
+            reply_address(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 40002))),
+            SocketAddr::from((Ipv6Addr::LOCALHOST, 40002))
+        );
+        assert_eq!(
+            reply_address(v4([127, 0, 0, 9], 40003)),
+            v4([127, 0, 0, 9], 40003)
+        );
+        assert_eq!(
+            reply_address(v4([192, 0, 2, 7], 40004)),
+            v4([192, 0, 2, 7], 40004)
+        );
+        // The loopback answer passes the loopback guard; 0.0.0.0 itself would not.
+        let group = v4([224, 0, 0, 251], 5353);
+        assert!(allowed(
+            true,
+            group,
+            &reply_address(v4([0, 0, 0, 0], 40005))
+        ));
+        assert!(!allowed(true, group, &v4([0, 0, 0, 0], 40005)));
+    }
 }

@@ -12,7 +12,7 @@ use micro_core::{Error, Registry, Result, Service};
 use tokio::sync::{broadcast, mpsc, watch, Mutex};
 use tokio::time::Instant;
 
-use crate::net::Net;
+use crate::net::{Net, Via};
 use crate::options::MdnsOptions;
 use crate::records::{self, Answers, Message, Record, Zone, MAX_PACKET, RECORD_TTL};
 use crate::txt::{self, TxtRecord};
@@ -75,9 +75,12 @@ impl MdnsRegistry {
             generation: AtomicU64::new(1),
             stop,
         });
-        runtime.spawn(receive(inner.clone(), None));
+        runtime.spawn(receive(inner.clone(), Via::Listener));
+        if inner.net.group_listener.is_some() {
+            runtime.spawn(receive(inner.clone(), Via::Group));
+        }
         for i in 0..inner.net.links.len() {
-            runtime.spawn(receive(inner.clone(), Some(i)));
+            runtime.spawn(receive(inner.clone(), Via::Link(i)));
         }
         runtime.spawn(reap(inner.clone()));
         tracing::debug!(
@@ -430,9 +433,12 @@ impl Inner {
         Ok(answers)
     }
 
-    async fn handle(&self, bytes: &[u8], from: SocketAddr, on_listener: bool) {
-        if !self.net.allowed(&from) {
-            tracing::debug!(%from, "mdns: ignoring a packet from outside loopback");
+    async fn handle(&self, bytes: &[u8], from: SocketAddr, via: Via) {
+        if !self.net.admits(&from, via) {
+            // The group listener also receives every packet the shared listener handles.
+            if via != Via::Group {
+                tracing::debug!(%from, "mdns: ignoring a packet from outside loopback");
+            }
             return;
         }
         let msg = match records::parse(bytes) {
@@ -447,16 +453,19 @@ impl Inner {
                 // Nobody listening is fine.
                 let _ = self.answers.send(Arc::from(msg.records));
             }
-        } else if on_listener {
+        } else if via.answers_queries() {
             self.answer(&msg, from).await;
         }
     }
 
     /// Answers a query for what this process publishes: unicast to the querier when it asks
     /// so or is not an mDNS responder itself (source port other than the group's, as Go
-    /// Micro's lookups are), else to the group.
+    /// Micro's lookups are), else to the group. A querier seen as 0.0.0.0 is answered at
+    /// 127.0.0.1 (see `net`), except on the group's port: there, one of the several sockets
+    /// sharing the port would get it, maybe not the querier's, so the group is answered.
     async fn answer(&self, msg: &Message, from: SocketAddr) {
-        let unicast = from.port() != self.opts.port || msg.questions.iter().any(|q| q.unicast);
+        let unicast = from.port() != self.opts.port
+            || (!from.ip().is_unspecified() && msg.questions.iter().any(|q| q.unicast));
         let list_name = self.zone.list().to_ascii_lowercase();
         let enum_name = self.zone.enumeration().to_ascii_lowercase();
         let now = Instant::now();
@@ -504,13 +513,17 @@ impl Inner {
     }
 }
 
-/// Reads one socket until the registry closes: the listener (`None`) or a link's socket.
-async fn receive(inner: Arc<Inner>, link: Option<usize>) {
+/// Reads one socket until the registry closes.
+async fn receive(inner: Arc<Inner>, via: Via) {
     let mut stop = inner.stop.subscribe();
     let mut buf = vec![0u8; MAX_PACKET];
-    let socket = match link {
-        None => &inner.net.listener,
-        Some(i) => match inner.net.links.get(i) {
+    let socket = match via {
+        Via::Listener => &inner.net.listener,
+        Via::Group => match &inner.net.group_listener {
+            Some(s) => s,
+            None => return,
+        },
+        Via::Link(i) => match inner.net.links.get(i) {
             Some(l) => &l.socket,
             None => return,
         },
@@ -521,7 +534,7 @@ async fn receive(inner: Arc<Inner>, link: Option<usize>) {
             r = socket.recv_from(&mut buf) => r,
         };
         match received {
-            Ok((n, from)) => inner.handle(&buf[..n], from, link.is_none()).await,
+            Ok((n, from)) => inner.handle(&buf[..n], from, via).await,
             Err(e) => {
                 tracing::warn!("mdns: receive failed: {e}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
