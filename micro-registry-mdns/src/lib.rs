@@ -32,27 +32,26 @@
 //! they meet ours there. When the group cannot be joined or reached, [`MdnsRegistry::new`]
 //! and lookups fail with an error that names the interface and repeats these commands.
 //!
-//! # Go Micro on loopback: packets from 0.0.0.0
+//! # Go Micro on loopback: packets from 0.0.0.0 (or another interface's address)
 //!
 //! Go Micro's mDNS sockets are bound to `0.0.0.0` and choose the multicast interface by index
 //! (or leave it to the route), so Linux picks their source address. On `lo` it will not pick
-//! the host-scoped 127.0.0.1 for a multicast destination, and on a host with no other
-//! address their queries and announcements carry the source **0.0.0.0**. (With another
-//! interface up, Linux takes that interface's address instead, e.g. 192.0.2.2; a socket
-//! that sets `IP_MULTICAST_IF 127.0.0.1`, as ours do, sends from 127.0.0.1.)
+//! the host-scoped 127.0.0.1 for a multicast destination: on a host with no other address
+//! their queries and announcements carry the source **0.0.0.0**, and with another interface
+//! up they carry that interface's address (192.0.2.2, say). A socket that sets
+//! `IP_MULTICAST_IF 127.0.0.1`, as ours do, sends from 127.0.0.1.
 //!
-//! In loopback mode the registry accepts, besides 127.0.0.0/8, packets whose source is
-//! 0.0.0.0, and only when they were sent to the group and arrived on `lo`. The source alone
-//! would not prove that (Linux also takes 0.0.0.0 from the LAN in a limited broadcast or a
-//! 224.0.0.x multicast), so on Linux a second socket, bound to `224.0.0.251:<port>` and a
-//! member of the group on `lo` only (IP_MULTICAST_ALL off), is the only one that handles
-//! them: the kernel delivers to it nothing but the group's datagrams that came through `lo`,
-//! and what comes through `lo` was sent by this host. Such a querier is answered by unicast
-//! at 127.0.0.1 on its port, which reaches its socket bound to `0.0.0.0:<port>` (at the
-//! group when it asks from the mDNS port itself). Every other source outside 127.0.0.0/8
-//! (including a local interface's address such as 192.0.2.2) is still dropped, no reply goes
-//! to anything but loopback or the group through `lo`, and parsing is unchanged. On other
-//! systems packets from 0.0.0.0 are dropped.
+//! In loopback mode the registry accepts, besides 127.0.0.0/8, packets with such a source
+//! only when they were sent to the group and arrived on `lo`. The source alone would not
+//! prove that (Linux also takes 0.0.0.0 from the LAN in a limited broadcast or a 224.0.0.x
+//! multicast), so on Linux a second socket, bound to `224.0.0.251:<port>` and a member of the
+//! group on `lo` only (IP_MULTICAST_ALL off), is the only one that handles them: the kernel
+//! delivers to it nothing but the group's datagrams that came through `lo`, and what comes
+//! through `lo` was sent by this host. Such a querier is answered by unicast at 127.0.0.1 on
+//! its port, which reaches its socket bound to `0.0.0.0:<port>` (at the group when it asks
+//! from the mDNS port itself). A packet from a non-loopback source that arrives any other way
+//! is dropped, no reply goes to anything but loopback or the group through `lo`, and parsing
+//! is unchanged. On other systems only 127.0.0.0/8 is heard.
 //!
 //! # Wire format (Go Micro's)
 //!

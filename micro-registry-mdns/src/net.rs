@@ -23,10 +23,13 @@
 //! `224.0.0.251:<port>`, so it receives only datagrams addressed to the group (no unicast, no
 //! broadcast), and it is a member of the group on `lo` alone with `IP_MULTICAST_ALL` off, so
 //! Linux hands it only the group's datagrams that arrived on `lo`. Packets on `lo` are made
-//! on this host. The group listener handles the packets with an unspecified source and
-//! nothing else; the shared listener handles those from 127.0.0.0/8, so each packet is
-//! handled once. The registry answers such a querier at 127.0.0.1 on its port, which reaches
-//! a socket bound to `0.0.0.0:<port>`. The group listener exists on Linux only, where the
+//! on this host, whatever source address they carry: 0.0.0.0, or the address of another
+//! interface, which Linux picks for such a socket when the host has one (seen here: a
+//! socket pinned to `lo` by index sent from the address of `eth0`). The group listener
+//! handles every packet the shared listener refuses, and nothing else; the shared listener
+//! handles those from 127.0.0.0/8, so each packet is handled once. The registry answers such
+//! a querier at 127.0.0.1 on its port, which reaches a socket bound to `0.0.0.0:<port>`, so no
+//! answer ever leaves `lo`. The group listener exists on Linux only, where the
 //! membership filter is known; elsewhere packets from 0.0.0.0 are dropped as before. The
 //! registry's sockets are IPv4, so `::` never shows up as a source.
 
@@ -240,11 +243,11 @@ fn allowed(loopback_only: bool, group: SocketAddr, addr: &SocketAddr) -> bool {
 
 /// The packets each socket handles. The group listener exists in loopback mode only and
 /// receives only the group's datagrams that arrived on `lo` (see the module documentation):
-/// it takes those with an unspecified source, which the other sockets refuse in loopback
-/// mode, and leaves the rest to the shared listener, which receives them too.
+/// it takes those whose source the other sockets refuse in loopback mode (0.0.0.0, another
+/// interface's address), and leaves the rest to the shared listener, which receives them too.
 fn admits(loopback_only: bool, group: SocketAddr, from: &SocketAddr, via: Via) -> bool {
     match via {
-        Via::Group => from.ip().is_unspecified(),
+        Via::Group => loopback_only && !allowed(loopback_only, group, from),
         Via::Listener | Via::Link(_) => allowed(loopback_only, group, from),
     }
 }
@@ -364,7 +367,7 @@ mod tests {
     }
 
     #[test]
-    fn loopback_mode_takes_unspecified_sources_on_the_group_listener_only() {
+    fn loopback_mode_takes_other_sources_on_the_group_listener_only() {
         let group = v4([224, 0, 0, 251], 5353);
         let unspecified = v4([0, 0, 0, 0], 40000);
         let local = v4([127, 0, 0, 1], 40000);
@@ -377,7 +380,9 @@ mod tests {
         // Exactly one socket handles each packet the group listener also receives.
         assert!(admits(true, group, &unspecified, Via::Group));
         assert!(!admits(true, group, &local, Via::Group));
-        assert!(!admits(true, group, &lan, Via::Group));
+        // What arrived on lo with another interface's address came from this host too.
+        assert!(admits(true, group, &lan, Via::Group));
+        assert!(!admits(false, group, &lan, Via::Group));
         let v6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, 40000));
         assert!(!admits(true, group, &v6, Via::Listener));
         // Other modes refuse nothing on the usual sockets.

@@ -441,6 +441,12 @@ impl Inner {
             }
             return;
         }
+        // What the group listener admits arrived on lo, whatever its source says: the sender
+        // is on this host, reachable at 127.0.0.1 on its port (see `net`).
+        let from = match via {
+            Via::Group => SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, from.port())),
+            _ => from,
+        };
         let msg = match records::parse(bytes) {
             Ok(m) => m,
             Err(e) => {
@@ -454,18 +460,18 @@ impl Inner {
                 let _ = self.answers.send(Arc::from(msg.records));
             }
         } else if via.answers_queries() {
-            self.answer(&msg, from).await;
+            self.answer(&msg, from, via).await;
         }
     }
 
     /// Answers a query for what this process publishes: unicast to the querier when it asks
     /// so or is not an mDNS responder itself (source port other than the group's, as Go
-    /// Micro's lookups are), else to the group. A querier seen as 0.0.0.0 is answered at
-    /// 127.0.0.1 (see `net`), except on the group's port: there, one of the several sockets
-    /// sharing the port would get it, maybe not the querier's, so the group is answered.
-    async fn answer(&self, msg: &Message, from: SocketAddr) {
+    /// Micro's lookups are), else to the group. A querier heard on the group listener is
+    /// answered at 127.0.0.1 (see `net`), except on the group's port: there, one of the several
+    /// sockets sharing the port would get it, maybe not the querier's, so the group is answered.
+    async fn answer(&self, msg: &Message, from: SocketAddr, via: Via) {
         let unicast = from.port() != self.opts.port
-            || (!from.ip().is_unspecified() && msg.questions.iter().any(|q| q.unicast));
+            || (via != Via::Group && msg.questions.iter().any(|q| q.unicast));
         let list_name = self.zone.list().to_ascii_lowercase();
         let enum_name = self.zone.enumeration().to_ascii_lowercase();
         let now = Instant::now();
