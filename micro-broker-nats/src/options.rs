@@ -285,7 +285,7 @@ impl NatsOptions {
                 _ => return Err(invalid(ENV_ENVELOPE, &v, "`headers` or `gomicro`")),
             };
         }
-        opts.header_limits = MetadataLimits::from_vars(&get)?;
+        opts.header_limits = MetadataLimits::from_vars(get)?;
         let jetstream = match get(ENV_JETSTREAM) {
             Some(v) => switch(ENV_JETSTREAM, &v)?,
             None => false,
