@@ -420,6 +420,7 @@ async fn a_namespace_and_constant_labels_name_the_metrics() {
         codec: micro::Codecs::default()
             .get("application/json")
             .expect("json codec"),
+        kind: micro::rpc::CallKind::Unary,
     };
     metrics.layer(handler).call(call).await.expect("handled");
     let text = metrics.render().expect("render");

@@ -253,7 +253,12 @@ where
     }
 
     fn call(&mut self, call: ServerCall) -> Self::Future {
-        if let Some(check) = self.checks.get(&call.request.endpoint) {
+        // Client and bidirectional streams open without a request: nothing to check yet.
+        let check = match call.kind.has_request() {
+            true => self.checks.get(&call.request.endpoint),
+            false => None,
+        };
+        if let Some(check) = check {
             if let Err(e) = check(&call) {
                 return Box::pin(async move { Err(e) });
             }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use micro_core::broker::Message as BrokerMessage;
-use micro_core::rpc::{self, CallOptions};
+use micro_core::rpc::{self, CallOptions, StreamSlot};
 use micro_core::selector::{Outcome, Picker, SelectOptions};
 use micro_core::transport::{DialOptions, Message as TransportMessage, Socket};
 use micro_core::{Broker, Codec, Error, Message, Metadata, Node, Result, Selector, Transport};
@@ -289,6 +289,7 @@ impl Client {
         let codec = self.codec()?;
         let (message, metadata, options) = req.into_parts();
         let request = rpc::Request {
+            id: String::new(),
             service: service.to_string(),
             endpoint: endpoint.to_string(),
             content_type: codec.content_type().to_string(),
@@ -313,8 +314,42 @@ impl Client {
     ) -> Result<rpc::Response> {
         self.service
             .clone()
-            .oneshot(Call { request, options })
+            .oneshot(Call {
+                request,
+                options,
+                stream: false,
+            })
             .await
+    }
+
+    /// Opens a stream through the middleware stack (layers see it as a [`Call`] with `stream`
+    /// set); returns its socket. An empty `request.id` gets a fresh stream id.
+    pub async fn open_raw(
+        &self,
+        mut request: rpc::Request,
+        options: CallOptions,
+    ) -> Result<(Box<dyn Socket>, String)> {
+        if request.id.is_empty() {
+            request.id = uuid::Uuid::new_v4().to_string();
+        }
+        let stream_id = request.id.clone();
+        let target = target(&request);
+        let rsp = self
+            .service
+            .clone()
+            .oneshot(Call {
+                request,
+                options,
+                stream: true,
+            })
+            .await?;
+        let socket = rsp.stream.and_then(|slot| slot.take()).ok_or_else(|| {
+            Error::internal(
+                "micro.client",
+                format!("a layer answered the stream to {target} without opening it"),
+            )
+        })?;
+        Ok((socket, stream_id))
     }
 
     /// Opens a stream for client-streaming or bidirectional endpoints. The request carries only
@@ -332,13 +367,14 @@ impl Client {
         let codec = self.codec()?;
         let ((), metadata, options) = req.into_parts();
         let request = rpc::Request {
+            id: String::new(),
             service: service.to_string(),
             endpoint: endpoint.to_string(),
             content_type: codec.content_type().to_string(),
             metadata,
             body: Bytes::new(),
         };
-        let (socket, stream_id) = open_stream(&self.parts, request, &options).await?;
+        let (socket, stream_id) = self.open_raw(request, options).await?;
         Ok(Stream {
             socket,
             codec,
@@ -388,7 +424,7 @@ impl micro_core::Client for Client {
     }
 
     async fn stream(&self, req: rpc::Request, opts: &CallOptions) -> Result<Box<dyn Socket>> {
-        Ok(open_stream(&self.parts, req, opts).await?.0)
+        Ok(self.open_raw(req, opts.clone()).await?.0)
     }
 
     async fn publish(&self, topic: &str, msg: BrokerMessage) -> Result<()> {
@@ -415,7 +451,21 @@ impl Service<Call> for Dispatch {
         // The parts are passed apart (not as one `Call` taken apart inside), so the future
         // stores them once: it stays under 1 KiB, glibc's large-chunk threshold, whose slower
         // path (with `malloc_consolidate`) cost several percent of every call.
-        let Call { request, options } = call;
+        let Call {
+            request,
+            options,
+            stream,
+        } = call;
+        if stream {
+            let parts = self.parts.clone();
+            return Box::pin(async move {
+                let socket = open_stream(&parts, request, &options).await?;
+                Ok(rpc::Response {
+                    stream: Some(StreamSlot::new(socket)),
+                    ..rpc::Response::default()
+                })
+            });
+        }
         Box::pin(dispatch(self.parts.clone(), request, options))
     }
 }
@@ -570,7 +620,11 @@ fn deadline_error(req: &rpc::Request, timeout: Duration) -> Error {
 fn request_header(req: &rpc::Request, timeout: Option<Duration>) -> Metadata {
     let mut h = Metadata::with_capacity(req.metadata.len() + 7);
     h.extend_from(&req.metadata);
-    h.insert_static(headers::ID, uuid::Uuid::new_v4().to_string());
+    let id = match req.id.is_empty() {
+        true => uuid::Uuid::new_v4().to_string(),
+        false => req.id.clone(),
+    };
+    h.insert_static(headers::ID, id);
     h.insert_static(headers::SERVICE, req.service.clone());
     h.insert_static(headers::ENDPOINT, req.endpoint.clone());
     h.insert_static(headers::METHOD, req.endpoint.clone());
@@ -630,14 +684,11 @@ async fn attempt_once(
             .to_string(),
         metadata: headers::metadata_of(&reply.header),
         body: reply.body,
+        stream: None,
     })
 }
 
-async fn open_stream(
-    parts: &Parts,
-    req: rpc::Request,
-    opts: &CallOptions,
-) -> Result<(Box<dyn Socket>, String)> {
+async fn open_stream(parts: &Parts, req: rpc::Request, opts: &CallOptions) -> Result<Box<dyn Socket>> {
     let mut picker = picker_for(parts, &req.service, opts).await?;
     let retries = opts.retries.unwrap_or(parts.opts.retries);
     let mut attempt = 0;
@@ -647,7 +698,7 @@ async fn open_stream(
             stream: true,
             connect_timeout: parts.opts.dial_timeout,
         };
-        let stream_id = uuid::Uuid::new_v4().to_string();
+        let stream_id = &req.id;
         let opened = async {
             let connect = Connect {
                 transport: parts.transport.clone(),
@@ -671,7 +722,7 @@ async fn open_stream(
         match opened.await {
             Ok(socket) => {
                 parts.selector.mark(&req.service, &node, Outcome::Success);
-                return Ok((socket, stream_id));
+                return Ok(socket);
             }
             Err(e) => {
                 parts.selector.mark(&req.service, &node, Outcome::Failure);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use micro_core::registry::Endpoint;
 use micro_core::transport::{Message as TransportMessage, Socket};
-use micro_core::{rpc, Codec, Error, Message, Metadata, Result};
+use micro_core::{rpc, Codec, Message, Metadata, Result};
 
 use crate::client::{recv_stream_message, stream_header};
 use crate::codec::Codecs;
@@ -25,19 +25,22 @@ pub(crate) type StreamFn = Arc<dyn Fn(StreamStart) -> BoxFuture<'static, Result<
 
 pub(crate) type SharedSocket = Arc<tokio::sync::Mutex<Box<dyn Socket>>>;
 
-/// What a stream handler starts from.
+/// What a stream handler starts from: the call as the handler path delivered it (metadata as
+/// the layers left it; for a server stream, its request in `request.body`) and the stream.
 pub(crate) struct StreamStart {
-    pub(crate) socket: SharedSocket,
+    pub(crate) request: rpc::Request,
+    pub(crate) deadline: Option<std::time::Instant>,
+    pub(crate) socket: Box<dyn Socket>,
     pub(crate) codec: Arc<dyn Codec>,
     pub(crate) codecs: Codecs,
-    pub(crate) metadata: Metadata,
-    pub(crate) endpoint: String,
-    pub(crate) stream_id: String,
 }
 
 #[derive(Clone)]
 pub(crate) enum EndpointFn {
     Unary(UnaryFn),
+    /// One request, then replies: the server reads the request before the handler path.
+    ServerStream(StreamFn),
+    /// Client or bidirectional streaming.
     Stream(StreamFn),
 }
 
@@ -125,6 +128,7 @@ impl Handler {
                     content_type: call.codec.content_type().to_string(),
                     metadata,
                     body: call.codec.encode(&reply)?,
+                    stream: None,
                 })
             })
         });
@@ -147,23 +151,21 @@ impl Handler {
         let run: StreamFn = Arc::new(move |start: StreamStart| {
             let f = f.clone();
             Box::pin(async move {
-                let mut stream = ServerStream::<Req, Rsp>::new(start);
-                let first = stream.recv().await?.ok_or_else(|| {
-                    Error::bad_request(
-                        stream.endpoint.clone(),
-                        "the stream ended before its request arrived",
-                    )
-                })?;
+                let mut first = Req::default();
+                start.codec.decode(&start.request.body, &mut first)?;
                 let req = Request::incoming(
                     first,
-                    stream.metadata.clone(),
-                    stream.endpoint.clone(),
-                    None,
+                    start.request.metadata.clone(),
+                    start.request.endpoint.clone(),
+                    start.deadline,
                 );
+                let mut stream = ServerStream::<Req, Rsp>::new(start);
+                // The one request is in; what follows from the caller is its end of stream.
+                stream.recv_done = true;
                 f(req, stream).await
             })
         });
-        self.endpoints.push((endpoint, EndpointFn::Stream(run)));
+        self.endpoints.push((endpoint, EndpointFn::ServerStream(run)));
         self
     }
 
@@ -188,7 +190,7 @@ impl Handler {
 /// The handler's side of a stream: receive requests, send replies. Returning from the handler
 /// ends the stream (with the handler's error, if any).
 pub struct ServerStream<Req, Rsp> {
-    socket: SharedSocket,
+    socket: Box<dyn Socket>,
     codec: Arc<dyn Codec>,
     codecs: Codecs,
     metadata: Metadata,
@@ -213,9 +215,9 @@ impl<Req: Message + Default, Rsp: Message> ServerStream<Req, Rsp> {
             socket: start.socket,
             codec: start.codec,
             codecs: start.codecs,
-            metadata: start.metadata,
-            endpoint: start.endpoint,
-            stream_id: start.stream_id,
+            metadata: start.request.metadata,
+            endpoint: start.request.endpoint,
+            stream_id: start.request.id,
             recv_done: false,
             _types: PhantomData,
         }
@@ -231,8 +233,7 @@ impl<Req: Message + Default, Rsp: Message> ServerStream<Req, Rsp> {
         if self.recv_done {
             return Ok(None);
         }
-        let mut socket = self.socket.lock().await;
-        match recv_stream_message(&mut **socket, &self.codecs).await {
+        match recv_stream_message(&mut *self.socket, &self.codecs).await {
             Ok(Some((codec, body))) => {
                 let mut out = Req::default();
                 codec.decode(&body, &mut out)?;
@@ -253,11 +254,7 @@ impl<Req: Message + Default, Rsp: Message> ServerStream<Req, Rsp> {
     pub async fn send(&mut self, msg: &Rsp) -> Result<()> {
         let body = self.codec.encode(msg)?;
         let header = stream_header(&self.stream_id, self.codec.content_type(), None);
-        self.socket
-            .lock()
-            .await
-            .send(TransportMessage { header, body })
-            .await
+        self.socket.send(TransportMessage { header, body }).await
     }
 }
 

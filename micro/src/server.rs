@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt as _;
 use micro_core::registry::{Endpoint, RegisterOptions};
 use micro_core::transport::{Listener, Message as TransportMessage, Socket, SocketHandler};
+use micro_core::rpc::{CallKind, StreamSlot};
 use micro_core::{rpc, Error, Metadata, Node, Registry, Result, Service, Transport};
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
@@ -20,7 +21,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{Service as TowerService, ServiceExt};
 
 use crate::codec::Codecs;
-use crate::handler::{finish_stream, EndpointFn, Handler, ServerCall, StreamStart};
+use crate::handler::{finish_stream, EndpointFn, Handler, ServerCall, SharedSocket, StreamStart};
 use crate::headers;
 use crate::BoxFuture;
 
@@ -134,6 +135,7 @@ impl Server {
         let service = wrap(HandlerService::new(Route {
             routes: routes.clone(),
             service: parts.opts.name.clone(),
+            codecs: parts.codecs.clone(),
         }));
         let protocol = parts.transport.protocol();
         let node_metadata = [
@@ -420,8 +422,55 @@ fn deadline_of(header: &Metadata) -> Result<Option<Instant>> {
     }
 }
 
+/// The call a request message opens, checked before any layer sees it: it names an endpoint
+/// this server has (else a 404, so that a caller cannot make layers key on made-up names),
+/// in a codec it speaks, and carries the server's own service name whatever the caller said.
+fn server_call(
+    inner: &Inner,
+    header: &Metadata,
+    body: bytes::Bytes,
+) -> Result<(ServerCall, EndpointFn)> {
+    let name = &inner.opts.name;
+    let endpoint = endpoint_of(header).ok_or_else(|| {
+        Error::bad_request(
+            name.clone(),
+            "the request names no endpoint: set the Micro-Endpoint header (e.g. Greeter.Hello)",
+        )
+    })?;
+    let id = format!("{name}.{endpoint}");
+    let f = inner.routes.get(&endpoint).cloned().ok_or_else(|| {
+        Error::not_found(id.clone(), format!("service {name} has no endpoint {endpoint}"))
+    })?;
+    let content_type = headers::get(header, headers::CONTENT_TYPE).unwrap_or_default();
+    let codec = inner.codecs.get(content_type)?;
+    let request_id = headers::get(header, headers::STREAM)
+        .or_else(|| headers::get(header, headers::ID))
+        .unwrap_or_default();
+    let call = ServerCall {
+        request: rpc::Request {
+            id: request_id.to_string(),
+            service: name.clone(),
+            endpoint,
+            content_type: codec.content_type().to_string(),
+            metadata: headers::metadata_of(header),
+            body,
+        },
+        deadline: deadline_of(header)?,
+        codec,
+        kind: CallKind::Unary,
+    };
+    Ok((call, f))
+}
+
+/// Fills in the error id of a handler's error: `<service>.<endpoint>`.
+fn with_id(mut e: Error, inner: &Inner, endpoint: &str) -> Error {
+    if e.id.is_empty() {
+        e.id = format!("{}.{endpoint}", inner.opts.name);
+    }
+    e
+}
+
 async fn serve_unary(inner: &Inner, msg: TransportMessage) -> TransportMessage {
-    let endpoint = endpoint_of(&msg.header);
     let mut header = Metadata::new();
     for name in [
         headers::ID,
@@ -433,7 +482,15 @@ async fn serve_unary(inner: &Inner, msg: TransportMessage) -> TransportMessage {
             header.insert(name, v);
         }
     }
-    let result = call_unary(inner, endpoint.as_deref(), msg).await;
+    let endpoint = endpoint_of(&msg.header).unwrap_or_default();
+    let result = match server_call(inner, &msg.header, msg.body) {
+        Ok((_, EndpointFn::ServerStream(_) | EndpointFn::Stream(_))) => Err(Error::bad_request(
+            format!("{}.{endpoint}", inner.opts.name),
+            format!("{endpoint} is a streaming endpoint: open a stream to call it"),
+        )),
+        Ok((call, EndpointFn::Unary(_))) => run_handler(inner, call).await,
+        Err(e) => Err(e),
+    };
     match result {
         Ok(rsp) => {
             header.extend_from(&rsp.metadata);
@@ -443,10 +500,8 @@ async fn serve_unary(inner: &Inner, msg: TransportMessage) -> TransportMessage {
                 body: rsp.body,
             }
         }
-        Err(mut e) => {
-            if e.id.is_empty() {
-                e.id = format!("{}.{}", inner.opts.name, endpoint.unwrap_or_default());
-            }
+        Err(e) => {
+            let e = with_id(e, inner, &endpoint);
             header.insert_static(headers::ERROR, e.to_json());
             TransportMessage {
                 header,
@@ -454,37 +509,6 @@ async fn serve_unary(inner: &Inner, msg: TransportMessage) -> TransportMessage {
             }
         }
     }
-}
-
-async fn call_unary(
-    inner: &Inner,
-    endpoint: Option<&str>,
-    msg: TransportMessage,
-) -> Result<rpc::Response> {
-    let name = &inner.opts.name;
-    let endpoint = endpoint.ok_or_else(|| {
-        Error::bad_request(
-            name.clone(),
-            "the request names no endpoint: set the Micro-Endpoint header (e.g. Greeter.Hello)",
-        )
-    })?;
-    let content_type = headers::get(&msg.header, headers::CONTENT_TYPE).unwrap_or_default();
-    let codec = inner.codecs.get(content_type)?;
-    let deadline = deadline_of(&msg.header)?;
-    let call = ServerCall {
-        request: rpc::Request {
-            service: headers::get(&msg.header, headers::SERVICE)
-                .unwrap_or(name)
-                .to_string(),
-            endpoint: endpoint.to_string(),
-            content_type: codec.content_type().to_string(),
-            metadata: headers::metadata_of(&msg.header),
-            body: msg.body,
-        },
-        deadline,
-        codec,
-    };
-    run_handler(inner, call).await
 }
 
 /// Runs a call through the handler path, bounded by the caller's deadline.
@@ -505,11 +529,12 @@ async fn run_handler(inner: &Inner, call: ServerCall) -> Result<rpc::Response> {
     }
 }
 
-/// The innermost handler service: routes a call to its endpoint.
+/// The innermost handler service: routes a call to its endpoint, unary or stream.
 #[derive(Clone)]
 struct Route {
     routes: Arc<HashMap<String, EndpointFn>>,
     service: String,
+    codecs: Codecs,
 }
 
 impl TowerService<ServerCall> for Route {
@@ -522,117 +547,152 @@ impl TowerService<ServerCall> for Route {
     }
 
     fn call(&mut self, call: ServerCall) -> Self::Future {
-        let endpoint = call.request.endpoint.clone();
-        match self.routes.get(&endpoint) {
-            Some(EndpointFn::Unary(f)) => f(call),
-            Some(EndpointFn::Stream(_)) => {
-                let e = Error::bad_request(
-                    format!("{}.{endpoint}", self.service),
-                    format!("{endpoint} is a streaming endpoint: open a stream to call it"),
-                );
-                Box::pin(async move { Err(e) })
+        let endpoint = &call.request.endpoint;
+        let id = format!("{}.{endpoint}", self.service);
+        // The server routes only calls to endpoints it has; a layer may still send another.
+        let refuse = |e: Error| -> Self::Future { Box::pin(async move { Err(e) }) };
+        let slot = match (&call.kind, self.routes.get(endpoint)) {
+            (CallKind::Unary, Some(EndpointFn::Unary(f))) => return f(call),
+            (CallKind::ServerStream(slot), Some(EndpointFn::ServerStream(_)))
+            | (CallKind::Stream(slot), Some(EndpointFn::Stream(_))) => slot.clone(),
+            (_, None) => {
+                let detail = format!("service {} has no endpoint {endpoint}", self.service);
+                return refuse(Error::not_found(id, detail));
             }
-            None => {
-                let e = Error::not_found(
-                    format!("{}.{endpoint}", self.service),
-                    format!("service {} has no endpoint {endpoint}", self.service),
-                );
-                Box::pin(async move { Err(e) })
+            (_, Some(_)) => {
+                let detail = format!("{endpoint} was called as another kind of call than it is");
+                return refuse(Error::bad_request(id, detail));
             }
-        }
+        };
+        let (Some(EndpointFn::ServerStream(f) | EndpointFn::Stream(f)), Some(socket)) =
+            (self.routes.get(endpoint), slot.take())
+        else {
+            return refuse(Error::internal(id, "the stream was taken by a layer"));
+        };
+        let start = StreamStart {
+            socket,
+            codec: call.codec,
+            codecs: self.codecs.clone(),
+            deadline: call.deadline,
+            request: call.request,
+        };
+        let run = f(start);
+        Box::pin(async move {
+            run.await?;
+            Ok(rpc::Response::default())
+        })
     }
 }
 
+/// Serves a stream: the opening message names the endpoint; for a server stream its one
+/// request is read first; then the call goes down the handler path like a unary one (a layer
+/// may refuse it there), and its result ends the stream: EOS, or the error.
 async fn serve_stream(inner: &Inner, mut socket: Box<dyn Socket>, first: TransportMessage) {
     let stream_id = headers::get(&first.header, headers::STREAM)
         .unwrap_or_default()
         .to_string();
     let endpoint = endpoint_of(&first.header).unwrap_or_default();
-    let content_type = headers::get(&first.header, headers::CONTENT_TYPE).unwrap_or_default();
-    let id = format!("{}.{endpoint}", inner.opts.name);
-    let codec = match inner.codecs.get(content_type) {
-        Ok(c) => c,
+    let content_type = headers::get(&first.header, headers::CONTENT_TYPE)
+        .unwrap_or_default()
+        .to_string();
+    let (mut call, f) = match server_call(inner, &first.header, bytes::Bytes::new()) {
+        Ok(opened) => opened,
         Err(e) => {
-            finish_stream(&mut *socket, &stream_id, content_type, Err(e)).await;
+            let e = with_id(e, inner, &endpoint);
+            finish_stream(&mut *socket, &stream_id, &content_type, Err(e)).await;
             return;
         }
     };
-    let f = match inner.routes.get(&endpoint) {
-        Some(EndpointFn::Stream(f)) => f.clone(),
-        Some(EndpointFn::Unary(_)) => {
-            // Transports that carry every call as a stream (gRPC) reach unary endpoints here.
-            let result = unary_over_stream(inner, &mut *socket, &first, &stream_id, codec.clone())
-                .await
-                .map_err(|mut e| {
-                    if e.id.is_empty() {
-                        e.id = id;
-                    }
-                    e
-                });
-            finish_stream(&mut *socket, &stream_id, codec.content_type(), result).await;
-            return;
+    let reply_type = call.codec.content_type().to_string();
+    if let EndpointFn::Unary(_) = f {
+        // Transports that carry every call as a stream (gRPC) reach unary endpoints here.
+        let result = unary_over_stream(inner, &mut *socket, call, &stream_id).await;
+        let result = result.map_err(|e| with_id(e, inner, &endpoint));
+        finish_stream(&mut *socket, &stream_id, &reply_type, result).await;
+        return;
+    }
+    if let EndpointFn::ServerStream(_) = f {
+        match read_request(inner, &mut *socket, &call).await {
+            Ok((codec, body)) => {
+                call.codec = codec;
+                call.request.body = body;
+            }
+            Err(e) => {
+                let e = with_id(e, inner, &endpoint);
+                finish_stream(&mut *socket, &stream_id, &reply_type, Err(e)).await;
+                return;
+            }
         }
-        None => {
-            let e = Error::not_found(
-                id,
-                format!("service {} has no endpoint {endpoint}", inner.opts.name),
-            );
-            finish_stream(&mut *socket, &stream_id, codec.content_type(), Err(e)).await;
-            return;
-        }
+    }
+    // The endpoint gets a handle on the socket; the server keeps it too, to end the stream
+    // whether the endpoint ran or a layer refused the call.
+    let shared: SharedSocket = Arc::new(tokio::sync::Mutex::new(socket));
+    let slot = StreamSlot::new(Box::new(SocketHandle(shared.clone())));
+    call.kind = match f {
+        EndpointFn::ServerStream(_) => CallKind::ServerStream(slot),
+        _ => CallKind::Stream(slot),
     };
-    let shared = Arc::new(tokio::sync::Mutex::new(socket));
-    let start = StreamStart {
-        socket: shared.clone(),
-        codec: codec.clone(),
-        codecs: inner.codecs.clone(),
-        metadata: headers::metadata_of(&first.header),
-        endpoint,
-        stream_id: stream_id.clone(),
-    };
-    let result = f(start).await.map_err(|mut e| {
-        if e.id.is_empty() {
-            e.id = id;
-        }
-        e
-    });
+    // A stream's deadline is its handler's to keep (it runs for as long as it sends).
+    let result = inner.service.clone().oneshot(call).await.map(drop);
+    let result = result.map_err(|e| with_id(e, inner, &endpoint));
     let mut socket = shared.lock().await;
-    finish_stream(&mut **socket, &stream_id, codec.content_type(), result).await;
+    finish_stream(&mut **socket, &stream_id, &reply_type, result).await;
+}
+
+/// The endpoint's handle on a stream socket the server also holds.
+#[derive(Debug)]
+struct SocketHandle(SharedSocket);
+
+#[async_trait::async_trait]
+impl Socket for SocketHandle {
+    async fn send(&mut self, msg: TransportMessage) -> Result<()> {
+        self.0.lock().await.send(msg).await
+    }
+
+    async fn recv(&mut self) -> Result<Option<TransportMessage>> {
+        self.0.lock().await.recv().await
+    }
+
+    async fn close(&mut self) -> Result<()> {
+        self.0.lock().await.close().await
+    }
+
+    fn remote_addr(&self) -> String {
+        self.0
+            .try_lock()
+            .map(|s| s.remote_addr())
+            .unwrap_or_default()
+    }
+}
+
+/// The one request of a server stream or of a unary call over a stream.
+async fn read_request(
+    inner: &Inner,
+    socket: &mut dyn Socket,
+    call: &ServerCall,
+) -> Result<(Arc<dyn micro_core::Codec>, bytes::Bytes)> {
+    let (codec, body) = crate::client::recv_stream_message(socket, &inner.codecs)
+        .await?
+        .ok_or_else(|| {
+            Error::bad_request(
+                format!("{}.{}", inner.opts.name, call.request.endpoint),
+                "the stream ended before its request arrived",
+            )
+        })?;
+    let same = codec.content_type() == call.codec.content_type();
+    Ok((if same { call.codec.clone() } else { codec }, body))
 }
 
 /// One request message in, one reply message out, on a stream, through the handler path.
 async fn unary_over_stream(
     inner: &Inner,
     socket: &mut dyn Socket,
-    first: &TransportMessage,
+    mut call: ServerCall,
     stream_id: &str,
-    codec: Arc<dyn micro_core::Codec>,
 ) -> Result<()> {
-    let endpoint = endpoint_of(&first.header).unwrap_or_default();
-    let (codec, body) = crate::client::recv_stream_message(socket, &inner.codecs)
-        .await?
-        .ok_or_else(|| {
-            Error::bad_request(
-                format!("{}.{endpoint}", inner.opts.name),
-                "the stream ended before its request arrived",
-            )
-        })
-        .map(|(c, b)| {
-            let same = c.content_type() == codec.content_type();
-            (if same { codec } else { c }, b)
-        })?;
-    let deadline = deadline_of(&first.header)?;
-    let call = ServerCall {
-        request: rpc::Request {
-            service: inner.opts.name.clone(),
-            endpoint: endpoint.clone(),
-            content_type: codec.content_type().to_string(),
-            metadata: headers::metadata_of(&first.header),
-            body,
-        },
-        deadline,
-        codec: codec.clone(),
-    };
+    let (codec, body) = read_request(inner, socket, &call).await?;
+    call.codec = codec;
+    call.request.body = body;
     let rsp = run_handler(inner, call).await?;
     let mut header = crate::client::stream_header(stream_id, &rsp.content_type, None);
     header.extend_from(&rsp.metadata);

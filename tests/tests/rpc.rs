@@ -119,6 +119,7 @@ async fn protobuf_and_json_are_served_by_one_server() {
 
     // The JSON on the wire is canonical proto3 JSON, as a Go Micro or curl client sends it.
     let raw = RawRequest {
+        id: String::new(),
         service: "greeter".into(),
         endpoint: "Greeter.Hello".into(),
         content_type: "application/json".into(),
@@ -138,6 +139,7 @@ async fn protobuf_and_json_are_served_by_one_server() {
 
 fn raw(endpoint: &str, content_type: &str, body: &'static [u8]) -> RawRequest {
     RawRequest {
+        id: String::new(),
         service: "greeter".into(),
         endpoint: endpoint.into(),
         content_type: content_type.into(),
@@ -349,6 +351,7 @@ async fn every_service_answers_debug_health() {
     let service = greeter(&registry, vec![]).await;
     let c = client(&registry).with_content_type("application/json");
     let raw = RawRequest {
+        id: String::new(),
         service: "greeter".into(),
         endpoint: "Debug.Health".into(),
         content_type: "application/json".into(),
