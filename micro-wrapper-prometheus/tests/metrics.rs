@@ -176,6 +176,72 @@ async fn request_counters_match_the_calls_made_by_status() {
 }
 
 #[tokio::test]
+async fn streams_are_counted_and_unknown_endpoints_make_no_series() {
+    let metrics = Metrics::new().expect("metrics");
+    let registry = MemoryRegistry::new();
+    let watch = Handler::new("Stock").server_stream(
+        "Watch",
+        |req: Request<Json<Item>>, mut stream: micro::ServerStream<Json<Item>, Json<Item>>| {
+            Box::pin(async move {
+                let item = req.into_inner().0;
+                for _ in 0..2 {
+                    stream.send(&Json(item.clone())).await?;
+                }
+                Ok(())
+            })
+        },
+    );
+    let server = builder("stock", &registry, &metrics)
+        .handler(watch)
+        .build()
+        .expect("build stock");
+    server.start().await.expect("start stock");
+    let client = builder("shop", &registry, &metrics)
+        .build()
+        .expect("build shop")
+        .client();
+    for _ in 0..3 {
+        let mut stream = within(
+            "open",
+            client.server_stream::<Json<Item>, Json<Item>>("stock", "Stock.Watch", item("socks")),
+        )
+        .await
+        .expect("open the stream");
+        let mut replies = 0;
+        while within("a reply", stream.recv()).await.expect("reply").is_some() {
+            replies += 1;
+        }
+        assert_eq!(replies, 2);
+    }
+    let e = within(
+        "unknown",
+        client.unary::<Json<Item>, Json<Item>>("stock", "Stock.Nope", item("x")),
+    )
+    .await
+    .expect_err("no such endpoint");
+    assert_eq!(e.code, 404);
+
+    let text = metrics.render().expect("render");
+    let watch = [("service", "stock"), ("endpoint", "Stock.Watch")];
+    let ok: Vec<_> = watch
+        .iter()
+        .chain(&[("status", "success"), ("code", "200")])
+        .copied()
+        .collect();
+    for side in ["client", "server"] {
+        let requests = format!("micro_{side}_requests_total");
+        assert_eq!(sample(&text, &requests, &ok), 3.0, "{side}\n{text}");
+    }
+    // The server answers an endpoint it does not have before any layer: no series for it.
+    let server_lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("micro_server") && l.contains("Stock.Nope"))
+        .collect();
+    assert!(server_lines.is_empty(), "{server_lines:?}");
+    server.stop().await.expect("stop");
+}
+
+#[tokio::test]
 async fn the_in_flight_gauge_rises_during_a_slow_call_and_comes_back() {
     let metrics = Metrics::new().expect("metrics");
     let registry = MemoryRegistry::new();
