@@ -1,5 +1,9 @@
 //! The client side: pooled tonic channels (one per address, HTTP/2 multiplexes the calls) and
 //! [`ClientSocket`], which turns Micro's messages into one standard gRPC call.
+//!
+//! A channel nobody dials for [`POOL_IDLE_TIMEOUT`] is dropped from the pool, closing its
+//! connection: nodes come and go, and one that left is simply never dialled again. The pool
+//! also holds at most [`POOL_MAX_CHANNELS`] addresses, dropping the least recently used.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -43,14 +47,69 @@ use crate::{GrpcOptions, ID};
 /// How many request messages of one call may wait to be written before `send` waits.
 const REQUEST_BUFFER: usize = 16;
 
+/// How long a pooled channel may go undialled before it is dropped: 60 s, the http
+/// transport's default `pool_idle_timeout`. A call under way keeps its own handle, so a long
+/// stream is not cut when its channel leaves the pool; the next dial connects anew.
+pub(crate) const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How many addresses may have a pooled channel at once.
+pub(crate) const POOL_MAX_CHANNELS: usize = 1024;
+
 type Connection = TokioIo<Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>>;
 
 /// The client side of a transport: options, TLS and the channel pool.
 pub(crate) struct ClientSide {
     opts: Arc<GrpcOptions>,
-    channels: Mutex<HashMap<String, (u64, Channel)>>,
+    pool: Mutex<Pool>,
+    /// [`POOL_IDLE_TIMEOUT`] and [`POOL_MAX_CHANNELS`], as fields so that tests can shrink
+    /// them.
+    idle_timeout: Duration,
+    max_channels: usize,
     next_id: AtomicU64,
     tls: OnceLock<Result<Arc<ClientConfig>>>,
+}
+
+/// One channel per address, with when each was last dialled.
+struct Pool {
+    channels: HashMap<String, Pooled>,
+    /// Idle channels are looked for at most this often, so that a dial does not scan the
+    /// whole pool each time.
+    next_sweep: Instant,
+}
+
+struct Pooled {
+    id: u64,
+    channel: Channel,
+    used: Instant,
+}
+
+impl Pool {
+    /// Drops the channels undialled for `idle`, if it is time to look.
+    fn sweep(&mut self, now: Instant, idle: Duration) {
+        if now < self.next_sweep {
+            return;
+        }
+        // Looking a quarter of the timeout apart drops a channel between `idle` and 1.25 x
+        // `idle` after its last dial.
+        self.next_sweep = now + idle / 4;
+        self.channels
+            .retain(|_, p| now.saturating_duration_since(p.used) < idle);
+    }
+
+    /// Makes room for one more address by dropping the least recently dialled.
+    fn make_room(&mut self, max: usize) {
+        while self.channels.len() >= max.max(1) {
+            let oldest = self
+                .channels
+                .iter()
+                .min_by_key(|(_, p)| p.used)
+                .map(|(addr, _)| addr.clone());
+            match oldest {
+                Some(addr) => self.channels.remove(&addr),
+                None => return,
+            };
+        }
+    }
 }
 
 impl fmt::Debug for ClientSide {
@@ -65,7 +124,12 @@ impl ClientSide {
     pub(crate) fn new(opts: Arc<GrpcOptions>) -> Self {
         ClientSide {
             opts,
-            channels: Mutex::new(HashMap::new()),
+            pool: Mutex::new(Pool {
+                channels: HashMap::new(),
+                next_sweep: Instant::now(),
+            }),
+            idle_timeout: POOL_IDLE_TIMEOUT,
+            max_channels: POOL_MAX_CHANNELS,
             next_id: AtomicU64::new(1),
             tls: OnceLock::new(),
         }
@@ -73,11 +137,11 @@ impl ClientSide {
 
     /// How many addresses have a pooled channel.
     pub(crate) fn pooled(&self) -> usize {
-        self.lock().len()
+        self.lock().channels.len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Channel)>> {
-        self.channels.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pool> {
+        self.pool.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn client_tls(&self) -> Result<Option<Arc<ClientConfig>>> {
@@ -93,27 +157,36 @@ impl ClientSide {
 
     /// The pooled channel to `addr`, connecting first (within `timeout`) if there is none.
     pub(crate) async fn channel(&self, addr: &str, timeout: Duration) -> Result<(u64, Channel)> {
-        if let Some(found) = self.lock().get(addr) {
-            return Ok(found.clone());
+        {
+            let now = Instant::now();
+            let mut pool = self.lock();
+            pool.sweep(now, self.idle_timeout);
+            if let Some(found) = pool.channels.get_mut(addr) {
+                found.used = now;
+                return Ok((found.id, found.channel.clone()));
+            }
         }
-        let connected = self.connect(addr, timeout).await?;
-        let mut channels = self.lock();
+        let (id, channel) = self.connect(addr, timeout).await?;
+        let mut pool = self.lock();
+        if !pool.channels.contains_key(addr) {
+            pool.make_room(self.max_channels);
+        }
         // Another dial may have connected meanwhile; keep one channel per address.
-        Ok(channels
-            .entry(addr.to_string())
-            .or_insert(connected)
-            .clone())
+        let pooled = pool.channels.entry(addr.to_string()).or_insert(Pooled {
+            id,
+            channel,
+            used: Instant::now(),
+        });
+        pooled.used = Instant::now();
+        Ok((pooled.id, pooled.channel.clone()))
     }
 
     /// Forgets `addr`'s channel after a connection failure, so the next dial connects anew
     /// (and reports why it cannot).
     fn evict(&self, addr: &str, id: u64) {
-        let mut channels = self.lock();
-        if channels
-            .get(addr)
-            .is_some_and(|(current, _)| *current == id)
-        {
-            channels.remove(addr);
+        let mut pool = self.lock();
+        if pool.channels.get(addr).is_some_and(|p| p.id == id) {
+            pool.channels.remove(addr);
         }
     }
 
@@ -689,5 +762,85 @@ impl Socket for ClientSocket {
 
     fn remote_addr(&self) -> String {
         self.addr.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{GrpcListener, GrpcTransport};
+
+    async fn listener() -> (GrpcListener, String) {
+        let listener = GrpcTransport::default()
+            .bind("127.0.0.1:0")
+            .await
+            .expect("bind on loopback");
+        let addr = micro_core::transport::Listener::local_addr(&listener);
+        (listener, addr)
+    }
+
+    const DIAL: Duration = Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn an_unused_channel_is_dropped_after_the_idle_timeout() {
+        let (_a, gone) = listener().await;
+        let (_b, kept) = listener().await;
+        let side = ClientSide::new(Arc::new(GrpcOptions::default()));
+        side.channel(&gone, DIAL).await.expect("dial");
+        let (first, _) = side.channel(&kept, DIAL).await.expect("dial");
+        assert_eq!(side.pooled(), 2);
+
+        // Time is moved by hand: `kept` is dialled again (a pooled hit) just before the
+        // timeout, `gone` is never dialled again, then the sweep runs past the timeout.
+        let start = Instant::now();
+        let almost = start + POOL_IDLE_TIMEOUT - Duration::from_secs(1);
+        {
+            let mut pool = side.lock();
+            pool.channels.get_mut(&kept).expect("pooled").used = almost;
+        }
+        side.lock().sweep(
+            start + POOL_IDLE_TIMEOUT + Duration::from_secs(1),
+            side.idle_timeout,
+        );
+        assert_eq!(side.pooled(), 1, "the idle channel was dropped");
+        let (again, _) = side.channel(&kept, DIAL).await.expect("dial");
+        assert_eq!(again, first, "the channel in use is kept, not reconnected");
+        let (fresh, _) = side.channel(&gone, DIAL).await.expect("dial");
+        assert_ne!(fresh, first, "a dropped address connects anew when dialled");
+    }
+
+    #[tokio::test]
+    async fn a_dial_drops_channels_left_idle() {
+        let (_a, gone) = listener().await;
+        let (_b, other) = listener().await;
+        let mut side = ClientSide::new(Arc::new(GrpcOptions::default()));
+        // A zero timeout: whatever is not being dialled right now has been idle long enough.
+        side.idle_timeout = Duration::ZERO;
+        side.channel(&gone, DIAL).await.expect("dial");
+        side.channel(&other, DIAL).await.expect("dial");
+        assert_eq!(
+            side.pooled(),
+            1,
+            "the first channel left the pool at the next dial"
+        );
+        assert!(side.lock().channels.contains_key(&other));
+    }
+
+    #[tokio::test]
+    async fn the_pool_keeps_at_most_max_channels() {
+        let (_a, first) = listener().await;
+        let (_b, second) = listener().await;
+        let (_c, third) = listener().await;
+        let mut side = ClientSide::new(Arc::new(GrpcOptions::default()));
+        side.max_channels = 2;
+        side.channel(&first, DIAL).await.expect("dial");
+        side.channel(&second, DIAL).await.expect("dial");
+        // `first` is dialled again, so `second` is now the least recently used.
+        side.channel(&first, DIAL).await.expect("dial");
+        side.channel(&third, DIAL).await.expect("dial");
+        let pool = side.lock();
+        assert_eq!(pool.channels.len(), 2);
+        assert!(pool.channels.contains_key(&first));
+        assert!(pool.channels.contains_key(&third));
     }
 }

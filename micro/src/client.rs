@@ -567,10 +567,12 @@ async fn dispatch(
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
+        // Held to the end of the attempt: dropping it, however the call ends (cancelled with
+        // this future included), takes the node's in-flight count back.
         let node = picker.pick()?;
         let remaining = deadline.saturating_duration_since(Instant::now());
         let try_once = Attempt {
-            node: node.clone(),
+            node: node.node().clone(),
             request: request.clone(),
             timeout: remaining,
             number: attempt,
@@ -596,9 +598,11 @@ async fn dispatch(
                 e
             }
             Err(_) => {
+                // No answer within the deadline: a node that hangs is as bad as one that is
+                // down, so eject it like one.
                 parts
                     .selector
-                    .mark(&request.service, &node, Outcome::Success);
+                    .mark(&request.service, &node, Outcome::Failure);
                 return Err(deadline_error(&request, timeout));
             }
         };

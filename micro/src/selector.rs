@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use micro_core::registry::{Event, EventKind};
-use micro_core::selector::{no_nodes, Outcome, Picker, SelectOptions, Strategy};
+use micro_core::selector::{no_nodes, Outcome, Pick, Picker, SelectOptions, Strategy};
 use micro_core::{Node, Registry, Result, Selector, Service};
 use rand::RngExt;
+use tokio_util::sync::CancellationToken;
 
 pub use micro_core::selector::{Filter, Strategy as SelectorStrategy};
 
@@ -38,6 +39,11 @@ impl Default for SelectorOptions {
 /// A selector over a registry. Lookups are cached; a single registry watch keeps the cache
 /// current, so a node that deregisters or expires leaves the pool as soon as the registry
 /// reports it. While the registry is unreachable the last known nodes keep being served.
+///
+/// What it keeps per node (in-flight counters, ejections) and per service (the cache entry,
+/// the round-robin turn) is dropped once the node or service has left the registry and no
+/// picker or [`Pick`] still refers to it, so churn does not make it grow. The watch task ends
+/// when the last clone of the selector is dropped.
 #[derive(Debug, Clone)]
 pub struct RegistrySelector {
     inner: Arc<Inner>,
@@ -48,6 +54,17 @@ struct Inner {
     registry: Arc<dyn Registry>,
     opts: SelectorOptions,
     state: Mutex<State>,
+    /// Cancelled when the selector is dropped. The watch task holds the selector only
+    /// weakly, but a weak reference is only looked at when an event arrives: a watch that
+    /// stays silent (or a registry that never answers the watch) would keep the task, and
+    /// its stream, alive forever without this.
+    closed: CancellationToken,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.closed.cancel();
+    }
 }
 
 #[derive(Debug, Default)]
@@ -57,6 +74,34 @@ struct State {
     in_flight: HashMap<String, Arc<AtomicUsize>>,
     round_robin: HashMap<String, Arc<AtomicUsize>>,
     watching: bool,
+}
+
+impl State {
+    /// Forgets what belongs to nodes and services that are gone. Called after every change to
+    /// the cache, so that nodes and services coming and going leave nothing behind.
+    fn prune(&mut self) {
+        // The cache's pools hold every known node's counter and every cached service's turn,
+        // and so do live pickers and picks; one held by this map alone belongs to something
+        // that has left. Nothing else can take a new reference meanwhile: that is done from
+        // these maps, under the same lock.
+        self.in_flight.retain(|_, c| Arc::strong_count(c) > 1);
+        self.round_robin.retain(|_, c| Arc::strong_count(c) > 1);
+        // Ejections are not tied to the cache (a reset must not readmit a failing node), so
+        // only expiry and `left` remove them.
+        if !self.ejected.is_empty() {
+            let now = Instant::now();
+            self.ejected.retain(|_, until| *until > now);
+        }
+    }
+
+    /// Forgets the ejections of nodes the registry says have left.
+    fn left<'a>(&mut self, ids: impl IntoIterator<Item = &'a str>) {
+        if !self.ejected.is_empty() {
+            for id in ids {
+                self.ejected.remove(id);
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -104,6 +149,7 @@ impl RegistrySelector {
                 registry,
                 opts,
                 state: Mutex::new(State::default()),
+                closed: CancellationToken::new(),
             }),
         }
     }
@@ -126,28 +172,12 @@ impl RegistrySelector {
         };
         match self.inner.registry.get_service(name).await {
             Ok(services) => {
-                let mut state = self.state();
-                let state = &mut *state;
-                let pool = Pool::new(&services, &mut state.in_flight);
-                let turn = state
-                    .round_robin
-                    .entry(name.to_string())
-                    .or_default()
-                    .clone();
-                state.cache.insert(
-                    name.to_string(),
-                    Cached {
-                        services: services.clone(),
-                        fetched: Instant::now(),
-                        pool,
-                        turn,
-                    },
-                );
+                self.store(name, services.clone());
                 Ok(services)
             }
             // Not found is an answer; anything else is an outage, and stale nodes beat none.
             Err(e) if e.code == 404 => {
-                self.state().cache.remove(name);
+                self.forget(name);
                 Err(no_nodes(name))
             }
             Err(e) => match cached {
@@ -160,6 +190,50 @@ impl RegistrySelector {
         }
     }
 
+    /// Caches what the registry answered for `name`.
+    fn store(&self, name: &str, services: Vec<Service>) {
+        let mut state = self.state();
+        let state = &mut *state;
+        let pool = Pool::new(&services, &mut state.in_flight);
+        let turn = state
+            .round_robin
+            .entry(name.to_string())
+            .or_default()
+            .clone();
+        let fresh: HashSet<&str> = pool.nodes.iter().map(|n| n.id.as_str()).collect();
+        // A refresh may have dropped nodes that left without the watch seeing it.
+        if let Some(old) = state.cache.get(name) {
+            let old = old.pool.clone();
+            state.left(
+                old.nodes
+                    .iter()
+                    .map(|n| n.id.as_str())
+                    .filter(|id| !fresh.contains(id)),
+            );
+        }
+        drop(fresh);
+        state.cache.insert(
+            name.to_string(),
+            Cached {
+                services,
+                fetched: Instant::now(),
+                pool,
+                turn,
+            },
+        );
+        state.prune();
+    }
+
+    /// Drops the cache entry of a service the registry no longer knows.
+    fn forget(&self, name: &str) {
+        let mut state = self.state();
+        if let Some(gone) = state.cache.remove(name) {
+            state.left(gone.pool.nodes.iter().map(|n| n.id.as_str()));
+            drop(gone);
+            state.prune();
+        }
+    }
+
     fn ensure_watch(&self) {
         {
             let mut state = self.state();
@@ -169,7 +243,7 @@ impl RegistrySelector {
             state.watching = true;
         }
         let weak = Arc::downgrade(&self.inner);
-        tokio::spawn(watch_loop(weak));
+        tokio::spawn(watch_loop(weak, self.inner.closed.clone()));
     }
 
     fn apply(&self, event: Event) {
@@ -204,9 +278,22 @@ impl RegistrySelector {
                     s.nodes.retain(|n| !gone.contains(n.id.as_str()));
                 }
                 cached.services.retain(|s| !s.nodes.is_empty());
+                // The nodes have left: their ejections go with them.
+                for id in &gone {
+                    state.ejected.remove(*id);
+                }
+                if cached.services.is_empty() {
+                    // The service has left: forget it (as Go Micro's cache does) rather than
+                    // keep an empty entry for every service that ever went away. A select
+                    // for it asks the registry again, which answers 404 as the entry would.
+                    state.cache.remove(&incoming.name);
+                    state.prune();
+                    return;
+                }
             }
         }
         cached.pool = Pool::new(&cached.services, &mut state.in_flight);
+        state.prune();
     }
 
     /// A picker over `pool`, with the nodes ejected now left out.
@@ -250,6 +337,27 @@ impl RegistrySelector {
         }))
     }
 
+    /// How many entries each internal map holds, for tests that check nothing leaks.
+    #[cfg(test)]
+    fn sizes(&self) -> Sizes {
+        let state = self.state();
+        Sizes {
+            cache: state.cache.len(),
+            ejected: state.ejected.len(),
+            in_flight: state.in_flight.len(),
+            round_robin: state.round_robin.len(),
+        }
+    }
+
+    /// The calls in flight to the node `id`, as the p2c strategy sees them.
+    #[cfg(test)]
+    fn in_flight_of(&self, id: &str) -> usize {
+        self.state()
+            .in_flight
+            .get(id)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
     fn mark_all_stale(&self) {
         let long_ago = Instant::now()
             .checked_sub(self.inner.opts.cache_ttl)
@@ -260,38 +368,109 @@ impl RegistrySelector {
     }
 }
 
-async fn watch_loop(weak: Weak<Inner>) {
+/// Runs `f` on the selector if it still exists; `false` once it has been dropped.
+fn with_selector(weak: &Weak<Inner>, f: impl FnOnce(&RegistrySelector)) -> bool {
+    match weak.upgrade() {
+        Some(inner) => {
+            f(&RegistrySelector { inner });
+            true
+        }
+        None => false,
+    }
+}
+
+/// Reads every cached service again, after the watch may have missed events (it has just
+/// started, or it fell behind): a service whose deletes were missed would otherwise stay
+/// cached, stale, until something selected it again, and churn would pile such entries up.
+/// A service the registry cannot be asked about keeps its (stale) entry. `false` once the
+/// selector is gone.
+async fn resync(weak: &Weak<Inner>, closed: &CancellationToken) -> bool {
+    let Some((registry, names)) = weak.upgrade().map(|inner| {
+        let selector = RegistrySelector { inner };
+        let names: Vec<String> = selector.state().cache.keys().cloned().collect();
+        (selector.inner.registry.clone(), names)
+    }) else {
+        return false;
+    };
+    for name in names {
+        let answer = tokio::select! {
+            biased;
+            _ = closed.cancelled() => return false,
+            answer = registry.get_service(&name) => answer,
+        };
+        let alive = with_selector(weak, |selector| match answer {
+            Ok(services) => selector.store(&name, services),
+            Err(e) if e.code == 404 => selector.forget(&name),
+            Err(e) => {
+                tracing::debug!(service = %name, error = %e, "cannot re-read a service; keeping it stale");
+            }
+        });
+        if !alive {
+            return false;
+        }
+    }
+    true
+}
+
+/// Keeps the cache current until the selector is dropped. The selector is held weakly and
+/// never across an await, and every wait also watches `closed`, so the task (and the
+/// registry's watch stream with it) ends as soon as the selector does, however quiet the
+/// registry is.
+async fn watch_loop(weak: Weak<Inner>, closed: CancellationToken) {
     let mut failures: u32 = 0;
     loop {
-        let Some(inner) = weak.upgrade() else { return };
-        let selector = RegistrySelector { inner };
-        let registry = selector.inner.registry.clone();
-        match registry.watch(None).await {
+        let Some(registry) = weak.upgrade().map(|inner| inner.registry.clone()) else {
+            return;
+        };
+        let watched = tokio::select! {
+            biased;
+            _ = closed.cancelled() => return,
+            watched = registry.watch(None) => watched,
+        };
+        match watched {
             Ok(mut events) => {
                 failures = 0;
                 // Events may have been missed before the watch started.
-                selector.mark_all_stale();
-                drop(selector);
-                while let Some(event) = events.next().await {
-                    let Some(inner) = weak.upgrade() else { return };
-                    let selector = RegistrySelector { inner };
-                    match event {
+                if !with_selector(&weak, RegistrySelector::mark_all_stale)
+                    || !resync(&weak, &closed).await
+                {
+                    return;
+                }
+                loop {
+                    let next = tokio::select! {
+                        biased;
+                        _ = closed.cancelled() => return,
+                        next = events.next() => next,
+                    };
+                    let Some(event) = next else { break };
+                    let mut missed = false;
+                    let alive = with_selector(&weak, |selector| match event {
                         Ok(e) => selector.apply(e),
                         Err(e) => {
                             tracing::warn!(error = %e, "registry watch reported an error");
                             selector.mark_all_stale();
+                            missed = true;
                         }
+                    });
+                    if !alive || (missed && !resync(&weak, &closed).await) {
+                        return;
                     }
                 }
             }
             Err(e) => {
                 tracing::warn!(registry = registry.name(), error = %e, "cannot watch the registry; retrying");
-                selector.mark_all_stale();
+                if !with_selector(&weak, RegistrySelector::mark_all_stale) {
+                    return;
+                }
             }
         }
         failures = failures.saturating_add(1);
         let backoff = Duration::from_millis(100 * u64::from(failures.min(50)));
-        tokio::time::sleep(backoff).await;
+        tokio::select! {
+            biased;
+            _ = closed.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
     }
 }
 
@@ -322,14 +501,14 @@ impl Selector for RegistrySelector {
     }
 
     fn mark(&self, _service: &str, node: &Node, outcome: Outcome) {
+        // Only ejection is recorded here: the call's in-flight count is released by its
+        // `Pick`, which also covers calls that end with nothing to mark.
         let mut state = self.state();
-        if let Some(n) = state.in_flight.get(&node.id) {
-            // Saturating: a mark without a pick must not wrap around.
-            let _ = n.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
-        }
         match outcome {
             Outcome::Success => {
-                state.ejected.remove(&node.id);
+                if !state.ejected.is_empty() {
+                    state.ejected.remove(&node.id);
+                }
             }
             Outcome::Failure => {
                 let until = Instant::now() + self.inner.opts.eject_for;
@@ -346,7 +525,17 @@ impl Selector for RegistrySelector {
             }
             None => state.cache.clear(),
         }
+        state.prune();
     }
+}
+
+#[cfg(test)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Sizes {
+    cache: usize,
+    ejected: usize,
+    in_flight: usize,
+    round_robin: usize,
 }
 
 /// Picks among a snapshot of nodes.
@@ -385,7 +574,7 @@ impl NodePicker {
 }
 
 impl Picker for NodePicker {
-    fn pick(&mut self) -> Result<Arc<Node>> {
+    fn pick(&mut self) -> Result<Pick> {
         let n = self.pool.nodes.len();
         let chosen = if self.first.is_none() && self.ejected.is_empty() {
             // The first pick with nothing ejected: every node is a candidate, no list needed.
@@ -407,12 +596,16 @@ impl Picker for NodePicker {
             }
             self.choose(candidates.len(), |k| candidates[k])
         };
-        self.pool.in_flight[chosen].fetch_add(1, Ordering::Relaxed);
         match self.first {
             None => self.first = Some(chosen),
             Some(_) => self.tried.push(chosen),
         }
-        Ok(self.pool.nodes[chosen].clone())
+        // Two reference counts taken, nothing allocated: the guard shares the pool's node and
+        // counter, and gives the count back when the attempt drops it.
+        Ok(Pick::tracked(
+            self.pool.nodes[chosen].clone(),
+            self.pool.in_flight[chosen].clone(),
+        ))
     }
 }
 
@@ -431,8 +624,9 @@ impl DirectPicker {
 }
 
 impl Picker for DirectPicker {
-    fn pick(&mut self) -> Result<Arc<Node>> {
-        Ok(self.0.clone())
+    fn pick(&mut self) -> Result<Pick> {
+        // No pool to balance over, so nothing to count.
+        Ok(Pick::untracked(self.0.clone()))
     }
 }
 
@@ -541,36 +735,314 @@ mod tests {
     #[tokio::test]
     async fn least_in_flight_avoids_the_busy_node() {
         let (_reg, sel) = setup(&["a", "b"], Strategy::LeastInFlight).await;
-        // Keep `a` busy: pick it many times without marking.
-        let mut busy = 0;
-        while busy < 50 {
+        // Keep `a` busy: hold 50 picks of it, as 50 calls in flight would.
+        let mut busy = Vec::new();
+        while busy.len() < 50 {
             let mut p = sel
                 .select("greeter", &SelectOptions::default())
                 .await
                 .expect("select");
-            if p.pick().expect("node").id == "a" {
-                busy += 1;
-            } else {
-                let b = Node {
-                    id: "b".into(),
-                    ..Default::default()
-                };
-                sel.mark("greeter", &b, Outcome::Success);
+            let pick = p.pick().expect("node");
+            if pick.id == "a" {
+                busy.push(pick);
             }
         }
+        assert_eq!(sel.in_flight_of("a"), 50);
+        assert_eq!(
+            sel.in_flight_of("b"),
+            0,
+            "dropped picks of b are not in flight"
+        );
         for _ in 0..20 {
             let mut p = sel
                 .select("greeter", &SelectOptions::default())
                 .await
                 .expect("select");
-            let n = p.pick().expect("node");
             // Two choices among two nodes: b wins unless both draws hit a.
-            if n.id == "b" {
-                sel.mark("greeter", &n, Outcome::Success);
+            if p.pick().expect("node").id == "b" {
                 return;
             }
         }
         panic!("the idle node was never chosen");
+    }
+
+    #[tokio::test]
+    async fn in_flight_falls_when_a_pick_ends_however_it_ends() {
+        let (_reg, sel) = setup(&["a"], Strategy::LeastInFlight).await;
+        let mut p = sel
+            .select("greeter", &SelectOptions::default())
+            .await
+            .expect("select");
+        // Marked: the mark records the outcome, the drop releases the count.
+        let marked = p.pick().expect("node");
+        assert_eq!(sel.in_flight_of("a"), 1);
+        sel.mark("greeter", &marked, Outcome::Success);
+        assert_eq!(sel.in_flight_of("a"), 1, "marking does not end the attempt");
+        drop(marked);
+        assert_eq!(sel.in_flight_of("a"), 0);
+
+        // Cancelled: a task holding the pick across an await is aborted, never marking.
+        let held = p.pick().expect("node");
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let _held = held;
+            let _ = started_tx.send(());
+            std::future::pending::<()>().await;
+        });
+        started_rx.await.expect("the task started");
+        assert_eq!(sel.in_flight_of("a"), 1);
+        task.abort();
+        assert!(task.await.expect_err("aborted").is_cancelled());
+        assert_eq!(sel.in_flight_of("a"), 0);
+
+        // Timed out: `tokio::time::timeout` drops the attempt it gave up on.
+        let held = p.pick().expect("node");
+        let attempt = async move {
+            let _held = held;
+            std::future::pending::<()>().await
+        };
+        tokio::time::pause();
+        let timed_out = tokio::time::timeout(Duration::from_secs(1), attempt).await;
+        assert!(timed_out.is_err());
+        assert_eq!(sel.in_flight_of("a"), 0);
+    }
+
+    fn named(name: &str, ids: &[String]) -> Service {
+        let mut s = Service::new(name, "latest");
+        s.nodes = ids
+            .iter()
+            .map(|id| Node {
+                id: id.clone(),
+                address: format!("{id}:1"),
+                ..Default::default()
+            })
+            .collect();
+        s
+    }
+
+    /// Services come, are called (an ejection, a filtered selection), and go again: half one
+    /// node at a time, half all at once.
+    async fn churn(reg: &MemoryRegistry, sel: &RegistrySelector, rounds: usize) {
+        for round in 0..rounds {
+            let name = format!("svc-{round}");
+            let service = named(&name, &[format!("{name}-a"), format!("{name}-b")]);
+            reg.register(&service, RegisterOptions::default())
+                .await
+                .expect("register");
+            let mut p = sel
+                .select(&name, &SelectOptions::default())
+                .await
+                .expect("select");
+            let pick = p.pick().expect("node");
+            sel.mark(&name, &pick, Outcome::Failure);
+            let filtered = SelectOptions {
+                filters: vec![Filter::Version("latest".into())],
+                strategy: None,
+            };
+            sel.select(&name, &filtered).await.expect("filtered select");
+            drop((pick, p));
+            if round % 2 == 0 {
+                for id in ["a", "b"] {
+                    reg.deregister(&named(&name, &[format!("{name}-{id}")]))
+                        .await
+                        .expect("deregister");
+                }
+            } else {
+                reg.deregister(&service).await.expect("deregister");
+            }
+        }
+    }
+
+    /// Waits (bounded) until the selector holds nothing at all.
+    async fn wait_until_empty(sel: &RegistrySelector) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while sel.sizes() != Sizes::default() {
+            assert!(
+                Instant::now() < deadline,
+                "state left behind: {:?}",
+                sel.sizes()
+            );
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn state_of_nodes_and_services_that_left_is_pruned() {
+        let reg = MemoryRegistry::new();
+        let opts = SelectorOptions {
+            strategy: Strategy::RoundRobin,
+            ..Default::default()
+        };
+        let sel = RegistrySelector::new(Arc::new(reg.clone()), opts);
+        // The watch must be live before the churn, so that the deletes are seen as events:
+        // register nodes after the first select until one shows up with no select, which
+        // only the watch does.
+        let mut probes = vec![named("probe", &["probe-0".into()])];
+        reg.register(&probes[0], RegisterOptions::default())
+            .await
+            .expect("register");
+        sel.select("probe", &SelectOptions::default())
+            .await
+            .expect("prime");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let next = named("probe", &[format!("probe-{}", probes.len())]);
+            reg.register(&next, RegisterOptions::default())
+                .await
+                .expect("register");
+            let id = next.nodes[0].id.clone();
+            probes.push(next);
+            tokio::task::yield_now().await;
+            if sel.state().in_flight.contains_key(&id) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the watch never started");
+        }
+        churn(&reg, &sel, 40).await;
+        for probe in &probes {
+            reg.deregister(probe).await.expect("deregister");
+        }
+        wait_until_empty(&sel).await;
+    }
+
+    /// A registry whose watch opens only when the test says so.
+    #[derive(Debug)]
+    struct Gated {
+        inner: MemoryRegistry,
+        open: Arc<tokio::sync::Notify>,
+    }
+
+    #[async_trait::async_trait]
+    impl Registry for Gated {
+        fn name(&self) -> &str {
+            "gated"
+        }
+        async fn register(&self, service: &Service, opts: RegisterOptions) -> Result<()> {
+            self.inner.register(service, opts).await
+        }
+        async fn deregister(&self, service: &Service) -> Result<()> {
+            self.inner.deregister(service).await
+        }
+        async fn get_service(&self, name: &str) -> Result<Vec<Service>> {
+            self.inner.get_service(name).await
+        }
+        async fn list_services(&self) -> Result<Vec<Service>> {
+            self.inner.list_services().await
+        }
+        async fn watch(&self, service: Option<&str>) -> Result<micro_core::registry::Watcher> {
+            self.open.notified().await;
+            self.inner.watch(service).await
+        }
+    }
+
+    #[tokio::test]
+    async fn services_that_left_while_the_watch_was_away_are_pruned() {
+        let reg = MemoryRegistry::new();
+        let open = Arc::new(tokio::sync::Notify::new());
+        let gated = Gated {
+            inner: reg.clone(),
+            open: open.clone(),
+        };
+        let sel = RegistrySelector::new(Arc::new(gated), SelectorOptions::default());
+        // Every delete happens before the watch exists: none is ever seen as an event.
+        churn(&reg, &sel, 40).await;
+        assert!(
+            sel.sizes().cache > 0,
+            "the churn left stale entries to prune"
+        );
+        open.notify_one();
+        wait_until_empty(&sel).await;
+    }
+
+    /// A registry whose watch never reports anything; it tells the test when a watch starts
+    /// (with a receiver that completes when that watch's stream or call is dropped).
+    #[derive(Debug)]
+    struct Silent {
+        inner: MemoryRegistry,
+        /// Whether `watch` answers at all, or never returns.
+        answers: bool,
+        watches: tokio::sync::mpsc::UnboundedSender<tokio::sync::oneshot::Receiver<()>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Registry for Silent {
+        fn name(&self) -> &str {
+            "silent"
+        }
+        async fn register(&self, service: &Service, opts: RegisterOptions) -> Result<()> {
+            self.inner.register(service, opts).await
+        }
+        async fn deregister(&self, service: &Service) -> Result<()> {
+            self.inner.deregister(service).await
+        }
+        async fn get_service(&self, name: &str) -> Result<Vec<Service>> {
+            self.inner.get_service(name).await
+        }
+        async fn list_services(&self) -> Result<Vec<Service>> {
+            self.inner.list_services().await
+        }
+        async fn watch(&self, _service: Option<&str>) -> Result<micro_core::registry::Watcher> {
+            let (alive, ended) = tokio::sync::oneshot::channel::<()>();
+            let _ = self.watches.send(ended);
+            if !self.answers {
+                // Held by this call's future: dropping the future drops it.
+                let _held = &alive;
+                std::future::pending::<()>().await;
+            }
+            let silent = futures_util::stream::pending().map(move |event| {
+                let _ = &alive;
+                event
+            });
+            Ok(Box::pin(silent))
+        }
+    }
+
+    async fn watch_ends_with_the_selector(answers: bool) {
+        let (tx, mut watches) = tokio::sync::mpsc::unbounded_channel();
+        let inner = MemoryRegistry::new();
+        inner
+            .register(&service("latest", &["a"]), RegisterOptions::default())
+            .await
+            .expect("register");
+        let registry = Silent {
+            inner,
+            answers,
+            watches: tx,
+        };
+        let sel = RegistrySelector::new(Arc::new(registry), SelectorOptions::default());
+        let mut p = sel
+            .select("greeter", &SelectOptions::default())
+            .await
+            .expect("select");
+        let wait = Duration::from_secs(5);
+        let ended = tokio::time::timeout(wait, watches.recv())
+            .await
+            .expect("the watch started in time")
+            .expect("a watch");
+        // A picker outlives its selector, and must not keep the watch alive.
+        let _pick = p.pick().expect("node");
+        let also = sel.clone();
+        drop(sel);
+        drop(also);
+        tokio::time::timeout(wait, ended)
+            .await
+            .expect("the watch ended with its selector")
+            .expect_err("the watch was dropped, not answered");
+        // The task is gone with it: the registry it held is dropped, closing the channel.
+        let closed = tokio::time::timeout(wait, watches.recv())
+            .await
+            .expect("the watch task ended");
+        assert!(closed.is_none(), "the task started another watch");
+    }
+
+    #[tokio::test]
+    async fn a_silent_watch_ends_when_the_selector_is_dropped() {
+        watch_ends_with_the_selector(true).await;
+    }
+
+    #[tokio::test]
+    async fn a_watch_that_never_opens_ends_when_the_selector_is_dropped() {
+        watch_ends_with_the_selector(false).await;
     }
 
     #[tokio::test]
