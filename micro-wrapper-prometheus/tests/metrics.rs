@@ -208,7 +208,11 @@ async fn streams_are_counted_and_unknown_endpoints_make_no_series() {
         .await
         .expect("open the stream");
         let mut replies = 0;
-        while within("a reply", stream.recv()).await.expect("reply").is_some() {
+        while within("a reply", stream.recv())
+            .await
+            .expect("reply")
+            .is_some()
+        {
             replies += 1;
         }
         assert_eq!(replies, 2);

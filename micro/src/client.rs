@@ -692,7 +692,11 @@ async fn attempt_once(
     })
 }
 
-async fn open_stream(parts: &Parts, req: rpc::Request, opts: &CallOptions) -> Result<Box<dyn Socket>> {
+async fn open_stream(
+    parts: &Parts,
+    req: rpc::Request,
+    opts: &CallOptions,
+) -> Result<Box<dyn Socket>> {
     let mut picker = picker_for(parts, &req.service, opts).await?;
     let retries = opts.retries.unwrap_or(parts.opts.retries);
     let mut attempt = 0;

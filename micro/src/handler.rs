@@ -165,7 +165,8 @@ impl Handler {
                 f(req, stream).await
             })
         });
-        self.endpoints.push((endpoint, EndpointFn::ServerStream(run)));
+        self.endpoints
+            .push((endpoint, EndpointFn::ServerStream(run)));
         self
     }
 

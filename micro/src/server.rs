@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt as _;
 use micro_core::registry::{Endpoint, RegisterOptions};
-use micro_core::transport::{Listener, Message as TransportMessage, Socket, SocketHandler};
 use micro_core::rpc::{CallKind, StreamSlot};
+use micro_core::transport::{Listener, Message as TransportMessage, Socket, SocketHandler};
 use micro_core::{rpc, Error, Metadata, Node, Registry, Result, Service, Transport};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::util::BoxCloneSyncService;
 use tower::{Service as TowerService, ServiceExt};
@@ -47,8 +48,11 @@ pub struct ServerOptions {
     pub register_ttl: Duration,
     /// How often the registration is renewed (`register_interval`, default 30 s).
     pub register_interval: Duration,
-    /// How long a stop waits for calls in flight.
+    /// How long a stop waits for calls in flight; handlers still running then are cancelled.
     pub drain_wait: Duration,
+    /// How long one register, renewal or deregister may take before it counts as failed (a
+    /// registry that hangs must not hold a start or a stop).
+    pub registry_timeout: Duration,
 }
 
 impl ServerOptions {
@@ -65,6 +69,7 @@ impl ServerOptions {
             register_ttl: Duration::from_secs(90),
             register_interval: Duration::from_secs(30),
             drain_wait: Duration::from_secs(10),
+            registry_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -85,7 +90,11 @@ struct Inner {
     endpoints: Vec<Endpoint>,
     service: HandlerService,
     running: Mutex<Option<Running>>,
+    // Held by start and stop for their whole run, so that two of them never interleave.
+    lifecycle: tokio::sync::Mutex<()>,
     calls: TaskTracker,
+    // Cancelled when the drain wait of a stop runs out: handlers still running are dropped.
+    cancel: Mutex<CancellationToken>,
 }
 
 struct Running {
@@ -159,7 +168,9 @@ impl Server {
                 endpoints,
                 service,
                 running: Mutex::new(None),
+                lifecycle: tokio::sync::Mutex::new(()),
                 calls: TaskTracker::new(),
+                cancel: Mutex::new(CancellationToken::new()),
             }),
         }
     }
@@ -200,6 +211,7 @@ impl Server {
 #[async_trait::async_trait]
 impl rpc::Server for Server {
     async fn start(&self) -> Result<()> {
+        let _lifecycle = self.inner.lifecycle.lock().await;
         if self.running().is_some() {
             return Ok(());
         }
@@ -216,13 +228,27 @@ impl rpc::Server for Server {
                 )
             })?
             .into();
+        *self
+            .inner
+            .cancel
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = CancellationToken::new();
+        // Serve first, register after: no caller finds this node before it answers.
+        let accept = if listener.serve_inline(socket_handler(&self.inner)) {
+            None
+        } else {
+            Some(tokio::spawn(accept_loop(
+                self.inner.clone(),
+                listener.clone(),
+            )))
+        };
         let address = advertised(o.advertise.as_deref(), &listener.local_addr());
         let record = self.record(address.clone());
         let registry = self.inner.registry.clone();
         let opts = RegisterOptions {
             ttl: o.register_ttl,
         };
-        if let Err(e) = registry.register(&record, opts).await {
+        if let Err(e) = bounded(o.registry_timeout, registry.register(&record, opts)).await {
             tracing::error!(
                 service = %o.name, registry = registry.name(), error = %e,
                 "cannot register; serving anyway and retrying"
@@ -233,15 +259,8 @@ impl rpc::Server for Server {
             record.clone(),
             opts,
             o.register_interval,
+            o.registry_timeout,
         ));
-        let accept = if listener.serve_inline(socket_handler(&self.inner)) {
-            None
-        } else {
-            Some(tokio::spawn(accept_loop(
-                self.inner.clone(),
-                listener.clone(),
-            )))
-        };
         listener.set_serving(true);
         tracing::info!(service = %o.name, id = %o.id, %address, transport = self.inner.transport.name(), "serving");
         *self.running() = Some(Running {
@@ -254,6 +273,7 @@ impl rpc::Server for Server {
     }
 
     async fn stop(&self) -> Result<()> {
+        let _lifecycle = self.inner.lifecycle.lock().await;
         let Some(running) = self.running().take() else {
             return Ok(());
         };
@@ -261,7 +281,8 @@ impl rpc::Server for Server {
         running.renew.abort();
         running.listener.set_serving(false);
         // Deregister first, so that callers stop choosing this node while it drains.
-        if let Err(e) = self.inner.registry.deregister(&running.record).await {
+        let deregister = self.inner.registry.deregister(&running.record);
+        if let Err(e) = bounded(o.registry_timeout, deregister).await {
             tracing::warn!(service = %o.name, error = %e, "cannot deregister");
         }
         self.inner.calls.close();
@@ -271,8 +292,15 @@ impl rpc::Server for Server {
         if tokio::time::timeout(o.drain_wait, drain).await.is_err() {
             tracing::warn!(
                 service = %o.name, in_flight = self.inner.calls.len(),
-                "calls still running after the drain wait of {:?}; closing", o.drain_wait
+                "calls still running after the drain wait of {:?}; cancelling them", o.drain_wait
             );
+            self.inner
+                .cancel
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .cancel();
+            // Cancelled handlers end at their next await; their callers get an error.
+            let _ = tokio::time::timeout(o.drain_wait, self.inner.calls.wait()).await;
         }
         if let Some(accept) = running.accept {
             accept.abort();
@@ -310,11 +338,22 @@ fn advertised(advertise: Option<&str>, bound: &str) -> String {
     SocketAddr::new(ip, addr.port()).to_string()
 }
 
+/// `op`, failing with a 408 naming the registry wait once `limit` has passed.
+async fn bounded(limit: Duration, op: impl Future<Output = Result<()>>) -> Result<()> {
+    tokio::time::timeout(limit, op).await.unwrap_or_else(|_| {
+        Err(Error::timeout(
+            "micro.server",
+            format!("the registry did not answer within {limit:?}"),
+        ))
+    })
+}
+
 async fn renew_loop(
     registry: Arc<dyn Registry>,
     record: Service,
     opts: RegisterOptions,
     interval: Duration,
+    limit: Duration,
 ) {
     let mut failures: u32 = 0;
     loop {
@@ -325,7 +364,7 @@ async fn renew_loop(
             interval.min(Duration::from_millis(250) * failures.min(40))
         };
         tokio::time::sleep(wait).await;
-        match registry.register(&record, opts).await {
+        match bounded(limit, registry.register(&record, opts)).await {
             Ok(()) => {
                 if failures > 0 {
                     tracing::info!(service = %record.name, "registered again");
@@ -350,15 +389,31 @@ fn socket_handler(inner: &Arc<Inner>) -> SocketHandler {
             return Box::pin(async {});
         };
         let calls = inner.calls.clone();
-        Box::pin(calls.track_future(guarded(serve_socket(inner, socket))))
+        let cancel = inner.cancel_token();
+        Box::pin(calls.track_future(guarded(cancel, serve_socket(inner, socket))))
     })
 }
 
 /// Runs one exchange; a handler that panics ends only its own exchange (its socket is dropped,
-/// which answers the caller with an error) and is logged.
-async fn guarded(serve: impl Future<Output = ()>) {
-    if AssertUnwindSafe(serve).catch_unwind().await.is_err() {
-        tracing::error!("a handler panicked; its caller gets an error");
+/// which answers the caller with an error) and is logged. A stop whose drain wait ran out
+/// cancels it the same way.
+async fn guarded(cancel: CancellationToken, serve: impl Future<Output = ()>) {
+    tokio::select! {
+        ended = AssertUnwindSafe(serve).catch_unwind() => {
+            if ended.is_err() {
+                tracing::error!("a handler panicked; its caller gets an error");
+            }
+        }
+        _ = cancel.cancelled() => tracing::warn!("cancelled a handler still running at the end of the drain wait"),
+    }
+}
+
+impl Inner {
+    fn cancel_token(&self) -> CancellationToken {
+        self.cancel
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 }
 
@@ -367,10 +422,11 @@ async fn accept_loop(inner: Arc<Inner>, listener: Arc<dyn Listener>) {
         match listener.accept().await {
             Ok(Some(socket)) => {
                 let inner = inner.clone();
+                let cancel = inner.cancel_token();
                 inner
                     .calls
                     .clone()
-                    .spawn(guarded(serve_socket(inner, socket)));
+                    .spawn(guarded(cancel, serve_socket(inner, socket)));
             }
             Ok(None) => return,
             Err(e) => {
@@ -439,7 +495,10 @@ fn server_call(
     })?;
     let id = format!("{name}.{endpoint}");
     let f = inner.routes.get(&endpoint).cloned().ok_or_else(|| {
-        Error::not_found(id.clone(), format!("service {name} has no endpoint {endpoint}"))
+        Error::not_found(
+            id.clone(),
+            format!("service {name} has no endpoint {endpoint}"),
+        )
     })?;
     let content_type = headers::get(header, headers::CONTENT_TYPE).unwrap_or_default();
     let codec = inner.codecs.get(content_type)?;

@@ -142,9 +142,16 @@ impl ServiceBuilder {
         self
     }
 
-    /// How long a stop waits for calls in flight (10 s).
+    /// How long a stop waits for calls in flight (10 s); handlers still running then are
+    /// cancelled.
     pub fn drain_wait(mut self, wait: Duration) -> Self {
         self.server.drain_wait = wait;
+        self
+    }
+
+    /// How long one register, renewal or deregister may take (10 s).
+    pub fn registry_timeout(mut self, limit: Duration) -> Self {
+        self.server.registry_timeout = limit;
         self
     }
 
@@ -501,14 +508,49 @@ impl Service {
         self.inner.client.publish(topic, msg).await
     }
 
-    /// Starts serving: hooks, broker, server (which registers), subscribers.
+    /// Starts serving: hooks, broker, server (which serves, then registers), subscribers. A
+    /// start that fails halfway undoes what it did: subscriptions made are cancelled, the server
+    /// deregisters and closes, the broker disconnects; the error says what failed.
     pub async fn start(&self) -> Result<()> {
         let i = &self.inner;
         for hook in &i.before_start {
             hook().await?;
         }
         i.broker.connect().await?;
-        i.server.start().await?;
+        if let Err(e) = i.server.start().await {
+            self.undo_start().await;
+            return Err(e);
+        }
+        if let Err(e) = self.subscribe_all().await {
+            tracing::error!(service = %self.name(), error = %e, "start failed; undoing it");
+            self.undo_start().await;
+            return Err(e);
+        }
+        for hook in &i.after_start {
+            hook().await?;
+        }
+        Ok(())
+    }
+
+    async fn undo_start(&self) {
+        let i = &self.inner;
+        let subs: Vec<_> =
+            std::mem::take(&mut *i.subscriptions.lock().unwrap_or_else(|p| p.into_inner()));
+        for s in subs {
+            if let Err(e) = s.unsubscribe().await {
+                tracing::warn!(topic = s.topic(), error = %e, "cannot unsubscribe");
+            }
+        }
+        if let Err(e) = i.server.stop().await {
+            tracing::warn!(error = %e, "cannot stop the server");
+        }
+        if let Err(e) = i.broker.disconnect().await {
+            tracing::warn!(broker = i.broker.name(), error = %e, "cannot disconnect from the broker");
+        }
+    }
+
+    async fn subscribe_all(&self) -> Result<()> {
+        let i = &self.inner;
         for s in &i.subscribers {
             let svc = s.service.clone();
             let handler: micro_core::broker::Handler = Arc::new(move |d| {
@@ -526,9 +568,6 @@ impl Service {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .push(sub);
-        }
-        for hook in &i.after_start {
-            hook().await?;
         }
         Ok(())
     }
