@@ -12,6 +12,7 @@
 
 pub mod broker;
 pub mod registry;
+pub mod transport;
 
 /// Whether tests must fail, rather than skip, when their backend is missing
 /// (`MICRO_TEST_REQUIRE_SERVICES=1`, as CI sets it).

@@ -16,9 +16,9 @@ pub const ERROR: &str = "Micro-Error";
 pub const STREAM: &str = "Micro-Stream";
 /// The topic of a published message.
 pub const TOPIC: &str = "Micro-Topic";
-/// The fully qualified proto service of the endpoint (`greeter.Greeter`), when the caller knows
-/// it: transports that route by proto names (gRPC's `/greeter.Greeter/Hello`) use it. It is not
-/// sent on the wire by the http transport's peers.
+/// The fully qualified proto service of an endpoint (`greeter.Greeter`) in a header that only
+/// ever lives inside a process (the gRPC transport's stream opening); on requests it is the
+/// typed field `rpc::Request::proto_service`, never sent on the mucp wire.
 pub const PROTO_SERVICE: &str = "Micro-Proto-Service";
 /// The codec of the body.
 pub const CONTENT_TYPE: &str = "Content-Type";
@@ -29,7 +29,28 @@ pub const TIMEOUT: &str = "Timeout";
 /// The end-of-stream marker in [`ERROR`].
 pub const EOS: &str = "EOS";
 
-use crate::Metadata;
+use std::time::Duration;
+
+use crate::{rpc, Metadata};
+
+/// The mucp header of a request: its metadata, then `Micro-Id`, `Micro-Service`,
+/// `Micro-Endpoint` (and `Micro-Method`, as Go Micro sends both), `Content-Type`, `Accept`, and
+/// `Timeout` in decimal nanoseconds when there is one. Metadata entries under those names give
+/// way to the request's own fields.
+pub fn request_header(req: &rpc::Request, timeout: Option<Duration>) -> Metadata {
+    let mut h = Metadata::with_capacity(req.metadata.len() + 7);
+    h.extend_from(&req.metadata);
+    h.insert_static(ID, req.id.clone());
+    h.insert_static(SERVICE, req.service.clone());
+    h.insert_static(ENDPOINT, req.endpoint.clone());
+    h.insert_static(METHOD, req.endpoint.clone());
+    h.insert_static(CONTENT_TYPE, req.content_type.clone());
+    h.insert_static(ACCEPT, req.content_type.clone());
+    if let Some(t) = timeout {
+        h.insert_static(TIMEOUT, t.as_nanos().to_string());
+    }
+    h
+}
 
 /// Reads a header in its `Micro-X` or `X-Micro-X` form (the plain form first); an empty
 /// value counts as absent. Nothing is allocated.

@@ -22,6 +22,10 @@ pub struct Request {
     pub service: String,
     /// The endpoint (`Greeter.Hello`).
     pub endpoint: String,
+    /// The fully qualified proto service of the endpoint (`greeter.Greeter`), when the caller
+    /// knows it (generated clients do): transports that route by proto names (gRPC's
+    /// `/greeter.Greeter/Hello`) use it. Never sent on the mucp wire.
+    pub proto_service: Option<String>,
     /// The codec of `body`.
     pub content_type: String,
     /// The caller's metadata, sent as headers.
@@ -96,6 +100,8 @@ pub struct CallOptions {
     pub address: Option<String>,
     /// Selector filters.
     pub filters: Vec<Filter>,
+    /// The proto service of the endpoint, for [`Request::proto_service`].
+    pub proto_service: Option<String>,
 }
 
 /// One call on its way through the client's middleware (tower layers see this): the encoded
@@ -160,6 +166,13 @@ impl fmt::Display for AttemptError {
 }
 
 impl std::error::Error for AttemptError {}
+
+/// The error, whichever kind, so `?` works where the kind does not matter.
+impl From<AttemptError> for crate::Error {
+    fn from(e: AttemptError) -> Self {
+        e.into_error()
+    }
+}
 
 /// One call as it reaches the server's handler path (tower layers see this): unary calls and
 /// streams alike, so that auth, rate limits, validation, metrics and traces cover both. Only

@@ -1,9 +1,11 @@
-//! How messages cross the network: [`Transport`] dials and listens; a [`Socket`] carries
-//! [`Message`]s, each a header map and a body.
+//! How calls cross the network: [`Transport`] makes unary calls and opens streams, and
+//! listens.
 //!
-//! A unary exchange is one socket: the client sends the request and receives the reply. A
-//! stream is one socket on which both sides send any number of messages. The server side of a
-//! transport hands out one socket per exchange from its [`Listener`].
+//! A unary call is one request and one response on the transport's own request/response
+//! (hyper's, tonic's): [`Transport::call`] takes a typed [`rpc::Request`] for one node and gives
+//! back its [`rpc::Response`]. A stream is a [`Socket`] on which both sides send any number of
+//! [`Message`]s, each a header map and a body. The server side of a transport hands out one
+//! socket per exchange from its [`Listener`].
 
 use std::fmt;
 use std::future::Future;
@@ -13,6 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::rpc::{self, AttemptError};
 use crate::{Metadata, Result};
 
 /// One message on a transport: headers (`Micro-Endpoint`, `Content-Type`, metadata ...) and a
@@ -25,19 +28,20 @@ pub struct Message {
     pub body: Bytes,
 }
 
-/// Options for [`Transport::dial`].
+/// Options of one unary call, [`Transport::call`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DialOptions {
-    /// Whether the socket is for a stream (many messages each way) rather than one exchange.
-    pub stream: bool,
+pub struct CallParams {
+    /// What is left of the caller's deadline: sent to the server (`Timeout`, `grpc-timeout`),
+    /// and the longest the call waits for its reply.
+    pub timeout: Duration,
     /// How long connecting may take.
     pub connect_timeout: Duration,
 }
 
-impl Default for DialOptions {
+impl Default for CallParams {
     fn default() -> Self {
-        DialOptions {
-            stream: false,
+        CallParams {
+            timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
         }
     }
@@ -61,8 +65,26 @@ pub trait Transport: Send + Sync + fmt::Debug {
         "mucp"
     }
 
-    /// Opens a socket to `addr` (`host:port`).
-    async fn dial(&self, addr: &str, opts: DialOptions) -> Result<Box<dyn Socket>>;
+    /// One unary call to the node at `addr` (`host:port`). `req.id` is sent as the request id
+    /// (the client fills it). An error the node answered with is [`AttemptError::Answered`];
+    /// a node that could not be reached, or whose connection broke, is
+    /// [`AttemptError::Unreachable`], which makes the selector eject it for a while.
+    async fn call(
+        &self,
+        addr: &str,
+        req: &rpc::Request,
+        params: CallParams,
+    ) -> std::result::Result<rpc::Response, AttemptError>;
+
+    /// Opens a stream to `req`'s endpoint at `addr`: the stream starts with `req`'s id (the
+    /// stream id), names and metadata (its body is ignored); then both sides send messages on
+    /// the socket.
+    async fn stream(
+        &self,
+        addr: &str,
+        req: &rpc::Request,
+        connect_timeout: Duration,
+    ) -> Result<Box<dyn Socket>>;
 
     /// Listens on `addr` (`host:port`, port 0 for any).
     async fn listen(&self, addr: &str) -> Result<Box<dyn Listener>>;

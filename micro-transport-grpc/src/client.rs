@@ -1,5 +1,6 @@
-//! The client side: pooled tonic channels (one per address, HTTP/2 multiplexes the calls) and
-//! [`ClientSocket`], which turns Micro's messages into one standard gRPC call.
+//! The client side: pooled tonic channels (one per address, HTTP/2 multiplexes the calls),
+//! [`unary`] calls, and [`ClientSocket`], which turns a stream's messages into one standard
+//! streaming gRPC call.
 //!
 //! A channel nobody dials for [`POOL_IDLE_TIMEOUT`] is dropped from the pool, closing its
 //! connection: nodes come and go, and one that left is simply never dialled again. The pool
@@ -20,7 +21,8 @@ use http::uri::PathAndQuery;
 use http::Uri;
 use hyper_util::rt::TokioIo;
 use micro_core::headers::{self, EOS, ERROR, STREAM};
-use micro_core::transport::{Message, Socket};
+use micro_core::rpc::{self, AttemptError};
+use micro_core::transport::{CallParams, Message, Socket};
 use micro_core::{Error, GrpcCode, Metadata, Result};
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
@@ -40,7 +42,7 @@ use tower::ServiceExt as _;
 use crate::codec::RawCodec;
 use crate::wire::{
     error_of, error_of_status, format_grpc_timeout, get, grpc_content_type, is_eos,
-    metadata_of_headers, path_for, reply_content_type, request_headers, timeout_of,
+    metadata_of_headers, method_path, path_for, reply_content_type, request_headers, timeout_of,
 };
 use crate::{GrpcOptions, ID};
 
@@ -347,13 +349,135 @@ type WireService = tower::util::MapRequest<
     fn(http::Request<tonic::body::Body>) -> http::Request<tonic::body::Body>,
 >;
 
+/// A tonic client on `channel`, with the transport's compression and size limits.
+fn grpc_client(opts: &GrpcOptions, channel: &Channel) -> tonic::client::Grpc<WireService> {
+    let service = channel.clone().map_request(set_content_type as fn(_) -> _);
+    let grpc = tonic::client::Grpc::new(service)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(opts.max_recv_message_bytes)
+        .max_encoding_message_size(opts.max_send_message_bytes);
+    if opts.gzip {
+        grpc.send_compressed(CompressionEncoding::Gzip)
+    } else {
+        grpc
+    }
+}
+
+/// One unary call: tonic's `Grpc::unary` on the pooled channel to `addr`, on the caller's
+/// task, bounded by the call's timeout (sent as `grpc-timeout`, and as `timeout` in decimal
+/// nanoseconds, which Go Micro's gRPC server reads).
+pub(crate) async fn unary(
+    side: &Arc<ClientSide>,
+    addr: &str,
+    req: &rpc::Request,
+    params: CallParams,
+) -> std::result::Result<rpc::Response, AttemptError> {
+    use AttemptError::{Answered, Unreachable};
+    let (channel_id, channel) = side
+        .channel(addr, params.connect_timeout)
+        .await
+        .map_err(Unreachable)?;
+    let error_id = format!("{}.{}", req.service, req.endpoint);
+    let path = method_path(
+        &req.endpoint,
+        req.proto_service.as_deref(),
+        Some(&req.service),
+    )
+    .map_err(Answered)?;
+    let path = PathAndQuery::from_maybe_shared(Bytes::from(path)).map_err(|e| {
+        Answered(Error::bad_request(
+            ID,
+            format!("not a gRPC method path: {e}"),
+        ))
+    })?;
+    let wire_ct = grpc_content_type(Some(&req.content_type)).map_err(Answered)?;
+    let request_ct = if wire_ct == "application/grpc+json" {
+        "application/json"
+    } else {
+        "application/protobuf"
+    };
+    let limit = side.opts.max_send_message_bytes;
+    if req.body.len() > limit {
+        return Err(Answered(Error::from_grpc(
+            ID,
+            GrpcCode::ResourceExhausted,
+            format!(
+                "the request of {} bytes for {path} exceeds the limit of {limit} bytes \
+                 (MICRO_GRPC_MAX_SEND_MSG_SIZE)",
+                req.body.len()
+            ),
+        )));
+    }
+    let mut metadata = request_headers(&req.metadata).map_err(Answered)?;
+    if let Ok(value) = HeaderValue::from_str(&params.timeout.as_nanos().to_string()) {
+        metadata.insert(http::header::HeaderName::from_static("timeout"), value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&format_grpc_timeout(params.timeout)) {
+        metadata.insert("grpc-timeout", value);
+    }
+    let mut request = tonic::Request::new(req.body.clone());
+    *request.metadata_mut() = MetadataMap::from_headers(metadata);
+    // tonic writes `application/grpc` itself; only another content type needs carrying.
+    if wire_ct != "application/grpc" {
+        request
+            .extensions_mut()
+            .insert(WireContentType(HeaderValue::from_static(wire_ct)));
+    }
+    let mut grpc = grpc_client(&side.opts, &channel);
+    let call = async move {
+        grpc.ready()
+            .await
+            .map_err(|e| Status::from_error(Box::new(e)))?;
+        grpc.unary(request, path, RawCodec).await
+    };
+    let deadline_passed = || {
+        Answered(Error::timeout(
+            error_id.clone(),
+            format!(
+                "no reply from {addr} to {} within the deadline of {:?}",
+                req.endpoint, params.timeout
+            ),
+        ))
+    };
+    let response = tokio::select! {
+        response = call => response,
+        _ = tokio::time::sleep(params.timeout) => return Err(deadline_passed()),
+    };
+    let status = match response {
+        Ok(response) => {
+            // tonic has merged the trailers into the metadata already.
+            let (metadata, body, _) = response.into_parts();
+            let headers = metadata.into_headers();
+            let wire_ct = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+            return Ok(rpc::Response {
+                content_type: reply_content_type(wire_ct, request_ct).to_string(),
+                metadata: metadata_of_headers(&headers),
+                body,
+                stream: None,
+            });
+        }
+        Err(status) => status,
+    };
+    if timed_out(&status) {
+        // The channel enforces the grpc-timeout it sends: that is the deadline, not a
+        // broken connection.
+        return Err(deadline_passed());
+    }
+    if let Some(source) = std::error::Error::source(&status) {
+        // The connection failed, not the call: the caller may try another node.
+        side.evict(addr, channel_id);
+        let why = side.describe(addr, source);
+        let detail = format!("the call to {} failed: {why}", req.endpoint);
+        return Err(Unreachable(unreachable(addr, detail)));
+    }
+    Err(Answered(error_of_status(&status, &error_id)))
+}
+
 type CallResult = std::result::Result<tonic::Response<Streaming<Bytes>>, Status>;
 
 enum State {
     /// Nothing sent yet.
     Idle,
-    /// A unary call ready to go: `recv` makes it on the caller's task.
-    Unary(Box<(tonic::Request<Bytes>, PathAndQuery)>),
     /// The call is under way; its response head has not arrived.
     Calling(JoinHandle<CallResult>),
     /// Reading replies; the response metadata still to be handed out.
@@ -369,12 +493,10 @@ enum State {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Mode {
     Idle,
-    Unary,
     Stream(String),
 }
 
-/// The client end of one gRPC call: a unary exchange (a first message without
-/// `Micro-Stream`) or a stream.
+/// The client end of one streaming gRPC call (unary calls are [`unary`]).
 pub(crate) struct ClientSocket {
     side: Arc<ClientSide>,
     addr: String,
@@ -454,7 +576,7 @@ impl ClientSocket {
 
     /// Starts the call with its first message.
     fn start(&mut self, msg: Message) -> Result<()> {
-        let Message { header, body } = msg;
+        let Message { header, .. } = msg;
         let path = path_for(&header)?;
         let path = PathAndQuery::from_maybe_shared(Bytes::from(path))
             .map_err(|e| Error::bad_request(ID, format!("not a gRPC method path: {e}")))?;
@@ -478,16 +600,10 @@ impl ClientSocket {
         let stream = get(&header, STREAM).map(str::to_string);
         self.request = header;
         let Some(id) = stream else {
-            // Unary: made by `recv` on the caller's task, with nothing spawned.
-            self.check_size(&body)?;
-            let mut request = tonic::Request::new(body);
-            *request.metadata_mut() = MetadataMap::from_headers(metadata);
-            if let Some(ct) = wire_ct {
-                request.extensions_mut().insert(ct);
-            }
-            self.mode = Mode::Unary;
-            self.state = State::Unary(Box::new((request, path)));
-            return Ok(());
+            return Err(Error::internal(
+                ID,
+                "a gRPC socket carries streams: unary calls go through Transport::call",
+            ));
         };
         self.mode = Mode::Stream(id);
         let (tx, rx) = mpsc::channel::<Bytes>(REQUEST_BUFFER);
@@ -510,53 +626,7 @@ impl ClientSocket {
 
     /// A tonic client for one call on the pooled channel.
     fn grpc(&self) -> tonic::client::Grpc<WireService> {
-        let opts = &self.side.opts;
-        let service = self
-            .channel
-            .1
-            .clone()
-            .map_request(set_content_type as fn(_) -> _);
-        let grpc = tonic::client::Grpc::new(service)
-            .accept_compressed(CompressionEncoding::Gzip)
-            .max_decoding_message_size(opts.max_recv_message_bytes)
-            .max_encoding_message_size(opts.max_send_message_bytes);
-        if opts.gzip {
-            grpc.send_compressed(CompressionEncoding::Gzip)
-        } else {
-            grpc
-        }
-    }
-
-    /// Makes the unary call and waits for its reply, within the deadline.
-    async fn call_unary(
-        &mut self,
-        request: tonic::Request<Bytes>,
-        path: PathAndQuery,
-    ) -> Result<Option<Message>> {
-        let mut grpc = self.grpc();
-        let call = async move {
-            grpc.ready()
-                .await
-                .map_err(|e| Status::from_error(Box::new(e)))?;
-            grpc.unary(request, path, RawCodec).await
-        };
-        let response = tokio::select! {
-            response = call => response,
-            _ = self.until_deadline() => return self.deadline_passed(),
-        };
-        let response = match response {
-            Ok(response) => response,
-            Err(status) => return self.failed(status),
-        };
-        // tonic has merged the trailers into the metadata already.
-        let (metadata, body, _) = response.into_parts();
-        let headers = metadata.into_headers();
-        let wire_ct = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
-        let content_type = reply_content_type(wire_ct, self.request_ct);
-        let mut header = metadata_of_headers(&headers);
-        header.insert_static(headers::CONTENT_TYPE, content_type);
-        self.state = State::Done;
-        Ok(Some(Message { header, body }))
+        grpc_client(&self.side.opts, &self.channel.1)
     }
 
     /// The headers of a message of this call: the stream id in stream mode.
@@ -663,13 +733,6 @@ impl Socket for ClientSocket {
     async fn send(&mut self, msg: Message) -> Result<()> {
         match &self.mode {
             Mode::Idle => self.start(msg),
-            Mode::Unary => Err(Error::internal(
-                ID,
-                format!(
-                    "the unary call {} to {} carries one request; open a stream for more",
-                    self.path, self.addr
-                ),
-            )),
             Mode::Stream(_) => {
                 if is_eos(&msg.header) || error_of(&msg.header).is_some() {
                     // The end of the caller's messages: half-close the request stream.
@@ -710,10 +773,6 @@ impl Socket for ClientSocket {
                     ));
                 }
                 State::Done => return Ok(None),
-                State::Unary(call) => {
-                    let (request, path) = *call;
-                    return self.call_unary(request, path).await;
-                }
                 State::Calling(mut task) => {
                     let joined = tokio::select! {
                         joined = &mut task => joined,
@@ -748,7 +807,6 @@ impl Socket for ClientSocket {
                     metadata,
                     content_type,
                 } => {
-                    // Only streams get here: unary calls finish in `call_unary`.
                     return self.recv_stream(replies, metadata, content_type).await;
                 }
             }

@@ -93,7 +93,8 @@
 //! # Example
 //!
 //! ```
-//! use micro_core::transport::{DialOptions, Message, Transport};
+//! use micro_core::rpc::Request;
+//! use micro_core::transport::{CallParams, Message, Transport};
 //! use micro_transport_grpc::GrpcTransport;
 //!
 //! # #[tokio::main] async fn main() -> micro_core::Result<()> {
@@ -117,13 +118,14 @@
 //! });
 //!
 //! // The client: one unary call to /echo.Echo/Call.
-//! let mut socket = transport.dial(&addr, DialOptions::default()).await?;
-//! let mut request = Message::default();
-//! request.header.insert("Micro-Service", "echo");
-//! request.header.insert("Micro-Endpoint", "Echo.Call");
-//! request.body = "hello".into();
-//! socket.send(request).await?;
-//! let reply = socket.recv().await?.expect("a reply");
+//! let request = Request {
+//!     service: "echo".into(),
+//!     endpoint: "Echo.Call".into(),
+//!     content_type: "application/protobuf".into(),
+//!     body: "hello".into(),
+//!     ..Request::default()
+//! };
+//! let reply = transport.call(&addr, &request, CallParams::default()).await?;
 //! assert_eq!(reply.body, "hello");
 //! # Ok(()) }
 //! ```
@@ -137,14 +139,17 @@ mod wire;
 
 use std::sync::Arc;
 
-use micro_core::transport::{DialOptions, Listener, Socket, Transport};
+use std::time::Duration;
+
+use micro_core::rpc::{self, AttemptError};
+use micro_core::transport::{CallParams, Listener, Message, Socket, Transport};
 use micro_core::Result;
 
 pub use options::GrpcOptions;
 pub use server::GrpcListener;
 pub use tls::TlsOptions;
 
-use client::{ClientSide, ClientSocket};
+use client::{unary, ClientSide, ClientSocket};
 
 /// The `id` of every error this transport raises itself.
 const ID: &str = "micro.transport.grpc";
@@ -210,13 +215,36 @@ impl Transport for GrpcTransport {
         "grpc"
     }
 
-    async fn dial(&self, addr: &str, opts: DialOptions) -> Result<Box<dyn Socket>> {
-        let channel = self.client.channel(addr, opts.connect_timeout).await?;
-        Ok(Box::new(ClientSocket::new(
-            self.client.clone(),
-            addr,
-            channel,
-        )))
+    async fn call(
+        &self,
+        addr: &str,
+        req: &rpc::Request,
+        params: CallParams,
+    ) -> std::result::Result<rpc::Response, AttemptError> {
+        unary(&self.client, addr, req, params).await
+    }
+
+    async fn stream(
+        &self,
+        addr: &str,
+        req: &rpc::Request,
+        connect_timeout: Duration,
+    ) -> Result<Box<dyn Socket>> {
+        let channel = self.client.channel(addr, connect_timeout).await?;
+        let mut socket = ClientSocket::new(self.client.clone(), addr, channel);
+        let mut header = micro_core::headers::request_header(req, None);
+        header.insert_static(micro_core::headers::STREAM, req.id.clone());
+        // Names the method path only; protocol headers never travel as gRPC metadata.
+        if let Some(proto) = &req.proto_service {
+            header.insert_static(micro_core::headers::PROTO_SERVICE, proto.clone());
+        }
+        socket
+            .send(Message {
+                header,
+                body: bytes::Bytes::new(),
+            })
+            .await?;
+        Ok(Box::new(socket))
     }
 
     async fn listen(&self, addr: &str) -> Result<Box<dyn Listener>> {

@@ -42,6 +42,16 @@ pub(crate) fn path_for(header: &Metadata) -> micro_core::Result<String> {
                 "the request names no endpoint: set Micro-Endpoint (e.g. Greeter.Hello)",
             )
         })?;
+    method_path(endpoint, get(header, PROTO_SERVICE), get(header, SERVICE))
+}
+
+/// The gRPC method path of `endpoint` (`Greeter.Hello`): `/<proto service>/<Method>` when
+/// the caller names its proto service, else Go Micro's `/<service>.<Type>/<Method>`.
+pub(crate) fn method_path(
+    endpoint: &str,
+    proto_service: Option<&str>,
+    service: Option<&str>,
+) -> micro_core::Result<String> {
     let (kind, method) = endpoint
         .rsplit_once('.')
         .filter(|(k, m)| !k.is_empty() && !m.is_empty())
@@ -54,14 +64,14 @@ pub(crate) fn path_for(header: &Metadata) -> micro_core::Result<String> {
             )
         })?;
     let mut path = String::with_capacity(64);
-    match get(header, PROTO_SERVICE) {
+    match proto_service.filter(|p| !p.is_empty()) {
         Some(proto) => {
             for part in ["/", proto, "/", method] {
                 path.push_str(part);
             }
         }
         None => {
-            let service = get(header, SERVICE).ok_or_else(|| {
+            let service = service.filter(|s| !s.is_empty()).ok_or_else(|| {
                 Error::bad_request(
                     ID,
                     format!(

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use micro_core::transport::{DialOptions, Listener, Message, Socket, Transport};
+use micro_core::transport::{Listener, Message, Socket};
 use micro_core::{Error, Metadata};
 use micro_transport_grpc::{GrpcListener, GrpcOptions, GrpcTransport, TlsOptions};
 use prost::Message as _;
@@ -273,10 +273,15 @@ fn open(stream: &str, endpoint: &str) -> Message {
 }
 
 async fn call(transport: &GrpcTransport, addr: &str, msg: Message) -> Result<Message, Error> {
-    let mut socket = transport.dial(addr, DialOptions::default()).await?;
-    socket.send(msg).await?;
-    let reply = bounded("a unary reply", socket.recv()).await?;
-    Ok(reply.unwrap_or_default())
+    micro_conformance::transport::call(transport, addr, msg).await
+}
+
+async fn open_stream(
+    transport: &GrpcTransport,
+    addr: &str,
+    open: Message,
+) -> Result<Box<dyn Socket>, Error> {
+    micro_conformance::transport::open_stream(transport, addr, open, Duration::from_secs(5)).await
 }
 
 fn error_in(reply: &Message) -> Option<Error> {
@@ -382,14 +387,8 @@ async fn the_server_sees_the_callers_metadata_and_deadline() -> TestResult {
 async fn every_stream_kind_works() -> TestResult {
     let (_listener, addr) = start(GrpcOptions::default()).await?;
     let transport = GrpcTransport::default();
-    let stream_dial = DialOptions {
-        stream: true,
-        ..DialOptions::default()
-    };
-
     // Server streaming.
-    let mut s = transport.dial(&addr, stream_dial).await?;
-    s.send(open("s1", "Greeter.Stream")).await?;
+    let mut s = open_stream(&transport, &addr, open("s1", "Greeter.Stream")).await?;
     let req = StreamRequest {
         name: "John".into(),
         count: 3,
@@ -407,8 +406,7 @@ async fn every_stream_kind_works() -> TestResult {
     assert!(bounded("after EOS", s.recv()).await?.is_none());
 
     // Client streaming.
-    let mut s = transport.dial(&addr, stream_dial).await?;
-    s.send(open("s2", "Greeter.Collect")).await?;
+    let mut s = open_stream(&transport, &addr, open("s2", "Greeter.Collect")).await?;
     for name in ["a", "b", "c"] {
         s.send(data("s2", hello(name))).await?;
     }
@@ -420,8 +418,7 @@ async fn every_stream_kind_works() -> TestResult {
     assert_eq!(reply_text(&replies[0].body), "Hello a, b, c");
 
     // Bidirectional, one reply per message, in turn.
-    let mut s = transport.dial(&addr, stream_dial).await?;
-    s.send(open("s3", "Greeter.Chat")).await?;
+    let mut s = open_stream(&transport, &addr, open("s3", "Greeter.Chat")).await?;
     for name in ["x", "y"] {
         s.send(data("s3", hello(name))).await?;
         let reply = bounded("a chat reply", s.recv()).await?.unwrap_or_default();
@@ -459,16 +456,7 @@ async fn errors_come_back_exactly() -> TestResult {
     assert!(e.detail.contains("without an answer"), "{e}");
 
     // The same on a stream.
-    let mut s = transport
-        .dial(
-            &addr,
-            DialOptions {
-                stream: true,
-                ..DialOptions::default()
-            },
-        )
-        .await?;
-    s.send(open("e1", "Greeter.Nope")).await?;
+    let mut s = open_stream(&transport, &addr, open("e1", "Greeter.Nope")).await?;
     s.send(eos("e1")).await?;
     let (_, end) = drain(&mut s).await;
     assert_eq!(end.map(|e| e.code), Some(404));
@@ -846,14 +834,13 @@ async fn size_limits_give_resource_exhausted() -> TestResult {
     // The client refuses to send over its limit, and to take a reply over it.
     let (_roomy, roomy_addr) = start(GrpcOptions::default()).await?;
     let small_client = GrpcTransport::new(small);
-    let mut socket = small_client
-        .dial(&roomy_addr, DialOptions::default())
-        .await?;
-    let e = socket
-        .send(unary("Greeter.Hello", hello(&"x".repeat(2048))))
-        .await
-        .err();
-    assert_eq!(e.map(|e| e.code), Some(429));
+    let reply = call(
+        &small_client,
+        &roomy_addr,
+        unary("Greeter.Hello", hello(&"x".repeat(2048))),
+    )
+    .await?;
+    assert_eq!(error_in(&reply).map(|e| e.code), Some(429));
     let reply = call(
         &small_client,
         &roomy_addr,
@@ -896,16 +883,7 @@ async fn the_client_calls_a_plain_tonic_server() -> TestResult {
     let reply = call(&transport, &addr, unary("Greeter.Nope", Bytes::new())).await?;
     assert_eq!(error_in(&reply).map(|e| e.code), Some(501));
 
-    let mut s = transport
-        .dial(
-            &addr,
-            DialOptions {
-                stream: true,
-                ..DialOptions::default()
-            },
-        )
-        .await?;
-    s.send(open("t1", "Greeter.Stream")).await?;
+    let mut s = open_stream(&transport, &addr, open("t1", "Greeter.Stream")).await?;
     s.send(data(
         "t1",
         StreamRequest {
@@ -921,16 +899,7 @@ async fn the_client_calls_a_plain_tonic_server() -> TestResult {
     let texts: Vec<String> = replies.iter().map(|m| reply_text(&m.body)).collect();
     assert_eq!(texts, ["Hello T #1", "Hello T #2"]);
 
-    let mut s = transport
-        .dial(
-            &addr,
-            DialOptions {
-                stream: true,
-                ..DialOptions::default()
-            },
-        )
-        .await?;
-    s.send(open("t2", "Greeter.Chat")).await?;
+    let mut s = open_stream(&transport, &addr, open("t2", "Greeter.Chat")).await?;
     s.send(data("t2", hello("q"))).await?;
     let reply = bounded("chat", s.recv()).await?.unwrap_or_default();
     assert_eq!(reply_text(&reply.body), "Hello q");
@@ -946,11 +915,14 @@ async fn unreachable_nodes_are_errors_naming_the_address() -> TestResult {
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = closed.local_addr()?.to_string();
     drop(closed);
-    let e = GrpcTransport::default()
-        .dial(&addr, DialOptions::default())
-        .await
-        .err()
-        .ok_or("dialing a closed port must fail")?;
+    let e = call(
+        &GrpcTransport::default(),
+        &addr,
+        unary("Greeter.Hello", hello("x")),
+    )
+    .await
+    .err()
+    .ok_or("calling a closed port must fail")?;
     assert_eq!(e.code, 503, "{e}");
     assert!(e.is_retryable());
     assert!(e.detail.contains(&addr), "{e}");
@@ -1004,16 +976,7 @@ async fn shutdown_drains_calls_in_flight() -> TestResult {
     let (listener, addr) = start(GrpcOptions::default()).await?;
     listener.set_serving(true);
     let transport = GrpcTransport::default();
-    let mut s = transport
-        .dial(
-            &addr,
-            DialOptions {
-                stream: true,
-                ..DialOptions::default()
-            },
-        )
-        .await?;
-    s.send(open("d1", "Greeter.Chat")).await?;
+    let mut s = open_stream(&transport, &addr, open("d1", "Greeter.Chat")).await?;
     s.send(data("d1", hello("before"))).await?;
     let reply = bounded("chat", s.recv()).await?.unwrap_or_default();
     assert_eq!(reply_text(&reply.body), "Hello before");
@@ -1033,10 +996,13 @@ async fn shutdown_drains_calls_in_flight() -> TestResult {
     assert!(bounded("accept", listener.accept()).await?.is_none());
 
     // Nothing listens any more.
-    let e = GrpcTransport::default()
-        .dial(&addr, DialOptions::default())
-        .await
-        .err();
+    let e = call(
+        &GrpcTransport::default(),
+        &addr,
+        unary("Greeter.Hello", hello("x")),
+    )
+    .await
+    .err();
     assert_eq!(e.map(|e| e.code), Some(503));
     Ok(())
 }

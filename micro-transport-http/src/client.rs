@@ -1,4 +1,4 @@
-//! The client side: unary exchanges on pooled HTTP/1.1 connections, streams on their own h2c
+//! The client side: unary calls on pooled HTTP/1.1 connections, streams on their own h2c
 //! connection; both over TLS when the transport has it.
 
 use std::error::Error as StdError;
@@ -17,7 +17,8 @@ use hyper::client::conn::http2;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use micro_core::transport::{DialOptions, Message, Socket};
+use micro_core::rpc::{self, AttemptError};
+use micro_core::transport::{CallParams, Message, Socket};
 use micro_core::{Error, Metadata, Result};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -25,7 +26,7 @@ use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::body::{read_to_limit, ChannelBody, ReadError};
 use crate::frame::{self, FrameReader};
-use crate::headers::{is_stream, micro_error, to_header_map, to_metadata};
+use crate::headers::{is_stream, micro_error, reply_metadata, request_head, to_header_map};
 use crate::tls::{rustls_error_of, ClientStream, ClientTls, TlsConn};
 use crate::{HttpOptions, ID, KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT, STREAM_BUFFER};
 
@@ -80,7 +81,7 @@ impl tower_service::Service<Uri> for TimedConnector {
     fn call(&mut self, dst: Uri) -> Self::Future {
         let limit = CONNECT_TIMEOUT
             .try_with(|limit| *limit)
-            .unwrap_or(DialOptions::default().connect_timeout);
+            .unwrap_or(CallParams::default().connect_timeout);
         let addr = dst.authority().map(|a| a.to_string()).unwrap_or_default();
         let host = dst.host().unwrap_or_default().to_string();
         let connecting = tower_service::Service::call(&mut self.http, dst);
@@ -121,151 +122,93 @@ pub(crate) fn uri_for(addr: &str, tls: bool) -> Result<Uri> {
     })
 }
 
-/// The client end of one unary exchange: `send` posts the request, `recv` returns the reply.
-pub(crate) struct UnaryClientSocket {
-    client: PoolClient,
+/// One unary call: `POST /` with the request's mucp head, on a pooled connection; the reply's
+/// `Micro-Error` is the node's answer, anything that keeps the reply from arriving whole makes
+/// the node unreachable.
+pub(crate) async fn unary(
+    client: &PoolClient,
     uri: Uri,
-    addr: String,
-    connect_timeout: Duration,
-    opts: Arc<HttpOptions>,
-    tls: Option<Arc<ClientTls>>,
-    state: Unary,
-}
-
-enum Unary {
-    Ready,
-    Replied(Response<Incoming>),
-    Done,
-}
-
-impl UnaryClientSocket {
-    pub(crate) fn new(
-        client: PoolClient,
-        uri: Uri,
-        addr: &str,
-        connect_timeout: Duration,
-        opts: Arc<HttpOptions>,
-        tls: Option<Arc<ClientTls>>,
-    ) -> Self {
-        UnaryClientSocket {
-            client,
-            uri,
-            addr: addr.to_string(),
-            connect_timeout,
-            opts,
-            tls,
-            state: Unary::Ready,
-        }
+    addr: &str,
+    req: &rpc::Request,
+    params: CallParams,
+    opts: &HttpOptions,
+    tls: Option<&ClientTls>,
+) -> std::result::Result<rpc::Response, AttemptError> {
+    if req.body.len() > opts.max_body_bytes {
+        // Refused here: the node is not at fault.
+        return Err(AttemptError::Answered(Error::payload_too_large(
+            ID,
+            format!(
+                "request body of {} bytes exceeds the limit of {} bytes",
+                req.body.len(),
+                opts.max_body_bytes
+            ),
+        )));
     }
-}
-
-impl std::fmt::Debug for UnaryClientSocket {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UnaryClientSocket")
-            .field("addr", &self.addr)
-            .finish_non_exhaustive()
-    }
-}
-
-#[async_trait::async_trait]
-impl Socket for UnaryClientSocket {
-    async fn send(&mut self, msg: Message) -> Result<()> {
-        if !matches!(self.state, Unary::Ready) {
-            return Err(Error::internal(
-                ID,
-                format!(
-                    "the request to {} was sent already: a unary socket carries one exchange",
-                    self.addr
-                ),
-            ));
-        }
-        if msg.body.len() > self.opts.max_body_bytes {
-            return Err(Error::payload_too_large(
-                ID,
-                format!(
-                    "request body of {} bytes exceeds the limit of {} bytes",
-                    msg.body.len(),
-                    self.opts.max_body_bytes
-                ),
-            ));
-        }
-        let mut req = Request::new(Full::new(msg.body));
-        *req.method_mut() = Method::POST;
-        *req.uri_mut() = self.uri.clone();
-        *req.headers_mut() = to_header_map(&msg.header, "request")?;
-        let sending = CONNECT_TIMEOUT.scope(self.connect_timeout, self.client.request(req));
-        let reply = sending.await.map_err(|e| {
-            if let Some(e) = find_micro_error(&e) {
-                e.clone()
-            } else if e.is_connect() {
-                connect_error(&self.addr, find_io(&e), self.connect_timeout)
-            } else {
-                failure(&self.addr, "request to", &e, self.tls.as_deref())
-            }
-        })?;
-        self.state = Unary::Replied(reply);
-        Ok(())
-    }
-
-    async fn recv(&mut self) -> Result<Option<Message>> {
-        let reply = match std::mem::replace(&mut self.state, Unary::Done) {
-            Unary::Replied(reply) => reply,
-            Unary::Done => return Ok(None),
-            Unary::Ready => {
-                self.state = Unary::Ready;
-                return Err(Error::internal(
-                    ID,
-                    format!("recv before send on the unary socket to {}", self.addr),
-                ));
-            }
-        };
-        let (head, mut body) = reply.into_parts();
-        let limit = self.opts.max_body_bytes;
-        let deadline = Instant::now() + self.opts.body_read_timeout;
-        let body = read_to_limit(&mut body, limit, deadline)
-            .await
-            .map_err(|e| match e {
+    let head = request_head(req, params.timeout).map_err(AttemptError::Answered)?;
+    let mut request = Request::new(Full::new(req.body.clone()));
+    *request.method_mut() = Method::POST;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = head;
+    let connect_timeout = params.connect_timeout;
+    let sending = CONNECT_TIMEOUT.scope(connect_timeout, client.request(request));
+    let reply = sending.await.map_err(|e| {
+        AttemptError::Unreachable(if let Some(e) = find_micro_error(&e) {
+            e.clone()
+        } else if e.is_connect() {
+            connect_error(addr, find_io(&e), connect_timeout)
+        } else {
+            failure(addr, "request to", &e, tls)
+        })
+    })?;
+    let (head, mut body) = reply.into_parts();
+    let limit = opts.max_body_bytes;
+    let deadline = Instant::now() + opts.body_read_timeout;
+    let body = read_to_limit(&mut body, limit, deadline)
+        .await
+        .map_err(|e| {
+            AttemptError::Unreachable(match e {
                 ReadError::TooLarge(_) => Error::payload_too_large(
                     ID,
-                    format!(
-                        "reply from {} is larger than the limit of {limit} bytes",
-                        self.addr
-                    ),
+                    format!("reply from {addr} is larger than the limit of {limit} bytes"),
                 ),
                 ReadError::TimedOut => Error::timeout(
                     ID,
                     format!(
-                        "reply body from {} did not arrive within {:?}",
-                        self.addr, self.opts.body_read_timeout
+                        "reply body from {addr} did not arrive within {:?}",
+                        opts.body_read_timeout
                     ),
                 ),
-                ReadError::Failed(e) => Error::internal(
-                    ID,
-                    format!("reading the reply from {}: {}", self.addr, causes(&e)),
-                ),
-            })?;
-        if head.status != StatusCode::OK && micro_error(&head.headers).is_none() {
-            let text = String::from_utf8_lossy(&body).trim().to_string();
-            let detail = if text.is_empty() {
-                format!("{} answered HTTP {}", self.addr, head.status)
-            } else {
-                text
-            };
-            return Err(Error::new(ID, i32::from(head.status.as_u16()), detail));
-        }
-        Ok(Some(Message {
-            header: to_metadata(&head.headers),
-            body,
-        }))
+                ReadError::Failed(e) => {
+                    Error::internal(ID, format!("reading the reply from {addr}: {}", causes(&e)))
+                }
+            })
+        })?;
+    if let Some(e) = micro_error(&head.headers) {
+        return Err(AttemptError::Answered(e));
     }
-
-    async fn close(&mut self) -> Result<()> {
-        Ok(())
+    if head.status != StatusCode::OK {
+        let text = String::from_utf8_lossy(&body).trim().to_string();
+        let detail = if text.is_empty() {
+            format!("{addr} answered HTTP {}", head.status)
+        } else {
+            text
+        };
+        let e = Error::new(ID, i32::from(head.status.as_u16()), detail);
+        return Err(AttemptError::Unreachable(e));
     }
-
-    fn remote_addr(&self) -> String {
-        self.addr.clone()
-    }
+    let content_type = head
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    Ok(rpc::Response {
+        content_type,
+        metadata: reply_metadata(&head.headers),
+        body,
+        stream: None,
+    })
 }
 
 type ReplyFuture = Pin<Box<dyn Future<Output = hyper::Result<Response<Incoming>>> + Send>>;

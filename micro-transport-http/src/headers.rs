@@ -1,7 +1,10 @@
 //! Message headers to HTTP headers and back.
 
+use std::time::Duration;
+
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use micro_core::{Error, Metadata, Result};
+use micro_core::headers::is_protocol;
+use micro_core::{rpc, Error, Metadata, Result};
 
 use crate::ID;
 
@@ -54,21 +57,77 @@ pub(crate) fn to_header_map(md: &Metadata, what: &str) -> Result<HeaderMap> {
         if is_transport_header(key) {
             continue;
         }
-        let name = HeaderName::from_bytes(key.as_bytes()).map_err(|_| {
-            Error::bad_request(
-                ID,
-                format!("{what} header name {key:?} is not a valid HTTP header name"),
-            )
-        })?;
-        let value = HeaderValue::from_bytes(value.as_bytes()).map_err(|_| {
-            Error::bad_request(
-                ID,
-                format!("{what} header {key} has a value that cannot travel in HTTP (control characters?)"),
-            )
-        })?;
+        let (name, value) = pair(key, value, what)?;
         map.insert(name, value);
     }
     Ok(map)
+}
+
+/// The HTTP head of a unary request, written straight from the request: its metadata, then
+/// Go Micro's `Micro-Id`, `Micro-Service`, `Micro-Endpoint`, `Micro-Method`, `Content-Type`,
+/// `Accept` and `Timeout` (decimal nanoseconds) from the typed fields.
+pub(crate) fn request_head(req: &rpc::Request, timeout: Duration) -> Result<HeaderMap> {
+    let mut map = HeaderMap::with_capacity(req.metadata.len() + 7);
+    for (key, value) in req.metadata.iter() {
+        // The request's own fields say these; metadata cannot override them.
+        if is_transport_header(key) || is_protocol(key) {
+            continue;
+        }
+        let (name, value) = pair(key, value, "request")?;
+        map.insert(name, value);
+    }
+    let timeout = timeout.as_nanos().to_string();
+    for (name, value) in [
+        ("micro-id", req.id.as_str()),
+        ("micro-service", &req.service),
+        ("micro-endpoint", &req.endpoint),
+        ("micro-method", &req.endpoint),
+        ("content-type", &req.content_type),
+        ("accept", &req.content_type),
+        ("timeout", &timeout),
+    ] {
+        let value = HeaderValue::from_str(value).map_err(|_| {
+            Error::bad_request(
+                ID,
+                format!("the request's {name} {value:?} cannot travel in an HTTP header"),
+            )
+        })?;
+        map.insert(HeaderName::from_static(name), value);
+    }
+    Ok(map)
+}
+
+/// A reply's metadata: its headers less the protocol's and the connection's.
+pub(crate) fn reply_metadata(headers: &HeaderMap) -> Metadata {
+    let mut md = Metadata::with_capacity(headers.keys_len());
+    for name in headers.keys() {
+        let name = name.as_str();
+        if is_transport_header(name) || is_protocol(name) {
+            continue;
+        }
+        if let Some(value) = headers.get(name) {
+            md.insert(canonical(name), String::from_utf8_lossy(value.as_bytes()));
+        }
+    }
+    md
+}
+
+fn pair(key: &str, value: &str, what: &str) -> Result<(HeaderName, HeaderValue)> {
+    let name = HeaderName::from_bytes(key.as_bytes()).map_err(|_| {
+        Error::bad_request(
+            ID,
+            format!("{what} header name {key:?} is not a valid HTTP header name"),
+        )
+    })?;
+    let value = HeaderValue::from_bytes(value.as_bytes()).map_err(|_| {
+        Error::bad_request(
+            ID,
+            format!(
+                "{what} header {key} has a value that cannot travel in HTTP (control characters?)"
+            ),
+        )
+    })?;
+    Ok((name, value))
 }
 
 /// Whether an HTTP head opens a stream: it carries `Micro-Stream` (or `X-Micro-Stream`).

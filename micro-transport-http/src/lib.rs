@@ -35,14 +35,18 @@
 //!
 //! Errors the transport raises itself (a body over the limit, a request nobody answered, a
 //! server shutting down) come back the way Go Micro expects them: status `200` with the error
-//! JSON in `Micro-Error`. The client's [`Socket::recv`] returns such replies as messages, like
-//! any handler error; a reply with another status and no `Micro-Error` becomes an
-//! [`Error`](micro_core::Error) with that status as code and the body text as detail.
+//! JSON in `Micro-Error`. The client's [`Transport::call`] returns such replies as the node's
+//! answer ([`AttemptError::Answered`]), like any handler error; a reply with another status
+//! and no `Micro-Error` makes the node unreachable ([`AttemptError::Unreachable`]) with that
+//! status as code and the body text as detail. A unary call is one hyper request and
+//! response: its head is written straight from the typed request, with no header map in
+//! between.
 //!
-//! **Streams** (`DialOptions { stream: true, .. }`) get a connection of their own, speaking
+//! **Streams** ([`Transport::stream`]) get a connection of their own, speaking
 //! HTTP/2 with prior knowledge. One `POST /` carries the stream: its request body holds the
 //! client's messages and its response body the server's, both open at once (full duplex).
-//! The request head copies the first message's header and always includes `Micro-Stream`, which
+//! The request head copies the opening message's header (the request's fields and metadata, as
+//! `Transport::stream` sends it first) and always includes `Micro-Stream`, which
 //! is how the server tells a stream from a unary exchange. Each message in either body is one
 //! frame:
 //!
@@ -90,7 +94,7 @@
 //! - The **client** dials every address with TLS once TLS is configured: node metadata such
 //!   as `secure=true` is not consulted, so a transport talks TLS to all nodes or to none.
 //!   Unary exchanges keep to pooled HTTP/1.1 (ALPN `http/1.1`), streams use HTTP/2 (ALPN `h2`)
-//!   over TLS. The TLS handshake counts toward `DialOptions::connect_timeout`. Server
+//!   over TLS. The TLS handshake counts toward the call's connect timeout (`CallParams::connect_timeout`). Server
 //!   certificates are checked against the host of the address dialled (an IP address must be
 //!   in the certificate's IP SANs) unless [`TlsOptions::with_server_name`] names another.
 //!
@@ -133,7 +137,8 @@
 //! # Example
 //!
 //! ```
-//! use micro_core::transport::{DialOptions, Message, Transport};
+//! use micro_core::rpc::Request;
+//! use micro_core::transport::{CallParams, Message, Transport};
 //! use micro_transport_http::HttpTransport;
 //!
 //! # #[tokio::main] async fn main() -> micro_core::Result<()> {
@@ -150,13 +155,16 @@
 //!     }
 //! });
 //!
-//! // The client: one exchange.
-//! let mut socket = transport.dial(&addr, DialOptions::default()).await?;
-//! let mut request = Message::default();
-//! request.header.insert("Micro-Endpoint", "Echo.Call");
-//! request.body = "hello".into();
-//! socket.send(request).await?;
-//! let reply = socket.recv().await?.expect("a reply");
+//! // The client: one unary call.
+//! let request = Request {
+//!     id: "1".into(),
+//!     service: "echo".into(),
+//!     endpoint: "Echo.Call".into(),
+//!     content_type: "application/protobuf".into(),
+//!     body: "hello".into(),
+//!     ..Request::default()
+//! };
+//! let reply = transport.call(&addr, &request, CallParams::default()).await?;
 //! assert_eq!(reply.body, "hello");
 //! # Ok(()) }
 //! ```
@@ -172,14 +180,15 @@ mod tls;
 use std::sync::Arc;
 use std::time::Duration;
 
-use micro_core::transport::{DialOptions, Listener, Socket, Transport};
+use micro_core::rpc::{self, AttemptError};
+use micro_core::transport::{CallParams, Listener, Message, Socket, Transport};
 use micro_core::Result;
 
 pub use options::HttpOptions;
 pub use server::HttpListener;
 pub use tls::TlsOptions;
 
-use client::{pool_client, uri_for, PoolClient, StreamClientSocket, UnaryClientSocket};
+use client::{pool_client, unary, uri_for, PoolClient, StreamClientSocket};
 use tls::ClientTls;
 
 /// The `id` of every error this transport raises.
@@ -250,23 +259,46 @@ impl Transport for HttpTransport {
         "http"
     }
 
-    async fn dial(&self, addr: &str, opts: DialOptions) -> Result<Box<dyn Socket>> {
-        let tls = self.tls.clone()?;
-        let uri = uri_for(addr, tls.is_some())?;
-        let options = self.opts.clone();
-        if opts.stream {
-            let socket =
-                StreamClientSocket::connect(addr, uri, options, opts.connect_timeout, tls).await?;
-            return Ok(Box::new(socket));
-        }
-        Ok(Box::new(UnaryClientSocket::new(
-            self.pool.clone(),
+    async fn call(
+        &self,
+        addr: &str,
+        req: &rpc::Request,
+        params: CallParams,
+    ) -> std::result::Result<rpc::Response, AttemptError> {
+        let tls = self.tls.clone().map_err(AttemptError::Unreachable)?;
+        let uri = uri_for(addr, tls.is_some()).map_err(AttemptError::Unreachable)?;
+        unary(
+            &self.pool,
             uri,
             addr,
-            opts.connect_timeout,
-            options,
-            tls,
-        )))
+            req,
+            params,
+            &self.opts,
+            tls.as_deref(),
+        )
+        .await
+    }
+
+    async fn stream(
+        &self,
+        addr: &str,
+        req: &rpc::Request,
+        connect_timeout: Duration,
+    ) -> Result<Box<dyn Socket>> {
+        let tls = self.tls.clone()?;
+        let uri = uri_for(addr, tls.is_some())?;
+        let mut socket =
+            StreamClientSocket::connect(addr, uri, self.opts.clone(), connect_timeout, tls).await?;
+        // The first frame opens the stream; its header is the HTTP request's head too.
+        let mut header = micro_core::headers::request_header(req, None);
+        header.insert_static(micro_core::headers::STREAM, req.id.clone());
+        socket
+            .send(Message {
+                header,
+                body: bytes::Bytes::new(),
+            })
+            .await?;
+        Ok(Box::new(socket))
     }
 
     async fn listen(&self, addr: &str) -> Result<Box<dyn Listener>> {

@@ -13,7 +13,8 @@ use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use micro_core::transport::{DialOptions, Listener, Message, Transport};
+use micro_conformance::transport::{call_with, open_stream};
+use micro_core::transport::{Listener, Message, Socket};
 use micro_core::Error;
 use micro_transport_http::{HttpListener, HttpOptions, HttpTransport, TlsOptions};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
@@ -140,11 +141,13 @@ fn message(header: &[(&str, &str)], body: &str) -> Message {
     }
 }
 
-fn stream() -> DialOptions {
-    DialOptions {
-        stream: true,
-        ..DialOptions::default()
-    }
+/// Opens a stream on `transport`; the echo server answers its opening first.
+async fn stream(transport: &HttpTransport, addr: &str) -> Result<Box<dyn Socket>, Error> {
+    let opening = message(&[("Micro-Stream", "1")], "");
+    let mut socket = open_stream(transport, addr, opening, Duration::from_secs(5)).await?;
+    let echo = within("the opening's echo", socket.recv()).await?;
+    assert_eq!(echo.map(|m| m.body), Some(bytes::Bytes::new()));
+    Ok(socket)
 }
 
 async fn serve(opts: HttpOptions) -> (Arc<HttpListener>, String) {
@@ -176,15 +179,17 @@ fn echo(listener: &Arc<HttpListener>) {
 
 /// One unary exchange, or the error it ended with.
 async fn call(transport: &HttpTransport, addr: &str, body: &str) -> Result<Message, Error> {
-    let mut socket = within("dial", transport.dial(addr, DialOptions::default())).await?;
-    within("send", socket.send(message(&[("Micro-Id", "1")], body))).await?;
-    let reply = within("recv", socket.recv()).await?;
-    Ok(reply.expect("a reply"))
+    let request = message(&[("Micro-Id", "1")], body);
+    within(
+        "call",
+        micro_conformance::transport::call(transport, addr, request),
+    )
+    .await
 }
 
 /// One message each way on a stream, or the error it ended with.
 async fn stream_once(transport: &HttpTransport, addr: &str, body: &str) -> Result<Message, Error> {
-    let mut socket = within("dial stream", transport.dial(addr, stream())).await?;
+    let mut socket = stream(transport, addr).await?;
     within("send", socket.send(message(&[("Micro-Stream", "1")], body))).await?;
     let reply = within("recv", socket.recv()).await?;
     within("close", socket.close()).await?;
@@ -284,9 +289,7 @@ async fn a_stream_over_tls_is_full_duplex() {
     let (listener, addr) = serve(with_tls(pki.server_tls(false))).await;
     echo(&listener);
     let client = HttpTransport::new(with_tls(pki.client_tls(None)));
-    let mut socket = within("dial stream", client.dial(&addr, stream()))
-        .await
-        .expect("dial stream");
+    let mut socket = stream(&client, &addr).await.expect("open the stream");
     for i in 0..3 {
         let body = format!("m{i}");
         within(
@@ -465,16 +468,18 @@ async fn a_silent_server_is_a_tls_handshake_timeout() {
     });
     let client = HttpTransport::new(with_tls(pki.client_tls(None)));
     for stream in [false, true] {
-        let opts = DialOptions {
-            stream,
-            connect_timeout: Duration::from_millis(300),
-        };
-        let e = match within("dial", client.dial(&addr, opts)).await {
-            Ok(mut socket) => within("send", socket.send(message(&[], "hi")))
+        let connect_timeout = Duration::from_millis(300);
+        let e = if stream {
+            let opening = message(&[("Micro-Stream", "1")], "");
+            open_stream(&client, &addr, opening, connect_timeout)
                 .await
-                .expect_err("no handshake"),
-            Err(e) => e,
+                .err()
+        } else {
+            call_with(&client, &addr, message(&[], "hi"), connect_timeout)
+                .await
+                .err()
         };
+        let e = e.expect("no handshake");
         assert_eq!(e.code, 500);
         assert_eq!(
             e.detail,

@@ -9,7 +9,8 @@ use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use micro_core::transport::{DialOptions, Listener, Message, Socket, Transport};
+use micro_conformance::transport::{call_with, open_stream};
+use micro_core::transport::{Listener, Message, Socket, Transport};
 use micro_core::Error;
 use micro_transport_http::{HttpListener, HttpOptions, HttpTransport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -46,17 +47,19 @@ async fn accept(listener: &HttpListener) -> Box<dyn Socket> {
         .expect("a socket, not shutdown")
 }
 
-/// Sends one unary request and returns the reply.
+/// One unary call through `Transport::call`; the reply (or the node's error in
+/// `Micro-Error`) as a message.
 async fn call(transport: &HttpTransport, addr: &str, msg: Message) -> Message {
-    let mut socket = transport
-        .dial(addr, DialOptions::default())
+    micro_conformance::transport::call(transport, addr, msg)
         .await
-        .expect("dial");
-    within("send", socket.send(msg)).await.expect("send");
-    within("recv", socket.recv())
+        .expect("the node answers")
+}
+
+/// Opens a stream whose opening message carries `header`.
+async fn stream(transport: &HttpTransport, addr: &str, header: &[(&str, &str)]) -> Box<dyn Socket> {
+    open_stream(transport, addr, message(header, ""), WAIT)
         .await
-        .expect("recv")
-        .expect("a reply")
+        .expect("open the stream")
 }
 
 #[tokio::test]
@@ -87,15 +90,7 @@ async fn unary_round_trip_carries_headers_both_ways() {
             ],
             r#"{"name":"John"}"#,
         );
-        let mut socket = transport
-            .dial(&addr, DialOptions::default())
-            .await
-            .expect("dial");
-        within("send", socket.send(request)).await.expect("send");
-        let reply = within("recv", socket.recv()).await.expect("recv");
-        // One exchange per socket: after the reply, the socket is done.
-        assert!(socket.recv().await.expect("recv").is_none());
-        reply.expect("a reply")
+        call(&transport, &addr, request).await
     };
     let (req, reply) = tokio::join!(server, client);
 
@@ -106,8 +101,10 @@ async fn unary_round_trip_carries_headers_both_ways() {
     for transport_header in ["Host", "Content-Length", "User-Agent", "Connection"] {
         assert!(!req.header.contains_key(transport_header), "{req:?}");
     }
+    assert_eq!(req.header.get("Micro-Id"), Some("7"));
     assert_eq!(reply.body, r#"{"msg":"Hello John"}"#);
-    assert_eq!(reply.header.get("micro-id"), Some("7"));
+    // The reply's metadata: its headers less the protocol's (Micro-Id, ...).
+    assert!(!reply.header.contains_key("micro-id"), "{reply:?}");
     assert_eq!(reply.header.get("Reply-Note"), Some("ok"));
     assert_eq!(reply.header.get("Content-Type"), Some("application/json"));
     assert!(!reply.header.contains_key("Micro-Error"));
@@ -496,16 +493,18 @@ async fn a_stream_is_full_duplex() {
         }
     });
 
-    let mut socket = transport
-        .dial(
-            &addr,
-            DialOptions {
-                stream: true,
-                ..DialOptions::default()
-            },
-        )
+    let mut socket = stream(
+        &transport,
+        &addr,
+        &[("Micro-Stream", "s-1"), ("Micro-Endpoint", "Chat.Talk")],
+    )
+    .await;
+    // The server echoes the opening message too.
+    let opened = within("client recv", socket.recv())
         .await
-        .expect("dial stream");
+        .expect("recv")
+        .expect("the opening's echo");
+    assert_eq!(opened.body, "echo ");
     for i in 0..3 {
         let msg = message(
             &[("Micro-Stream", "s-1"), ("Micro-Endpoint", "Chat.Talk")],
@@ -527,9 +526,10 @@ async fn a_stream_is_full_duplex() {
         .is_none());
 
     let seen = within("server task", server).await.expect("server task");
-    assert_eq!(seen.len(), 3);
+    assert_eq!(seen.len(), 4, "the opening and three messages");
     assert_eq!(seen[0].header.get("Micro-Stream"), Some("s-1"));
-    assert_eq!(seen[2].body, "m2");
+    assert_eq!(seen[0].header.get("Micro-Endpoint"), Some("Chat.Talk"));
+    assert_eq!(seen[3].body, "m2");
     assert_eq!(listener.connections(), 1);
 }
 
@@ -576,11 +576,7 @@ async fn a_dead_address_is_a_retryable_error_naming_it() {
     let addr = format!("127.0.0.1:{port}");
     let transport = HttpTransport::default();
 
-    let mut socket = transport
-        .dial(&addr, DialOptions::default())
-        .await
-        .expect("dialing a unary socket connects lazily");
-    let e = within("send", socket.send(message(&[], "hi")))
+    let e = micro_conformance::transport::call(&transport, &addr, message(&[], "hi"))
         .await
         .expect_err("nobody listens");
     assert_eq!(e.code, 500);
@@ -591,13 +587,14 @@ async fn a_dead_address_is_a_retryable_error_naming_it() {
         "{e}"
     );
 
-    let stream = DialOptions {
-        stream: true,
-        ..DialOptions::default()
-    };
-    let e = within("dial stream", transport.dial(&addr, stream))
-        .await
-        .expect_err("nobody listens");
+    let e = open_stream(
+        &transport,
+        &addr,
+        message(&[("Micro-Stream", "1")], ""),
+        WAIT,
+    )
+    .await
+    .expect_err("nobody listens");
     assert_eq!(e.code, 500);
     assert_eq!(e.detail, format!("connect to {addr}: connection refused"));
 }
@@ -617,14 +614,9 @@ async fn a_status_other_than_200_becomes_an_error() {
             .await;
     });
     let transport = HttpTransport::default();
-    let mut socket = transport
-        .dial(&addr, DialOptions::default())
+    let e = micro_conformance::transport::call(&transport, &addr, message(&[], "hi"))
         .await
-        .expect("dial");
-    within("send", socket.send(message(&[], "hi")))
-        .await
-        .expect("send");
-    let e = within("recv", socket.recv()).await.expect_err("a 404");
+        .expect_err("a 404 is no answer from a Micro node");
     assert_eq!(e.code, 404);
     assert_eq!(e.detail, "no such thing");
 }
@@ -650,7 +642,6 @@ async fn a_server_socket_dropped_without_reply_answers_500() {
     let e = Error::parse(reply.header.get("Micro-Error").expect("a Micro-Error"));
     assert_eq!(e.code, 500);
     assert!(e.detail.contains("without replying"), "{e}");
-    assert_eq!(reply.header.get("Micro-Id"), Some("3"));
 }
 
 #[tokio::test]
@@ -683,11 +674,7 @@ async fn shutdown_lets_the_request_in_flight_finish() {
     assert!(listener.accept().await.expect("accept").is_none());
 
     // Nothing listens any more.
-    let mut late = transport
-        .dial(&addr, DialOptions::default())
-        .await
-        .expect("dial");
-    let e = within("late send", late.send(message(&[], "late")))
+    let e = micro_conformance::transport::call(&transport, &addr, message(&[], "late"))
         .await
         .expect_err("the listener is gone");
     assert_eq!(e.code, 500);
@@ -718,17 +705,23 @@ async fn the_connect_timeout_of_each_dial_applies() {
 
     let transport = HttpTransport::default();
     for (stream, limit) in [(false, 300), (false, 600), (true, 300)] {
-        let opts = DialOptions {
-            stream,
-            connect_timeout: Duration::from_millis(limit),
-        };
+        let connect_timeout = Duration::from_millis(limit);
         let started = std::time::Instant::now();
-        let e = match within("dial", transport.dial(&addr, opts)).await {
-            Ok(mut socket) => within("send", socket.send(message(&[], "hi")))
+        let e = if stream {
+            open_stream(
+                &transport,
+                &addr,
+                message(&[("Micro-Stream", "1")], ""),
+                connect_timeout,
+            )
+            .await
+            .err()
+        } else {
+            call_with(&transport, &addr, message(&[], "hi"), connect_timeout)
                 .await
-                .expect_err("nobody accepts"),
-            Err(e) => e,
+                .err()
         };
+        let e = e.expect("nobody accepts");
         assert_eq!(e.code, 500);
         assert_eq!(
             e.detail,
@@ -743,16 +736,14 @@ async fn the_connect_timeout_of_each_dial_applies() {
 async fn a_stream_whose_client_goes_away_ends_on_the_server() {
     let (transport, listener, addr) = serve(HttpOptions::default()).await;
     assert_eq!(transport.name(), "http");
-    let stream = DialOptions {
-        stream: true,
-        ..DialOptions::default()
-    };
-    let mut client = transport.dial(&addr, stream).await.expect("dial stream");
+    let mut client = stream(&transport, &addr, &[("Micro-Stream", "2")]).await;
     client
         .send(message(&[("Micro-Stream", "2")], "first"))
         .await
         .expect("send");
     let mut server = accept(&listener).await;
+    let opening = server.recv().await.expect("recv").expect("the opening");
+    assert_eq!(opening.header.get("Micro-Stream"), Some("2"));
     let first = server.recv().await.expect("recv").expect("a message");
     assert_eq!(first.body, "first");
     drop(client);

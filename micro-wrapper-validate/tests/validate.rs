@@ -208,6 +208,7 @@ async fn every_violation_is_listed_and_undecodable_bodies_are_refused() {
     // A body that is not a SignUp at all.
     let garbage = micro::rpc::Request {
         id: String::new(),
+        proto_service: None,
         service: "accounts".into(),
         endpoint: "Accounts.SignUp".into(),
         content_type: "application/json".into(),

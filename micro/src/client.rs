@@ -11,7 +11,7 @@ use bytes::Bytes;
 use micro_core::broker::Message as BrokerMessage;
 use micro_core::rpc::{self, CallOptions, StreamSlot};
 use micro_core::selector::{Outcome, Picker, SelectOptions};
-use micro_core::transport::{DialOptions, Message as TransportMessage, Socket};
+use micro_core::transport::{CallParams, Message as TransportMessage, Socket};
 use micro_core::{Broker, Codec, Error, Message, Metadata, Node, Result, Selector, Transport};
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceExt};
@@ -292,6 +292,7 @@ impl Client {
             id: String::new(),
             service: service.to_string(),
             endpoint: endpoint.to_string(),
+            proto_service: options.proto_service.clone(),
             content_type: codec.content_type().to_string(),
             metadata,
             body: codec.encode(&message)?,
@@ -370,6 +371,7 @@ impl Client {
             id: String::new(),
             service: service.to_string(),
             endpoint: endpoint.to_string(),
+            proto_service: options.proto_service.clone(),
             content_type: codec.content_type().to_string(),
             metadata,
             body: Bytes::new(),
@@ -571,9 +573,13 @@ async fn dispatch(
         // this future included), takes the node's in-flight count back.
         let node = picker.pick()?;
         let remaining = deadline.saturating_duration_since(Instant::now());
+        let mut this_try = request.clone();
+        if this_try.id.is_empty() {
+            this_try.id = uuid::Uuid::new_v4().to_string();
+        }
         let try_once = Attempt {
             node: node.node().clone(),
-            request: request.clone(),
+            request: this_try,
             timeout: remaining,
             number: attempt,
         };
@@ -621,75 +627,19 @@ fn deadline_error(req: &rpc::Request, timeout: Duration) -> Error {
     )
 }
 
-fn request_header(req: &rpc::Request, timeout: Option<Duration>) -> Metadata {
-    let mut h = Metadata::with_capacity(req.metadata.len() + 7);
-    h.extend_from(&req.metadata);
-    let id = match req.id.is_empty() {
-        true => uuid::Uuid::new_v4().to_string(),
-        false => req.id.clone(),
-    };
-    h.insert_static(headers::ID, id);
-    h.insert_static(headers::SERVICE, req.service.clone());
-    h.insert_static(headers::ENDPOINT, req.endpoint.clone());
-    h.insert_static(headers::METHOD, req.endpoint.clone());
-    h.insert_static(headers::CONTENT_TYPE, req.content_type.clone());
-    h.insert_static(headers::ACCEPT, req.content_type.clone());
-    if let Some(t) = timeout {
-        h.insert_static(headers::TIMEOUT, t.as_nanos().to_string());
-    }
-    h
-}
-
 async fn attempt_once(
     connect: &Connect,
     attempt: Attempt,
 ) -> std::result::Result<rpc::Response, AttemptError> {
-    let Attempt {
-        node,
-        request: req,
-        timeout: remaining,
-        ..
-    } = attempt;
-    let (node, req) = (&node, &req);
-    let dial = DialOptions {
-        stream: false,
-        connect_timeout: connect.dial_timeout.min(remaining),
+    let params = CallParams {
+        timeout: attempt.timeout,
+        connect_timeout: connect.dial_timeout.min(attempt.timeout),
     };
-    let mut socket = connect
+    let node = &attempt.node;
+    connect
         .transport_for(node)
-        .dial(&node.address, dial)
+        .call(&node.address, &attempt.request, params)
         .await
-        .map_err(AttemptError::Unreachable)?;
-    let msg = TransportMessage {
-        header: request_header(req, Some(remaining)),
-        body: req.body.clone(),
-    };
-    socket.send(msg).await.map_err(AttemptError::Unreachable)?;
-    let reply = socket
-        .recv()
-        .await
-        .map_err(AttemptError::Unreachable)?
-        .ok_or_else(|| {
-            AttemptError::Unreachable(Error::internal(
-                "micro.client",
-                format!(
-                    "{} closed the connection without replying to {}",
-                    node.address,
-                    target(req)
-                ),
-            ))
-        })?;
-    if let Some(e) = headers::error_of(&reply.header) {
-        return Err(AttemptError::Answered(e));
-    }
-    Ok(rpc::Response {
-        content_type: headers::get(&reply.header, headers::CONTENT_TYPE)
-            .unwrap_or_default()
-            .to_string(),
-        metadata: headers::metadata_of(&reply.header),
-        body: reply.body,
-        stream: None,
-    })
 }
 
 async fn open_stream(
@@ -699,35 +649,19 @@ async fn open_stream(
 ) -> Result<Box<dyn Socket>> {
     let mut picker = picker_for(parts, &req.service, opts).await?;
     let retries = opts.retries.unwrap_or(parts.opts.retries);
+    let connect = Connect {
+        transport: parts.transport.clone(),
+        others: parts.others.clone().into(),
+        dial_timeout: parts.opts.dial_timeout,
+    };
     let mut attempt = 0;
     loop {
         let node = picker.pick()?;
-        let dial = DialOptions {
-            stream: true,
-            connect_timeout: parts.opts.dial_timeout,
-        };
-        let stream_id = &req.id;
-        let opened = async {
-            let connect = Connect {
-                transport: parts.transport.clone(),
-                others: parts.others.clone().into(),
-                dial_timeout: parts.opts.dial_timeout,
-            };
-            let mut socket = connect
-                .transport_for(&node)
-                .dial(&node.address, dial)
-                .await?;
-            let mut header = request_header(&req, None);
-            header.insert_static(headers::STREAM, stream_id.clone());
-            socket
-                .send(TransportMessage {
-                    header,
-                    body: Bytes::new(),
-                })
-                .await?;
-            Ok::<_, Error>(socket)
-        };
-        match opened.await {
+        let opened = connect
+            .transport_for(&node)
+            .stream(&node.address, &req, parts.opts.dial_timeout)
+            .await;
+        match opened {
             Ok(socket) => {
                 parts.selector.mark(&req.service, &node, Outcome::Success);
                 return Ok(socket);

@@ -80,8 +80,9 @@ impl<T> Request<T> {
 
     /// Names the fully qualified proto service of the endpoint (`greeter.Greeter`), for
     /// transports that route by it (gRPC). Generated clients set it.
-    pub fn with_proto_service(self, name: &str) -> Self {
-        self.with_metadata(micro_core::headers::PROTO_SERVICE, name)
+    pub fn with_proto_service(mut self, name: &str) -> Self {
+        self.options.proto_service = Some(name.to_string());
+        self
     }
 
     /// Adds a selector filter (version, node label, endpoint).

@@ -510,6 +510,7 @@ fn server_call(
             id: request_id.to_string(),
             service: name.clone(),
             endpoint,
+            proto_service: None,
             content_type: codec.content_type().to_string(),
             metadata: headers::metadata_of(header),
             body,

@@ -1,5 +1,5 @@
 //! The client's side of selector accounting: what a call that hangs, times out or is cancelled
-//! leaves in the selector. The transport here never connects (its dials wait forever), so the
+//! leaves in the selector. The transport here never answers (its calls wait forever), so the
 //! tests touch no network and time only passes on tokio's paused clock.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,7 +13,7 @@ use micro::core::{Node, Registry, Selector, Service, Transport};
 use micro::registry::MemoryRegistry;
 use micro::rpc::{self, CallOptions};
 use micro::selector::{RegistrySelector, SelectorOptions};
-use micro::transport::{DialOptions, Listener, Socket};
+use micro::transport::{CallParams, Listener, Socket};
 use micro::{Client, ClientOptions, Codecs, Result};
 use tokio::sync::mpsc;
 
@@ -30,7 +30,22 @@ impl Transport for Hanging {
         "hanging"
     }
 
-    async fn dial(&self, addr: &str, _opts: DialOptions) -> Result<Box<dyn Socket>> {
+    async fn call(
+        &self,
+        addr: &str,
+        _req: &rpc::Request,
+        _params: CallParams,
+    ) -> std::result::Result<rpc::Response, rpc::AttemptError> {
+        let _ = self.dialed.send(addr.to_string());
+        std::future::pending().await
+    }
+
+    async fn stream(
+        &self,
+        addr: &str,
+        _req: &rpc::Request,
+        _connect_timeout: Duration,
+    ) -> Result<Box<dyn Socket>> {
         let _ = self.dialed.send(addr.to_string());
         std::future::pending().await
     }

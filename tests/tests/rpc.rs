@@ -120,6 +120,7 @@ async fn protobuf_and_json_are_served_by_one_server() {
     // The JSON on the wire is canonical proto3 JSON, as a Go Micro or curl client sends it.
     let raw = RawRequest {
         id: String::new(),
+        proto_service: None,
         service: "greeter".into(),
         endpoint: "Greeter.Hello".into(),
         content_type: "application/json".into(),
@@ -140,6 +141,7 @@ async fn protobuf_and_json_are_served_by_one_server() {
 fn raw(endpoint: &str, content_type: &str, body: &'static [u8]) -> RawRequest {
     RawRequest {
         id: String::new(),
+        proto_service: None,
         service: "greeter".into(),
         endpoint: endpoint.into(),
         content_type: content_type.into(),
@@ -352,6 +354,7 @@ async fn every_service_answers_debug_health() {
     let c = client(&registry).with_content_type("application/json");
     let raw = RawRequest {
         id: String::new(),
+        proto_service: None,
         service: "greeter".into(),
         endpoint: "Debug.Health".into(),
         content_type: "application/json".into(),
@@ -437,12 +440,22 @@ impl micro::core::Transport for AcceptOnly {
         "accept-only"
     }
 
-    async fn dial(
+    async fn call(
         &self,
         addr: &str,
-        opts: micro::transport::DialOptions,
+        req: &micro::rpc::Request,
+        params: micro::transport::CallParams,
+    ) -> Result<micro::rpc::Response, micro::rpc::AttemptError> {
+        self.0.call(addr, req, params).await
+    }
+
+    async fn stream(
+        &self,
+        addr: &str,
+        req: &micro::rpc::Request,
+        connect_timeout: std::time::Duration,
     ) -> micro::Result<Box<dyn micro::transport::Socket>> {
-        self.0.dial(addr, opts).await
+        self.0.stream(addr, req, connect_timeout).await
     }
 
     async fn listen(&self, addr: &str) -> micro::Result<Box<dyn micro::transport::Listener>> {
