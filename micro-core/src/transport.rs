@@ -4,8 +4,9 @@
 //! A unary call is one request and one response on the transport's own request/response
 //! (hyper's, tonic's): [`Transport::call`] takes a typed [`rpc::Request`] for one node and gives
 //! back its [`rpc::Response`]. A stream is a [`Socket`] on which both sides send any number of
-//! [`Message`]s, each a header map and a body. The server side of a transport hands out one
-//! socket per exchange from its [`Listener`].
+//! [`Message`]s, each a header map and a body. On the server side, [`Transport::listen`] takes
+//! the server's [`CallHandler`]: the listener answers unary calls with it on its own
+//! request/response, and hands it each stream as a socket.
 
 use std::fmt;
 use std::future::Future;
@@ -47,10 +48,37 @@ impl Default for CallParams {
     }
 }
 
-/// What a server does with one incoming exchange or stream: read the request from the socket,
-/// answer on it, and finish. See [`Listener::serve_inline`].
-pub type SocketHandler =
-    Arc<dyn Fn(Box<dyn Socket>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+/// Whether an endpoint takes one request and gives one reply, or streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointKind {
+    /// One request, one reply.
+    Unary,
+    /// Server, client or bidirectional streaming.
+    Stream,
+}
+
+/// What a server gives its listener: the answer to every call that arrives. A listener
+/// answers unary calls on its own request/response (hyper's, tonic's) and hands each stream
+/// over as a socket.
+pub trait CallHandler: Send + Sync + 'static {
+    /// What kind of call `endpoint` is; `None` when the server has no such endpoint (a
+    /// listener then hands the call over as a stream, which the server ends with its 404).
+    fn kind(&self, endpoint: &str) -> Option<EndpointKind>;
+
+    /// Answers one unary call; `timeout` is the caller's, when it sent one. The listener reads
+    /// the request's fields off its wire (`req.service` as the caller named it) and writes the
+    /// response, or the error, back onto it.
+    fn unary(
+        &self,
+        req: rpc::Request,
+        timeout: Option<Duration>,
+    ) -> Pin<Box<dyn Future<Output = Result<rpc::Response>> + Send>>;
+
+    /// Serves one stream. The socket's first message opens it (the request's mucp header:
+    /// `Micro-Stream`, `Micro-Endpoint`, `Content-Type`, metadata); then come the caller's
+    /// messages, each direction ending with `Micro-Error: EOS`.
+    fn stream(&self, socket: Box<dyn Socket>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+}
 
 /// A transport plugin: `http` (the default), `grpc`, ...
 #[async_trait::async_trait]
@@ -86,8 +114,9 @@ pub trait Transport: Send + Sync + fmt::Debug {
         connect_timeout: Duration,
     ) -> Result<Box<dyn Socket>>;
 
-    /// Listens on `addr` (`host:port`, port 0 for any).
-    async fn listen(&self, addr: &str) -> Result<Box<dyn Listener>>;
+    /// Listens on `addr` (`host:port`, port 0 for any) and serves every call with `handler`
+    /// from then on.
+    async fn listen(&self, addr: &str, handler: Arc<dyn CallHandler>) -> Result<Box<dyn Listener>>;
 }
 
 /// One side of an exchange or stream.
@@ -112,10 +141,7 @@ pub trait Listener: Send + Sync + fmt::Debug {
     /// The address actually bound (with the real port when 0 was asked for).
     fn local_addr(&self) -> String;
 
-    /// The next incoming exchange or stream; `None` once the listener is shut down.
-    async fn accept(&self) -> Result<Option<Box<dyn Socket>>>;
-
-    /// Stops accepting, lets exchanges under way finish, and returns once every connection has
+    /// Stops taking calls, lets calls under way finish, and returns once every connection has
     /// closed. Callers bound the wait with their own timeout.
     async fn shutdown(&self);
 
@@ -123,14 +149,4 @@ pub trait Listener: Send + Sync + fmt::Debug {
     /// (starting, draining), for transports with a health protocol of their own, such as gRPC's
     /// `grpc.health.v1.Health`. The default does nothing.
     fn set_serving(&self, _serving: bool) {}
-
-    /// Asks the listener to run `handler` itself for every exchange from now on, on the task
-    /// that read the request, instead of handing sockets out through [`Listener::accept`]. That
-    /// saves a queue, a task and two wake-ups per call. Returns whether the listener does so;
-    /// the default returns `false`, and the server then calls `accept` in a loop. A listener
-    /// that says yes still returns `None` from `accept` once shut down, and `shutdown` waits
-    /// for the handlers it is running.
-    fn serve_inline(&self, _handler: SocketHandler) -> bool {
-        false
-    }
 }

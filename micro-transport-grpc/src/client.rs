@@ -829,8 +829,12 @@ mod tests {
     use crate::{GrpcListener, GrpcTransport};
 
     async fn listener() -> (GrpcListener, String) {
+        // Nothing is called here: any handler will do.
+        let (handler, _) = micro_conformance::transport::accepting(|_| {
+            Some(micro_core::transport::EndpointKind::Unary)
+        });
         let listener = GrpcTransport::default()
-            .bind("127.0.0.1:0")
+            .bind("127.0.0.1:0", handler)
             .await
             .expect("bind on loopback");
         let addr = micro_core::transport::Listener::local_addr(&listener);

@@ -93,32 +93,38 @@
 //! # Example
 //!
 //! ```
-//! use micro_core::rpc::Request;
-//! use micro_core::transport::{CallParams, Message, Transport};
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! use micro_core::rpc::{Request, Response};
+//! use micro_core::transport::{CallHandler, CallParams, EndpointKind, Socket, Transport};
+//! use micro_core::{BoxFuture, Result};
 //! use micro_transport_grpc::GrpcTransport;
+//!
+//! /// The server: answers every unary call with its own body.
+//! struct Echo;
+//!
+//! impl CallHandler for Echo {
+//!     fn kind(&self, _endpoint: &str) -> Option<EndpointKind> {
+//!         Some(EndpointKind::Unary)
+//!     }
+//!     fn unary(&self, req: Request, _timeout: Option<Duration>) -> BoxFuture<'static, Result<Response>> {
+//!         let reply = Response { content_type: req.content_type, body: req.body, ..Response::default() };
+//!         Box::pin(async move { Ok(reply) })
+//!     }
+//!     fn stream(&self, _socket: Box<dyn Socket>) -> BoxFuture<'static, ()> {
+//!         Box::pin(async {})
+//!     }
+//! }
 //!
 //! # #[tokio::main] async fn main() -> micro_core::Result<()> {
 //! let transport = GrpcTransport::default();
-//! let listener = transport.listen("127.0.0.1:0").await?;
+//! let listener = transport.listen("127.0.0.1:0", Arc::new(Echo)).await?;
 //! let addr = listener.local_addr();
 //!
-//! // The server: every call is a stream; answer the one request of Echo.Call with its body.
-//! tokio::spawn(async move {
-//!     while let Ok(Some(mut socket)) = listener.accept().await {
-//!         tokio::spawn(async move {
-//!             let _open = socket.recv().await; // Micro-Endpoint: Echo.Call, ...
-//!             if let Ok(Some(request)) = socket.recv().await {
-//!                 let mut reply = Message { header: request.header.clone(), body: request.body };
-//!                 let _ = socket.send(reply.clone()).await;
-//!                 reply.header.insert("Micro-Error", "EOS");
-//!                 let _ = socket.send(reply).await;
-//!             }
-//!         });
-//!     }
-//! });
-//!
-//! // The client: one unary call to /echo.Echo/Call.
+//! // The client: one unary call.
 //! let request = Request {
+//!     id: "1".into(),
 //!     service: "echo".into(),
 //!     endpoint: "Echo.Call".into(),
 //!     content_type: "application/protobuf".into(),
@@ -142,7 +148,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use micro_core::rpc::{self, AttemptError};
-use micro_core::transport::{CallParams, Listener, Message, Socket, Transport};
+use micro_core::transport::{CallHandler, CallParams, Listener, Message, Socket, Transport};
 use micro_core::Result;
 
 pub use options::GrpcOptions;
@@ -200,8 +206,8 @@ impl GrpcTransport {
     }
 
     /// Like [`Transport::listen`], but returns the concrete listener.
-    pub async fn bind(&self, addr: &str) -> Result<GrpcListener> {
-        GrpcListener::bind(addr, GrpcOptions::clone(&self.opts)).await
+    pub async fn bind(&self, addr: &str, handler: Arc<dyn CallHandler>) -> Result<GrpcListener> {
+        GrpcListener::bind(addr, GrpcOptions::clone(&self.opts), handler).await
     }
 }
 
@@ -247,8 +253,8 @@ impl Transport for GrpcTransport {
         Ok(Box::new(socket))
     }
 
-    async fn listen(&self, addr: &str) -> Result<Box<dyn Listener>> {
-        Ok(Box::new(self.bind(addr).await?))
+    async fn listen(&self, addr: &str, handler: Arc<dyn CallHandler>) -> Result<Box<dyn Listener>> {
+        Ok(Box::new(self.bind(addr, handler).await?))
     }
 }
 

@@ -1,13 +1,14 @@
 //! The server side: [`GrpcListener`] serves gRPC over HTTP/2 (plaintext or TLS) on one port,
-//! answers `grpc.health.v1.Health` itself, and hands every other call out as one stream
+//! answers `grpc.health.v1.Health` itself, answers unary calls with the server's
+//! [`CallHandler`] through tonic's `Grpc::unary`, and hands each streaming call to it as a
 //! [`Socket`].
 
 use std::convert::Infallible;
 use std::fmt;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,10 +20,10 @@ use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use micro_core::headers::{EOS, ERROR, STREAM};
-use micro_core::transport::{Listener, Message, Socket, SocketHandler};
-use micro_core::{headers, Error, GrpcCode, Metadata, Result};
+use micro_core::transport::{CallHandler, EndpointKind, Listener, Message, Socket};
+use micro_core::{headers, rpc, Error, GrpcCode, Metadata, Result};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, Mutex};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -44,8 +45,6 @@ use crate::wire::{
 };
 use crate::{GrpcOptions, ID};
 
-/// How many received calls may wait for `accept` before new calls wait too.
-const ACCEPT_QUEUE: usize = 256;
 /// How many replies of one call may wait to be written before `send` waits.
 const REPLY_BUFFER: usize = 16;
 /// How long a new connection may take to show its first byte and finish a TLS handshake.
@@ -61,13 +60,11 @@ type ReplyStream = Pin<Box<dyn Stream<Item = std::result::Result<Bytes, Status>>
 /// Dropping the listener stops it as [`Listener::shutdown`] does, without waiting.
 pub struct GrpcListener {
     local_addr: SocketAddr,
-    queue: Mutex<mpsc::Receiver<ServerSocket>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     serving: watch::Sender<bool>,
     tls: bool,
     connections: Arc<AtomicU64>,
-    inline: Arc<OnceLock<SocketHandler>>,
 }
 
 impl fmt::Debug for GrpcListener {
@@ -86,18 +83,21 @@ impl fmt::Debug for GrpcListener {
 struct Shared {
     opts: Arc<GrpcOptions>,
     tls: Option<TlsAcceptor>,
-    queue: mpsc::Sender<ServerSocket>,
     shutdown: CancellationToken,
     local_addr: String,
     health: HealthServer<ServingHealth>,
     builder: http2::Builder<TokioExecutor>,
-    // Set by `serve_inline`: calls then run on their stream's task instead of queueing.
-    inline: Arc<OnceLock<SocketHandler>>,
+    handler: Arc<dyn CallHandler>,
 }
 
 impl GrpcListener {
-    /// Binds `addr` (`host:port`, port 0 for any free port) and starts serving.
-    pub async fn bind(addr: &str, opts: GrpcOptions) -> Result<GrpcListener> {
+    /// Binds `addr` (`host:port`, port 0 for any free port) and starts serving every call
+    /// with `handler`.
+    pub async fn bind(
+        addr: &str,
+        opts: GrpcOptions,
+        handler: Arc<dyn CallHandler>,
+    ) -> Result<GrpcListener> {
         let tls = match &opts.tls {
             Some(tls) => Some(TlsAcceptor::from(tls.server_config(addr)?)),
             None => None,
@@ -108,7 +108,6 @@ impl GrpcListener {
         let local_addr = listener
             .local_addr()
             .map_err(|e| Error::internal(ID, format!("listen on {addr}: {e}")))?;
-        let (queue_tx, queue_rx) = mpsc::channel(ACCEPT_QUEUE);
         let (serving, serving_rx) = watch::channel(false);
         let shutdown = CancellationToken::new();
         let health = HealthServer::new(ServingHealth {
@@ -122,23 +121,20 @@ impl GrpcListener {
             .keep_alive_timeout(opts.keepalive_timeout);
         let grpc = GrpcListener {
             local_addr,
-            queue: Mutex::new(queue_rx),
             shutdown: shutdown.clone(),
             tasks: TaskTracker::new(),
             serving,
             tls: tls.is_some(),
             connections: Arc::new(AtomicU64::new(0)),
-            inline: Arc::new(OnceLock::new()),
         };
         let shared = Arc::new(Shared {
             opts: Arc::new(opts),
             tls,
-            queue: queue_tx,
             shutdown,
             local_addr: local_addr.to_string(),
             health,
             builder,
-            inline: grpc.inline.clone(),
+            handler,
         });
         grpc.tasks.spawn(accept_loop(
             listener,
@@ -172,45 +168,15 @@ impl Listener for GrpcListener {
         self.local_addr.to_string()
     }
 
-    async fn accept(&self) -> Result<Option<Box<dyn Socket>>> {
-        let mut queue = tokio::select! {
-            biased;
-            _ = self.shutdown.cancelled() => return Ok(None),
-            queue = self.queue.lock() => queue,
-        };
-        let socket = tokio::select! {
-            biased;
-            _ = self.shutdown.cancelled() => return Ok(None),
-            socket = queue.recv() => socket,
-        };
-        Ok(socket.map(|s| {
-            s.accepted.store(true, Ordering::Release);
-            Box::new(s) as Box<dyn Socket>
-        }))
-    }
-
     async fn shutdown(&self) {
         self.serving.send_replace(false);
         self.shutdown.cancel();
-        {
-            // Calls received but never accepted are dropped, which answers each with
-            // UNAVAILABLE; closing first stops new ones from queueing.
-            let mut queue = self.queue.lock().await;
-            queue.close();
-            while queue.try_recv().is_ok() {}
-        }
         self.tasks.close();
         self.tasks.wait().await;
     }
 
     fn set_serving(&self, serving: bool) {
         self.serving.send_replace(serving);
-    }
-
-    fn serve_inline(&self, handler: SocketHandler) -> bool {
-        // A second server on the same listener keeps the first one's handler.
-        let _ = self.inline.set(handler);
-        true
     }
 }
 
@@ -376,26 +342,13 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>, peer: String) -> Re
         },
     };
 
-    let stream_id = uuid::Uuid::new_v4().to_string();
-    let mut header = metadata_of_headers(req.headers());
-    header.insert_static(STREAM, stream_id.clone());
-    header.insert_static(headers::ENDPOINT, endpoint.clone());
-    header.insert_static(headers::METHOD, endpoint.clone());
-    header.insert_static(headers::CONTENT_TYPE, content_type);
-    header.insert_static(headers::ACCEPT, content_type);
-    if let Some(t) = timeout {
-        header.insert_static(headers::TIMEOUT, micro_timeout(t));
+    if shared.shutdown.is_cancelled() {
+        return Status::unavailable(format!(
+            "the server at {} is shutting down and takes no new calls",
+            shared.local_addr
+        ))
+        .into_http();
     }
-    let call = Call {
-        shared: shared.clone(),
-        open: header,
-        peer,
-        endpoint,
-        stream_id,
-        content_type,
-        deadline: timeout.map(|t| Instant::now() + t),
-    };
-
     let opts = &shared.opts;
     let mut grpc = tonic::server::Grpc::new(RawCodec)
         .accept_compressed(CompressionEncoding::Gzip)
@@ -404,17 +357,59 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>, peer: String) -> Re
     if opts.gzip {
         grpc = grpc.send_compressed(CompressionEncoding::Gzip);
     }
-    let mut call = Some(call);
-    let service = tower::service_fn(move |request: tonic::Request<Streaming<Bytes>>| {
-        let call = call.take();
-        async move {
-            match call {
-                Some(call) => call.start(request).await,
-                None => Err(Status::internal("a call was started twice")),
+    let mut response = match shared.handler.kind(&endpoint) {
+        Some(EndpointKind::Unary) => {
+            let handler = shared.handler.clone();
+            let service = tower::service_fn(move |request: tonic::Request<Bytes>| {
+                let handler = handler.clone();
+                let endpoint = endpoint.clone();
+                async move { unary(&*handler, request, endpoint, content_type, timeout).await }
+            });
+            let response = grpc.unary(service, req).await;
+            // tonic refuses an oversized request with OUT_OF_RANGE, before the handler; gRPC
+            // elsewhere says RESOURCE_EXHAUSTED, as the streaming side does.
+            match Status::from_header_map(response.headers()) {
+                Some(status) if status.code() == tonic::Code::OutOfRange => {
+                    normalize_status(status).into_http()
+                }
+                _ => response,
             }
         }
-    });
-    let mut response = grpc.streaming(service, req).await;
+        // An endpoint the server does not have goes the streaming way, which answers any
+        // caller, unary or streaming, with the server's own error.
+        Some(EndpointKind::Stream) | None => {
+            let stream_id = uuid::Uuid::new_v4().to_string();
+            let mut header = metadata_of_headers(req.headers());
+            header.insert_static(STREAM, stream_id.clone());
+            header.insert_static(headers::ENDPOINT, endpoint.clone());
+            header.insert_static(headers::METHOD, endpoint.clone());
+            header.insert_static(headers::CONTENT_TYPE, content_type);
+            header.insert_static(headers::ACCEPT, content_type);
+            if let Some(t) = timeout {
+                header.insert_static(headers::TIMEOUT, micro_timeout(t));
+            }
+            let call = Call {
+                shared: shared.clone(),
+                open: header,
+                peer,
+                endpoint,
+                stream_id,
+                content_type,
+                deadline: timeout.map(|t| Instant::now() + t),
+            };
+            let mut call = Some(call);
+            let service = tower::service_fn(move |request: tonic::Request<Streaming<Bytes>>| {
+                let call = call.take();
+                async move {
+                    match call {
+                        Some(call) => call.start(request).await,
+                        None => Err(Status::internal("a call was started twice")),
+                    }
+                }
+            });
+            grpc.streaming(service, req).await
+        }
+    };
     // Answer in the caller's own content type (application/grpc+json for JSON).
     if let Some(ct) = wire_ct.and_then(|ct| HeaderValue::from_str(&ct).ok()) {
         response.headers_mut().insert(CONTENT_TYPE, ct);
@@ -422,7 +417,46 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>, peer: String) -> Re
     response
 }
 
-/// One call on its way to `accept`.
+/// A unary call: the typed request from the gRPC request, the handler's answer as the gRPC
+/// response (its metadata as headers) or as the status of its error, within the caller's
+/// deadline.
+async fn unary(
+    handler: &dyn CallHandler,
+    request: tonic::Request<Bytes>,
+    endpoint: String,
+    content_type: &'static str,
+    timeout: Option<Duration>,
+) -> std::result::Result<tonic::Response<Bytes>, Status> {
+    let (metadata, _, body) = request.into_parts();
+    let mut metadata = metadata_of_headers(&metadata.into_headers());
+    metadata.retain(|k, _| !headers::is_protocol(k));
+    let req = rpc::Request {
+        endpoint: endpoint.clone(),
+        content_type: content_type.to_string(),
+        metadata,
+        body,
+        ..rpc::Request::default()
+    };
+    let answer = handler.unary(req, timeout);
+    let answer = tokio::select! {
+        answer = answer => answer,
+        _ = until(timeout.map(|t| Instant::now() + t)) => {
+            return Err(Status::deadline_exceeded(format!(
+                "{endpoint} did not finish within the caller's deadline"
+            )))
+        }
+    };
+    match answer {
+        Ok(rsp) => {
+            let mut response = tonic::Response::new(rsp.body);
+            *response.metadata_mut() = MetadataMap::from_headers(reply_headers(&rsp.metadata));
+            Ok(response)
+        }
+        Err(e) => Err(status_of_error(&e)),
+    }
+}
+
+/// One streaming call, on its way to the handler.
 struct Call {
     shared: Arc<Shared>,
     open: Metadata,
@@ -436,7 +470,6 @@ struct Call {
 /// What the reply side of a call watches besides its channel.
 struct ReplyWatch {
     deadline: Option<Instant>,
-    accepted: Arc<AtomicBool>,
     endpoint: String,
     local_addr: String,
 }
@@ -459,10 +492,8 @@ impl Call {
         request: tonic::Request<Streaming<Bytes>>,
     ) -> std::result::Result<tonic::Response<ReplyStream>, Status> {
         let (tx, mut rx) = mpsc::channel(REPLY_BUFFER);
-        let accepted = Arc::new(AtomicBool::new(false));
         let watch = ReplyWatch {
             deadline: self.deadline,
-            accepted: accepted.clone(),
             endpoint: self.endpoint.clone(),
             local_addr: self.shared.local_addr.clone(),
         };
@@ -479,29 +510,17 @@ impl Call {
             replies: Some(tx),
             deadline: self.deadline,
             max_send: self.shared.opts.max_send_message_bytes,
-            accepted,
             endpoint: self.endpoint,
         };
-        let first = match self.shared.inline.get() {
-            Some(handler) => {
-                if self.shared.shutdown.is_cancelled() {
-                    return Err(watch.shutting_down());
-                }
-                watch.accepted.store(true, Ordering::Release);
-                run_until_first_reply(handler(Box::new(socket)), &mut rx, &watch).await
-            }
-            None => {
-                let queued = tokio::select! {
-                    queued = self.shared.queue.send(socket) => queued.is_ok(),
-                    _ = self.shared.shutdown.cancelled() => false,
-                    _ = until(self.deadline) => return Err(watch.deadline_exceeded()),
-                };
-                if !queued {
-                    return Err(watch.shutting_down());
-                }
-                next_reply(&mut rx, &watch).await
-            }
-        };
+        if self.shared.shutdown.is_cancelled() {
+            return Err(watch.shutting_down());
+        }
+        let first = run_until_first_reply(
+            self.shared.handler.stream(Box::new(socket)),
+            &mut rx,
+            &watch,
+        )
+        .await;
         match first {
             Next::Data(metadata, body) => {
                 let first = futures_util::stream::iter([Ok(body)]);
@@ -526,8 +545,7 @@ impl Call {
     }
 }
 
-/// Runs an inline handler on this task until its first reply. A unary handler has usually
-/// finished by then, its reply and end already queued; a stream's handler goes on in a task of
+/// Runs a stream's handler on this task until its first reply; then it goes on in a task of
 /// its own, its replies flowing through the response.
 async fn run_until_first_reply(
     handler: Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
@@ -584,11 +602,10 @@ async fn next_reply(rx: &mut mpsc::Receiver<Reply>, watch: &ReplyWatch) -> Next 
         Some(Reply::Data { metadata, body }) => Next::Data(metadata, body),
         Some(Reply::End(Ok(()))) => Next::Done,
         Some(Reply::End(Err(status))) => Next::Failed(status),
-        None if watch.accepted.load(Ordering::Acquire) => Next::Failed(Status::internal(format!(
+        None => Next::Failed(Status::internal(format!(
             "the service ended the call to {} without an answer",
             watch.endpoint
         ))),
-        None => Next::Failed(watch.shutting_down()),
     }
 }
 
@@ -604,7 +621,6 @@ struct ServerSocket {
     replies: Option<mpsc::Sender<Reply>>,
     deadline: Option<Instant>,
     max_send: usize,
-    accepted: Arc<AtomicBool>,
     endpoint: String,
 }
 

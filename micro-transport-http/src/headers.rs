@@ -30,25 +30,6 @@ fn is_transport_header(name: &str) -> bool {
         .any(|h| name.eq_ignore_ascii_case(h))
 }
 
-/// The message header carried by an HTTP head. Names are put in Go's canonical form
-/// (`Micro-Endpoint`), as a Go Micro handler would see them; the first value of a repeated header
-/// wins, as in Go Micro.
-pub(crate) fn to_metadata(headers: &HeaderMap) -> Metadata {
-    let mut md = Metadata::with_capacity(headers.keys_len());
-    for name in headers.keys() {
-        if is_transport_header(name.as_str()) {
-            continue;
-        }
-        if let Some(value) = headers.get(name) {
-            md.insert(
-                canonical(name.as_str()),
-                String::from_utf8_lossy(value.as_bytes()),
-            );
-        }
-    }
-    md
-}
-
 /// The HTTP headers for a message header; `what` ("request", "reply") names the message in
 /// errors.
 pub(crate) fn to_header_map(md: &Metadata, what: &str) -> Result<HeaderMap> {
@@ -95,6 +76,114 @@ pub(crate) fn request_head(req: &rpc::Request, timeout: Duration) -> Result<Head
         map.insert(HeaderName::from_static(name), value);
     }
     Ok(map)
+}
+
+/// The typed request an HTTP request head carries, read in one pass: Go Micro's `Micro-Id`,
+/// `Micro-Service`, `Micro-Endpoint` (or `Micro-Method`), `Content-Type` and `Timeout` (decimal
+/// nanoseconds) as fields, the plain names over their `X-` forms; every other header that is
+/// neither the protocol's nor the connection's as metadata, named in Go's canonical form.
+pub(crate) fn request_of(
+    headers: &HeaderMap,
+    body: bytes::Bytes,
+) -> Result<(rpc::Request, Option<Duration>)> {
+    let mut req = rpc::Request {
+        body,
+        metadata: Metadata::with_capacity(headers.keys_len()),
+        ..rpc::Request::default()
+    };
+    // Per field: the value, and whether it came in the plain form (which wins).
+    let mut fields: [(Option<&str>, bool); 6] = [(None, false); 6];
+    const NAMES: [&str; 6] = [
+        "micro-id",
+        "micro-service",
+        "micro-endpoint",
+        "micro-method",
+        "content-type",
+        "timeout",
+    ];
+    for (name, value) in headers {
+        let name = name.as_str();
+        let (bare, plain) = match name.strip_prefix("x-") {
+            Some(bare) if bare.starts_with("micro-") => (bare, false),
+            _ => (name, true),
+        };
+        if let Some(i) = NAMES.iter().position(|n| *n == bare) {
+            let taken = fields[i].0.is_some() && (fields[i].1 || !plain);
+            if !taken {
+                fields[i] = (value.to_str().ok(), plain);
+            }
+            continue;
+        }
+        if is_transport_header(name) || is_protocol(name) {
+            continue;
+        }
+        // The first value of a repeated header wins, as in Go Micro.
+        let key = canonical(name);
+        if !req.metadata.contains_key(&key) {
+            req.metadata
+                .insert(key, String::from_utf8_lossy(value.as_bytes()));
+        }
+    }
+    let text = |i: usize| fields[i].0.unwrap_or_default().to_string();
+    req.id = text(0);
+    req.service = text(1);
+    req.endpoint = match fields[2].0.filter(|e| !e.is_empty()) {
+        Some(endpoint) => endpoint.to_string(),
+        None => text(3),
+    };
+    req.content_type = text(4);
+    let timeout = match fields[5].0.map(str::trim).filter(|t| !t.is_empty()) {
+        None => None,
+        Some(ns) => Some(Duration::from_nanos(ns.parse().map_err(|_| {
+            Error::bad_request(
+                ID,
+                format!("Timeout header {ns:?} is not a number of nanoseconds"),
+            )
+        })?)),
+    };
+    Ok((req, timeout))
+}
+
+/// The head of a unary reply: the request's `Micro-Id`, `Micro-Service`, `Micro-Endpoint` and
+/// `Micro-Method` echoed (Go Micro's clients read them), the reply's `Content-Type`, and its
+/// metadata. Metadata HTTP cannot carry is an error naming it.
+pub(crate) fn reply_head(request: &HeaderMap, rsp: &rpc::Response) -> Result<HeaderMap> {
+    let mut map = HeaderMap::with_capacity(rsp.metadata.len() + 5);
+    for (key, value) in rsp.metadata.iter() {
+        if is_transport_header(key) || is_protocol(key) {
+            continue;
+        }
+        let (name, value) = pair(key, value, "reply")?;
+        map.insert(name, value);
+    }
+    echo(request, &mut map);
+    let content_type = HeaderValue::from_str(&rsp.content_type).map_err(|_| {
+        Error::internal(
+            ID,
+            format!(
+                "reply content type {:?} cannot travel in HTTP",
+                rsp.content_type
+            ),
+        )
+    })?;
+    map.insert(http::header::CONTENT_TYPE, content_type);
+    Ok(map)
+}
+
+/// Copies the request's `Micro-Id`, `Micro-Service`, `Micro-Endpoint` and `Micro-Method` (in
+/// either form) into a reply head.
+pub(crate) fn echo(request: &HeaderMap, reply: &mut HeaderMap) {
+    for name in [
+        "micro-id",
+        "micro-service",
+        "micro-endpoint",
+        "micro-method",
+    ] {
+        let x = format!("x-{name}");
+        if let Some(value) = request.get(name).or_else(|| request.get(x.as_str())) {
+            reply.insert(HeaderName::from_static(name), value.clone());
+        }
+    }
 }
 
 /// A reply's metadata: its headers less the protocol's and the connection's.
@@ -172,12 +261,20 @@ mod tests {
         h.insert("x-micro-service", HeaderValue::from_static("greeter"));
         h.append("trace-id", HeaderValue::from_static("t-1"));
         h.append("trace-id", HeaderValue::from_static("t-2"));
-        let md = to_metadata(&h);
-        assert_eq!(md.len(), 3);
-        let keys: Vec<&str> = md.iter().map(|(k, _)| k).collect();
-        assert!(keys.contains(&"Micro-Endpoint"), "{keys:?}");
-        assert!(keys.contains(&"X-Micro-Service"), "{keys:?}");
-        assert_eq!(md.get("trace-id"), Some("t-1"));
+        h.insert("micro-service", HeaderValue::from_static("plain"));
+        h.insert("timeout", HeaderValue::from_static("2000000000"));
+        h.insert("accept", HeaderValue::from_static("application/json"));
+        let (req, timeout) = request_of(&h, bytes::Bytes::new()).expect("a request");
+        assert_eq!(req.endpoint, "Greeter.Hello");
+        assert_eq!(req.service, "plain", "the plain form wins over X-");
+        assert_eq!(timeout, Some(Duration::from_secs(2)));
+        assert_eq!(req.metadata.len(), 1, "{:?}", req.metadata);
+        let keys: Vec<&str> = req.metadata.iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["Trace-Id"], "canonical names");
+        assert_eq!(req.metadata.get("trace-id"), Some("t-1"));
+        h.insert("timeout", HeaderValue::from_static("soon"));
+        let e = request_of(&h, bytes::Bytes::new()).expect_err("a bad timeout");
+        assert_eq!(e.code, 400);
     }
 
     #[test]

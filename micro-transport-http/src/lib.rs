@@ -137,23 +137,34 @@
 //! # Example
 //!
 //! ```
-//! use micro_core::rpc::Request;
-//! use micro_core::transport::{CallParams, Message, Transport};
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! use micro_core::rpc::{Request, Response};
+//! use micro_core::transport::{CallHandler, CallParams, EndpointKind, Socket, Transport};
+//! use micro_core::{BoxFuture, Result};
 //! use micro_transport_http::HttpTransport;
+//!
+//! /// The server: answers every unary call with its own body.
+//! struct Echo;
+//!
+//! impl CallHandler for Echo {
+//!     fn kind(&self, _endpoint: &str) -> Option<EndpointKind> {
+//!         Some(EndpointKind::Unary)
+//!     }
+//!     fn unary(&self, req: Request, _timeout: Option<Duration>) -> BoxFuture<'static, Result<Response>> {
+//!         let reply = Response { content_type: req.content_type, body: req.body, ..Response::default() };
+//!         Box::pin(async move { Ok(reply) })
+//!     }
+//!     fn stream(&self, _socket: Box<dyn Socket>) -> BoxFuture<'static, ()> {
+//!         Box::pin(async {})
+//!     }
+//! }
 //!
 //! # #[tokio::main] async fn main() -> micro_core::Result<()> {
 //! let transport = HttpTransport::default();
-//! let listener = transport.listen("127.0.0.1:0").await?;
+//! let listener = transport.listen("127.0.0.1:0", Arc::new(Echo)).await?;
 //! let addr = listener.local_addr();
-//!
-//! // The server: answer each request with its own body.
-//! tokio::spawn(async move {
-//!     while let Ok(Some(mut socket)) = listener.accept().await {
-//!         if let Ok(Some(request)) = socket.recv().await {
-//!             let _ = socket.send(Message { header: Default::default(), body: request.body }).await;
-//!         }
-//!     }
-//! });
 //!
 //! // The client: one unary call.
 //! let request = Request {
@@ -181,7 +192,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use micro_core::rpc::{self, AttemptError};
-use micro_core::transport::{CallParams, Listener, Message, Socket, Transport};
+use micro_core::transport::{CallHandler, CallParams, Listener, Message, Socket, Transport};
 use micro_core::Result;
 
 pub use options::HttpOptions;
@@ -248,8 +259,8 @@ impl HttpTransport {
     }
 
     /// Like [`Transport::listen`], but returns the concrete listener.
-    pub async fn bind(&self, addr: &str) -> Result<HttpListener> {
-        HttpListener::bind(addr, HttpOptions::clone(&self.opts)).await
+    pub async fn bind(&self, addr: &str, handler: Arc<dyn CallHandler>) -> Result<HttpListener> {
+        HttpListener::bind(addr, HttpOptions::clone(&self.opts), handler).await
     }
 }
 
@@ -301,8 +312,8 @@ impl Transport for HttpTransport {
         Ok(Box::new(socket))
     }
 
-    async fn listen(&self, addr: &str) -> Result<Box<dyn Listener>> {
-        Ok(Box::new(self.bind(addr).await?))
+    async fn listen(&self, addr: &str, handler: Arc<dyn CallHandler>) -> Result<Box<dyn Listener>> {
+        Ok(Box::new(self.bind(addr, handler).await?))
     }
 }
 

@@ -1,14 +1,15 @@
-//! The server side: [`HttpListener`] serves HTTP/1.1 and h2c (or both over TLS) on one port
-//! and hands out one socket per unary request or stream.
+//! The server side: [`HttpListener`] serves HTTP/1.1 and h2c (or both over TLS) on one port,
+//! answers each unary request with the server's [`CallHandler`] on hyper's own
+//! request/response, and hands each stream to it as a socket.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, CONNECTION};
+use http::header::{HeaderValue, CONNECTION};
 use http::{Request, Response, Version};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
@@ -16,11 +17,11 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use micro_core::transport::{Listener, Message, Socket, SocketHandler};
-use micro_core::{Error, Metadata, Result};
+use micro_core::transport::{CallHandler, Listener, Message, Socket};
+use micro_core::{Error, Result};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch, Mutex};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -28,11 +29,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::body::{drain, read_to_limit, ChannelBody, ReadError};
 use crate::frame::{self, FrameReader};
-use crate::headers::{is_stream, to_header_map, to_metadata};
+use crate::headers::{echo, is_stream, reply_head, request_of};
 use crate::{HttpOptions, ID, KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT, STREAM_BUFFER};
-
-/// How many received exchanges may wait for `accept` before connections stop reading more.
-const ACCEPT_QUEUE: usize = 256;
 
 /// The longest a TLS handshake may take on the server (less when `idle_timeout` is shorter):
 /// a real one takes milliseconds, and a client that says nothing must not hold a task.
@@ -42,17 +40,15 @@ type ServerBody = BoxBody<Bytes, Infallible>;
 
 /// The server side of [`HttpTransport`](crate::HttpTransport): listens on one TCP port, speaks
 /// HTTP/1.1 and h2c there (or, with [`HttpOptions::tls`], HTTP/1.1 and HTTP/2 over TLS only),
-/// and yields one [`Socket`] per unary request or stream.
+/// answers unary requests through the server's [`CallHandler`] and hands it each stream.
 ///
 /// Dropping the listener stops it as [`Listener::shutdown`] does, without waiting.
 pub struct HttpListener {
     local_addr: SocketAddr,
-    queue: Mutex<mpsc::Receiver<Pending>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     connections: Arc<AtomicU64>,
     tls: bool,
-    inline: Arc<OnceLock<SocketHandler>>,
 }
 
 impl std::fmt::Debug for HttpListener {
@@ -66,31 +62,24 @@ impl std::fmt::Debug for HttpListener {
     }
 }
 
-/// A received exchange waiting for `accept`.
-#[derive(Debug)]
-struct Pending {
-    socket: Box<dyn Socket>,
-    // Streams answer their HTTP request only once accepted, so that a stream nobody accepts
-    // fails with an error instead of looking like an empty stream.
-    accepted: Option<oneshot::Sender<()>>,
-}
-
 /// What every connection task of one listener shares.
 struct Shared {
     opts: Arc<HttpOptions>,
     builder: auto::Builder<TokioExecutor>,
-    queue: mpsc::Sender<Pending>,
     shutdown: CancellationToken,
     local_addr: String,
     tls: Option<TlsAcceptor>,
-    // Set by `serve_inline`: exchanges then run on their connection's task instead of queueing.
-    inline: Arc<OnceLock<SocketHandler>>,
+    handler: Arc<dyn CallHandler>,
 }
 
 impl HttpListener {
-    /// Binds `addr` (`host:port`, port 0 for any free port) and starts serving, with TLS when
-    /// `opts.tls` is set (which then needs a certificate).
-    pub async fn bind(addr: &str, opts: HttpOptions) -> Result<HttpListener> {
+    /// Binds `addr` (`host:port`, port 0 for any free port) and starts serving every call with
+    /// `handler`, with TLS when `opts.tls` is set (which then needs a certificate).
+    pub async fn bind(
+        addr: &str,
+        opts: HttpOptions,
+        handler: Arc<dyn CallHandler>,
+    ) -> Result<HttpListener> {
         let tls = match &opts.tls {
             Some(tls) => Some(TlsAcceptor::from(tls.server_config(addr)?)),
             None => None,
@@ -102,24 +91,20 @@ impl HttpListener {
             .local_addr()
             .map_err(|e| Error::internal(ID, format!("listen on {addr}: {e}")))?;
         let opts = Arc::new(opts);
-        let (queue_tx, queue_rx) = mpsc::channel(ACCEPT_QUEUE);
         let shared = Arc::new(Shared {
             builder: builder(&opts),
             opts,
-            queue: queue_tx,
             shutdown: CancellationToken::new(),
             local_addr: local_addr.to_string(),
             tls,
-            inline: Arc::new(OnceLock::new()),
+            handler,
         });
         let http = HttpListener {
             local_addr,
-            queue: Mutex::new(queue_rx),
             shutdown: shared.shutdown.clone(),
             tasks: TaskTracker::new(),
             connections: Arc::new(AtomicU64::new(0)),
             tls: shared.tls.is_some(),
-            inline: shared.inline.clone(),
         };
         http.tasks.spawn(accept_loop(
             listener,
@@ -154,42 +139,10 @@ impl Listener for HttpListener {
         self.local_addr.to_string()
     }
 
-    async fn accept(&self) -> Result<Option<Box<dyn Socket>>> {
-        let mut queue = tokio::select! {
-            biased;
-            _ = self.shutdown.cancelled() => return Ok(None),
-            queue = self.queue.lock() => queue,
-        };
-        let pending = tokio::select! {
-            biased;
-            _ = self.shutdown.cancelled() => return Ok(None),
-            pending = queue.recv() => pending,
-        };
-        Ok(pending.map(|p| {
-            if let Some(accepted) = p.accepted {
-                let _ = accepted.send(());
-            }
-            p.socket
-        }))
-    }
-
     async fn shutdown(&self) {
         self.shutdown.cancel();
-        {
-            // Exchanges received but never accepted are dropped, which answers each with an
-            // error; closing first stops new ones from queueing.
-            let mut queue = self.queue.lock().await;
-            queue.close();
-            while queue.try_recv().is_ok() {}
-        }
         self.tasks.close();
         self.tasks.wait().await;
-    }
-
-    fn serve_inline(&self, handler: SocketHandler) -> bool {
-        // A second server on the same listener keeps the first one's handler.
-        let _ = self.inline.set(handler);
-        true
     }
 }
 
@@ -340,24 +293,23 @@ async fn idle_for(mut in_flight: watch::Receiver<usize>, limit: Duration) {
 async fn handle(req: Request<Incoming>, conn: Arc<ConnContext>) -> Response<ServerBody> {
     let in_flight = InFlight::new(&conn.in_flight);
     let http1 = req.version() < Version::HTTP_2;
-    let header = to_metadata(req.headers());
-    if is_stream(req.headers()) {
+    let (head, mut body) = req.into_parts();
+    if is_stream(&head.headers) {
         if http1 {
             let e = Error::new(
                 ID,
                 501,
                 "streams over HTTP/1.1 are not supported here: micro.transport.http streams use h2c",
             );
-            return error_reply(&e, &header, true);
+            return error_reply(&e, &head.headers, true);
         }
-        return open_stream(req.into_body(), header, &conn, in_flight).await;
+        return open_stream(body, &head.headers, &conn, in_flight);
     }
 
     let opts = &conn.shared.opts;
-    let mut body = req.into_body();
     let declared = http_body::Body::size_hint(&body).exact();
     let deadline = Instant::now() + opts.body_read_timeout;
-    let body = match read_to_limit(&mut body, opts.max_body_bytes, deadline).await {
+    let bytes = match read_to_limit(&mut body, opts.max_body_bytes, deadline).await {
         Ok(bytes) => bytes,
         Err(ReadError::TooLarge(seen)) => {
             // On HTTP/1 the rest of the body must be read off the connection before it can
@@ -379,7 +331,7 @@ async fn handle(req: Request<Incoming>, conn: Arc<ConnContext>) -> Response<Serv
                     opts.max_body_bytes
                 ),
             );
-            return error_reply(&e, &header, http1 && total.is_none());
+            return error_reply(&e, &head.headers, http1 && total.is_none());
         }
         Err(ReadError::TimedOut) => {
             let e = Error::timeout(
@@ -389,57 +341,46 @@ async fn handle(req: Request<Incoming>, conn: Arc<ConnContext>) -> Response<Serv
                     opts.body_read_timeout
                 ),
             );
-            return error_reply(&e, &header, http1);
+            return error_reply(&e, &head.headers, http1);
         }
         Err(ReadError::Failed(e)) => {
             let e = Error::internal(ID, format!("reading the request body failed: {e}"));
-            return error_reply(&e, &header, http1);
+            return error_reply(&e, &head.headers, http1);
         }
     };
-
-    let (reply_tx, reply_rx) = oneshot::channel();
-    let socket = UnaryServerSocket {
-        request: Some(Message {
-            header: header.clone(),
-            body,
-        }),
-        reply: Some(reply_tx),
-        peer: conn.peer.clone(),
-    };
-    let pending = Pending {
-        socket: Box::new(socket),
-        accepted: None,
-    };
-    if !deliver(&conn.shared, pending).await {
-        return error_reply(&shutting_down(&conn), &header, false);
+    if conn.shared.shutdown.is_cancelled() {
+        return error_reply(&shutting_down(&conn), &head.headers, false);
     }
-    match reply_rx.await {
-        Ok(reply) => reply,
-        Err(_) if conn.shared.shutdown.is_cancelled() => {
-            error_reply(&shutting_down(&conn), &header, false)
-        }
-        Err(_) => {
-            let e = Error::internal(
-                ID,
-                format!(
-                    "the server dropped the request{} without replying",
-                    header
-                        .get("Micro-Endpoint")
-                        .map(|e| format!(" for {e}"))
-                        .unwrap_or_default()
-                ),
-            );
-            error_reply(&e, &header, false)
-        }
+    let (request, timeout) = match request_of(&head.headers, bytes) {
+        Ok(parsed) => parsed,
+        Err(e) => return error_reply(&e, &head.headers, false),
+    };
+    // The handler runs right here, on the connection's task: no queue, no spawn per call.
+    match conn.shared.handler.unary(request, timeout).await {
+        Ok(rsp) => match reply_head(&head.headers, &rsp) {
+            Ok(headers) => {
+                let mut reply = Response::new(Full::new(rsp.body).boxed());
+                *reply.headers_mut() = headers;
+                reply
+            }
+            Err(e) => error_reply(&e, &head.headers, false),
+        },
+        Err(e) => error_reply(&e, &head.headers, false),
     }
 }
 
-async fn open_stream(
+/// Answers a stream's request at once, its response body carrying the server's messages, and
+/// hands the stream to the handler on a task of its own (its replies flow through the response
+/// this task has yet to return).
+fn open_stream(
     body: Incoming,
-    header: Metadata,
+    request: &http::HeaderMap,
     conn: &ConnContext,
     in_flight: InFlight,
 ) -> Response<ServerBody> {
+    if conn.shared.shutdown.is_cancelled() {
+        return error_reply(&shutting_down(conn), request, false);
+    }
     // The stream counts as in flight until its response body ends.
     let (tx, reply_body) = ChannelBody::new(STREAM_BUFFER, Some(Box::new(in_flight)));
     let socket = StreamServerSocket {
@@ -448,42 +389,12 @@ async fn open_stream(
         peer: conn.peer.clone(),
         opts: conn.shared.opts.clone(),
     };
-    let (accepted_tx, accepted_rx) = oneshot::channel();
-    let pending = Pending {
-        socket: Box::new(socket),
-        accepted: Some(accepted_tx),
-    };
-    if !deliver(&conn.shared, pending).await || accepted_rx.await.is_err() {
-        return error_reply(&shutting_down(conn), &header, false);
-    }
+    tokio::spawn(conn.shared.handler.stream(Box::new(socket)));
     let mut reply = Response::new(reply_body.boxed());
-    if let Some(id) = header.get("Micro-Stream") {
-        if let Ok(id) = HeaderValue::from_bytes(id.as_bytes()) {
-            reply.headers_mut().insert("micro-stream", id);
-        }
+    if let Some(id) = request.get("micro-stream") {
+        reply.headers_mut().insert("micro-stream", id.clone());
     }
     reply
-}
-
-/// Hands an exchange to the server: a unary one runs right here on the connection's task when
-/// the server serves inline (a stream gets a task of its own, since its replies flow through
-/// the response this task has yet to return); otherwise it queues for `accept`. False when the
-/// listener is shutting down.
-async fn deliver(shared: &Shared, pending: Pending) -> bool {
-    let Some(handler) = shared.inline.get() else {
-        return shared.queue.send(pending).await.is_ok();
-    };
-    if shared.shutdown.is_cancelled() {
-        return false;
-    }
-    match pending.accepted {
-        Some(accepted) => {
-            let _ = accepted.send(());
-            tokio::spawn(handler(pending.socket));
-        }
-        None => handler(pending.socket).await,
-    }
-    true
 }
 
 fn shutting_down(conn: &ConnContext) -> Error {
@@ -495,24 +406,12 @@ fn shutting_down(conn: &ConnContext) -> Error {
 
 /// A 200 carrying `err` in `Micro-Error`: Go Micro clients read errors only from 200 replies.
 /// `close` asks an HTTP/1 client to close the connection afterwards.
-fn error_reply(err: &Error, request: &Metadata, close: bool) -> Response<ServerBody> {
+fn error_reply(err: &Error, request: &http::HeaderMap, close: bool) -> Response<ServerBody> {
     let mut reply = Response::new(Full::new(Bytes::new()).boxed());
     let headers = reply.headers_mut();
-    for key in [
-        "Micro-Id",
-        "Micro-Service",
-        "Micro-Endpoint",
-        "Micro-Method",
-        "Content-Type",
-    ] {
-        if let Some(value) = request.get(key) {
-            if let (Ok(name), Ok(value)) = (
-                HeaderName::from_bytes(key.as_bytes()),
-                HeaderValue::from_bytes(value.as_bytes()),
-            ) {
-                headers.insert(name, value);
-            }
-        }
+    echo(request, headers);
+    if let Some(ct) = request.get(http::header::CONTENT_TYPE) {
+        headers.insert(http::header::CONTENT_TYPE, ct.clone());
     }
     let json = HeaderValue::from_bytes(err.to_json().as_bytes()).unwrap_or_else(|_| {
         HeaderValue::from_static(r#"{"id":"micro.transport.http","code":500,"detail":"an error that cannot travel in a header","status":"Internal Server Error"}"#)
@@ -522,67 +421,6 @@ fn error_reply(err: &Error, request: &Metadata, close: bool) -> Response<ServerB
         headers.insert(CONNECTION, HeaderValue::from_static("close"));
     }
     reply
-}
-
-/// The server end of one unary exchange: `recv` yields the request once, `send` answers it.
-struct UnaryServerSocket {
-    request: Option<Message>,
-    reply: Option<oneshot::Sender<Response<ServerBody>>>,
-    peer: String,
-}
-
-impl std::fmt::Debug for UnaryServerSocket {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UnaryServerSocket")
-            .field("peer", &self.peer)
-            .field("replied", &self.reply.is_none())
-            .finish_non_exhaustive()
-    }
-}
-
-#[async_trait::async_trait]
-impl Socket for UnaryServerSocket {
-    async fn send(&mut self, msg: Message) -> Result<()> {
-        let Some(reply) = self.reply.take() else {
-            return Err(Error::internal(
-                ID,
-                format!(
-                    "the reply to {} was sent already: a unary socket carries one exchange",
-                    self.peer
-                ),
-            ));
-        };
-        let headers = match to_header_map(&msg.header, "reply") {
-            Ok(headers) => headers,
-            Err(e) => {
-                // Keep the exchange open so the caller can still send an error reply.
-                self.reply = Some(reply);
-                return Err(e);
-            }
-        };
-        let mut response = Response::new(Full::new(msg.body).boxed());
-        *response.headers_mut() = headers;
-        reply.send(response).map_err(|_| {
-            Error::internal(
-                ID,
-                format!("the client at {} went away before the reply", self.peer),
-            )
-        })
-    }
-
-    async fn recv(&mut self) -> Result<Option<Message>> {
-        Ok(self.request.take())
-    }
-
-    async fn close(&mut self) -> Result<()> {
-        // Without a reply, the client gets a 500 rather than waiting for one.
-        self.reply = None;
-        Ok(())
-    }
-
-    fn remote_addr(&self) -> String {
-        self.peer.clone()
-    }
 }
 
 /// The server end of a stream: frames in from the request body, out through the response body.

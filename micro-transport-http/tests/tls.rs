@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use micro_conformance::transport::{call_with, open_stream};
+use micro_conformance::transport::{accepting, call_with, open_stream, Accepted};
 use micro_core::transport::{Listener, Message, Socket};
 use micro_core::Error;
 use micro_transport_http::{HttpListener, HttpOptions, HttpTransport, TlsOptions};
@@ -150,20 +150,34 @@ async fn stream(transport: &HttpTransport, addr: &str) -> Result<Box<dyn Socket>
     Ok(socket)
 }
 
-async fn serve(opts: HttpOptions) -> (Arc<HttpListener>, String) {
+/// A listener, and the calls it received for the test to answer.
+struct Server {
+    listener: HttpListener,
+    calls: Accepted,
+}
+
+impl std::ops::Deref for Server {
+    type Target = HttpListener;
+    fn deref(&self) -> &HttpListener {
+        &self.listener
+    }
+}
+
+async fn serve(opts: HttpOptions) -> (Arc<Server>, String) {
+    let (handler, calls) = accepting(|_| Some(micro_core::transport::EndpointKind::Unary));
     let listener = HttpTransport::new(opts)
-        .bind("127.0.0.1:0")
+        .bind("127.0.0.1:0", handler)
         .await
         .expect("bind");
     let addr = listener.local_addr();
-    (Arc::new(listener), addr)
+    (Arc::new(Server { listener, calls }), addr)
 }
 
 /// Answers every unary request and stream message with its own body, until shut down.
-fn echo(listener: &Arc<HttpListener>) {
-    let listener = listener.clone();
+fn echo(server: &Arc<Server>) {
+    let server = server.clone();
     tokio::spawn(async move {
-        while let Ok(Some(mut socket)) = listener.accept().await {
+        while let Some(mut socket) = server.calls.accept().await {
             tokio::spawn(async move {
                 while let Ok(Some(msg)) = socket.recv().await {
                     let reply = message(&[("Echo", "yes")], &String::from_utf8_lossy(&msg.body));
@@ -503,8 +517,9 @@ async fn fast<T>(f: impl Future<Output = T>) -> T {
 #[tokio::test]
 async fn listening_with_tls_needs_a_certificate() {
     let pki = Pki::new();
+    let (handler, _calls) = accepting(|_| Some(micro_core::transport::EndpointKind::Unary));
     let e = HttpTransport::new(with_tls(pki.client_tls(None)))
-        .bind("127.0.0.1:0")
+        .bind("127.0.0.1:0", handler)
         .await
         .expect_err("no certificate");
     assert_eq!(e.code, 400);

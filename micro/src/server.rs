@@ -6,14 +6,16 @@ use std::fmt;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt as _;
 use micro_core::registry::{Endpoint, RegisterOptions};
 use micro_core::rpc::{CallKind, StreamSlot};
-use micro_core::transport::{Listener, Message as TransportMessage, Socket, SocketHandler};
+use micro_core::transport::{
+    CallHandler, EndpointKind, Listener, Message as TransportMessage, Socket,
+};
 use micro_core::{rpc, Error, Metadata, Node, Registry, Result, Service, Transport};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -100,8 +102,6 @@ struct Inner {
 struct Running {
     listener: Arc<dyn Listener>,
     record: Service,
-    // `None` when the listener runs the handler itself (`Listener::serve_inline`).
-    accept: Option<JoinHandle<()>>,
     renew: JoinHandle<()>,
 }
 
@@ -216,10 +216,17 @@ impl rpc::Server for Server {
             return Ok(());
         }
         let o = &self.inner.opts;
+        *self
+            .inner
+            .cancel
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = CancellationToken::new();
+        // Serve first, register after: no caller finds this node before it answers.
+        let handler = Arc::new(Serving(Arc::downgrade(&self.inner)));
         let listener: Arc<dyn Listener> = self
             .inner
             .transport
-            .listen(&o.address)
+            .listen(&o.address, handler)
             .await
             .map_err(|e| {
                 Error::internal(
@@ -228,20 +235,6 @@ impl rpc::Server for Server {
                 )
             })?
             .into();
-        *self
-            .inner
-            .cancel
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = CancellationToken::new();
-        // Serve first, register after: no caller finds this node before it answers.
-        let accept = if listener.serve_inline(socket_handler(&self.inner)) {
-            None
-        } else {
-            Some(tokio::spawn(accept_loop(
-                self.inner.clone(),
-                listener.clone(),
-            )))
-        };
         let address = advertised(o.advertise.as_deref(), &listener.local_addr());
         let record = self.record(address.clone());
         let registry = self.inner.registry.clone();
@@ -266,7 +259,6 @@ impl rpc::Server for Server {
         *self.running() = Some(Running {
             listener,
             record,
-            accept,
             renew,
         });
         Ok(())
@@ -301,9 +293,6 @@ impl rpc::Server for Server {
                 .cancel();
             // Cancelled handlers end at their next await; their callers get an error.
             let _ = tokio::time::timeout(o.drain_wait, self.inner.calls.wait()).await;
-        }
-        if let Some(accept) = running.accept {
-            accept.abort();
         }
         self.inner.calls.reopen();
         tracing::info!(service = %o.name, id = %o.id, "stopped");
@@ -379,23 +368,63 @@ async fn renew_loop(
     }
 }
 
-/// What the listener runs for each exchange when it serves inline. It holds the server weakly,
-/// so a listener never keeps a dropped server alive; calls count as in flight for the drain.
-fn socket_handler(inner: &Arc<Inner>) -> SocketHandler {
-    let inner = Arc::downgrade(inner);
-    Arc::new(move |socket| {
-        let Some(inner) = inner.upgrade() else {
-            // The server is gone: dropping the socket answers with an error.
+/// What the server gives its listener. It holds the server weakly, so a listener never keeps
+/// a dropped server alive; every call counts as in flight for the drain, and a stop whose
+/// drain wait ran out cancels it.
+struct Serving(Weak<Inner>);
+
+impl CallHandler for Serving {
+    fn kind(&self, endpoint: &str) -> Option<EndpointKind> {
+        let inner = self.0.upgrade()?;
+        match inner.routes.get(endpoint)? {
+            EndpointFn::Unary(_) => Some(EndpointKind::Unary),
+            EndpointFn::ServerStream(_) | EndpointFn::Stream(_) => Some(EndpointKind::Stream),
+        }
+    }
+
+    fn unary(
+        &self,
+        req: rpc::Request,
+        timeout: Option<Duration>,
+    ) -> BoxFuture<'static, Result<rpc::Response>> {
+        let Some(inner) = self.0.upgrade() else {
+            return Box::pin(async { Err(Error::internal("micro.server", "the server is gone")) });
+        };
+        let calls = inner.calls.clone();
+        let cancel = inner.cancel_token();
+        let endpoint = req.endpoint.clone();
+        let id = format!("{}.{endpoint}", inner.opts.name);
+        let call = async move {
+            let result = serve_unary(&inner, req, timeout).await;
+            result.map_err(|e| with_id(e, &inner, &endpoint))
+        };
+        Box::pin(calls.track_future(async move {
+            tokio::select! {
+                ended = AssertUnwindSafe(call).catch_unwind() => ended.unwrap_or_else(|_| {
+                    tracing::error!(%id, "a handler panicked; its caller gets an error");
+                    Err(Error::internal(id, "the handler panicked"))
+                }),
+                _ = cancel.cancelled() => {
+                    tracing::warn!(%id, "cancelled a handler still running at the end of the drain wait");
+                    Err(Error::new(id, 503, "the server stopped before the handler finished"))
+                }
+            }
+        }))
+    }
+
+    fn stream(&self, socket: Box<dyn Socket>) -> BoxFuture<'static, ()> {
+        let Some(inner) = self.0.upgrade() else {
+            // The server is gone: dropping the socket ends the stream with an error.
             return Box::pin(async {});
         };
         let calls = inner.calls.clone();
         let cancel = inner.cancel_token();
         Box::pin(calls.track_future(guarded(cancel, serve_socket(inner, socket))))
-    })
+    }
 }
 
-/// Runs one exchange; a handler that panics ends only its own exchange (its socket is dropped,
-/// which answers the caller with an error) and is logged. A stop whose drain wait ran out
+/// Runs one stream; a handler that panics ends only its own stream (its socket is dropped,
+/// which ends it with an error for the caller) and is logged. A stop whose drain wait ran out
 /// cancels it the same way.
 async fn guarded(cancel: CancellationToken, serve: impl Future<Output = ()>) {
     tokio::select! {
@@ -417,44 +446,16 @@ impl Inner {
     }
 }
 
-async fn accept_loop(inner: Arc<Inner>, listener: Arc<dyn Listener>) {
-    loop {
-        match listener.accept().await {
-            Ok(Some(socket)) => {
-                let inner = inner.clone();
-                let cancel = inner.cancel_token();
-                inner
-                    .calls
-                    .clone()
-                    .spawn(guarded(cancel, serve_socket(inner, socket)));
-            }
-            Ok(None) => return,
-            Err(e) => {
-                // Running out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
 async fn serve_socket(inner: Arc<Inner>, mut socket: Box<dyn Socket>) {
     let first = match socket.recv().await {
         Ok(Some(m)) => m,
         Ok(None) => return,
         Err(e) => {
-            tracing::debug!(peer = %socket.remote_addr(), error = %e, "bad request from peer");
+            tracing::debug!(peer = %socket.remote_addr(), error = %e, "bad stream from peer");
             return;
         }
     };
-    if headers::get(&first.header, headers::STREAM).is_some() {
-        serve_stream(&inner, socket, first).await;
-        return;
-    }
-    let reply = serve_unary(&inner, first).await;
-    if let Err(e) = socket.send(reply).await {
-        tracing::debug!(peer = %socket.remote_addr(), error = %e, "could not reply");
-    }
+    serve_stream(&inner, socket, first).await;
 }
 
 fn endpoint_of(header: &Metadata) -> Option<String> {
@@ -478,48 +479,59 @@ fn deadline_of(header: &Metadata) -> Result<Option<Instant>> {
     }
 }
 
-/// The call a request message opens, checked before any layer sees it: it names an endpoint
-/// this server has (else a 404, so that a caller cannot make layers key on made-up names),
-/// in a codec it speaks, and carries the server's own service name whatever the caller said.
+/// The call a request opens, checked before any layer sees it: it names an endpoint this
+/// server has (else a 404, so that a caller cannot make layers key on made-up names), in a
+/// codec it speaks, and carries the server's own service name whatever the caller said.
 fn server_call(
     inner: &Inner,
-    header: &Metadata,
-    body: bytes::Bytes,
+    mut request: rpc::Request,
+    timeout: Option<Duration>,
 ) -> Result<(ServerCall, EndpointFn)> {
     let name = &inner.opts.name;
-    let endpoint = endpoint_of(header).ok_or_else(|| {
-        Error::bad_request(
+    if request.endpoint.is_empty() {
+        return Err(Error::bad_request(
             name.clone(),
             "the request names no endpoint: set the Micro-Endpoint header (e.g. Greeter.Hello)",
-        )
-    })?;
-    let id = format!("{name}.{endpoint}");
-    let f = inner.routes.get(&endpoint).cloned().ok_or_else(|| {
+        ));
+    }
+    let endpoint = &request.endpoint;
+    let f = inner.routes.get(endpoint).cloned().ok_or_else(|| {
         Error::not_found(
-            id.clone(),
+            format!("{name}.{endpoint}"),
             format!("service {name} has no endpoint {endpoint}"),
         )
     })?;
-    let content_type = headers::get(header, headers::CONTENT_TYPE).unwrap_or_default();
-    let codec = inner.codecs.get(content_type)?;
-    let request_id = headers::get(header, headers::STREAM)
-        .or_else(|| headers::get(header, headers::ID))
-        .unwrap_or_default();
+    let codec = inner.codecs.get(&request.content_type)?;
+    request.service.clone_from(name);
+    request.content_type = codec.content_type().to_string();
     let call = ServerCall {
-        request: rpc::Request {
-            id: request_id.to_string(),
-            service: name.clone(),
-            endpoint,
-            proto_service: None,
-            content_type: codec.content_type().to_string(),
-            metadata: headers::metadata_of(header),
-            body,
-        },
-        deadline: deadline_of(header)?,
+        request,
+        deadline: timeout.map(|t| Instant::now() + t),
         codec,
         kind: CallKind::Unary,
     };
     Ok((call, f))
+}
+
+/// The typed request a stream's opening message carries.
+fn opening_request(header: &Metadata) -> Result<(rpc::Request, Option<Duration>)> {
+    let request = rpc::Request {
+        id: headers::get(header, headers::STREAM)
+            .unwrap_or_default()
+            .to_string(),
+        service: headers::get(header, headers::SERVICE)
+            .unwrap_or_default()
+            .to_string(),
+        endpoint: endpoint_of(header).unwrap_or_default(),
+        proto_service: None,
+        content_type: headers::get(header, headers::CONTENT_TYPE)
+            .unwrap_or_default()
+            .to_string(),
+        metadata: headers::metadata_of(header),
+        body: bytes::Bytes::new(),
+    };
+    let timeout = deadline_of(header)?.map(|d| d.saturating_duration_since(Instant::now()));
+    Ok((request, timeout))
 }
 
 /// Fills in the error id of a handler's error: `<service>.<endpoint>`.
@@ -530,43 +542,21 @@ fn with_id(mut e: Error, inner: &Inner, endpoint: &str) -> Error {
     e
 }
 
-async fn serve_unary(inner: &Inner, msg: TransportMessage) -> TransportMessage {
-    let mut header = Metadata::new();
-    for name in [
-        headers::ID,
-        headers::SERVICE,
-        headers::ENDPOINT,
-        headers::METHOD,
-    ] {
-        if let Some(v) = headers::get(&msg.header, name) {
-            header.insert(name, v);
-        }
-    }
-    let endpoint = endpoint_of(&msg.header).unwrap_or_default();
-    let result = match server_call(inner, &msg.header, msg.body) {
-        Ok((_, EndpointFn::ServerStream(_) | EndpointFn::Stream(_))) => Err(Error::bad_request(
-            format!("{}.{endpoint}", inner.opts.name),
-            format!("{endpoint} is a streaming endpoint: open a stream to call it"),
-        )),
-        Ok((call, EndpointFn::Unary(_))) => run_handler(inner, call).await,
-        Err(e) => Err(e),
-    };
-    match result {
-        Ok(rsp) => {
-            header.extend_from(&rsp.metadata);
-            header.insert_static(headers::CONTENT_TYPE, rsp.content_type);
-            TransportMessage {
-                header,
-                body: rsp.body,
-            }
-        }
-        Err(e) => {
-            let e = with_id(e, inner, &endpoint);
-            header.insert_static(headers::ERROR, e.to_json());
-            TransportMessage {
-                header,
-                body: Default::default(),
-            }
+/// A unary call, from the listener to the handler path and back.
+async fn serve_unary(
+    inner: &Inner,
+    request: rpc::Request,
+    timeout: Option<Duration>,
+) -> Result<rpc::Response> {
+    let (call, f) = server_call(inner, request, timeout)?;
+    match f {
+        EndpointFn::Unary(_) => run_handler(inner, call).await,
+        EndpointFn::ServerStream(_) | EndpointFn::Stream(_) => {
+            let endpoint = &call.request.endpoint;
+            Err(Error::bad_request(
+                format!("{}.{endpoint}", inner.opts.name),
+                format!("{endpoint} is a streaming endpoint: open a stream to call it"),
+            ))
         }
     }
 }
@@ -655,7 +645,9 @@ async fn serve_stream(inner: &Inner, mut socket: Box<dyn Socket>, first: Transpo
     let content_type = headers::get(&first.header, headers::CONTENT_TYPE)
         .unwrap_or_default()
         .to_string();
-    let (mut call, f) = match server_call(inner, &first.header, bytes::Bytes::new()) {
+    let opened =
+        opening_request(&first.header).and_then(|(req, timeout)| server_call(inner, req, timeout));
+    let (mut call, f) = match opened {
         Ok(opened) => opened,
         Err(e) => {
             let e = with_id(e, inner, &endpoint);
@@ -665,10 +657,11 @@ async fn serve_stream(inner: &Inner, mut socket: Box<dyn Socket>, first: Transpo
     };
     let reply_type = call.codec.content_type().to_string();
     if let EndpointFn::Unary(_) = f {
-        // Transports that carry every call as a stream (gRPC) reach unary endpoints here.
-        let result = unary_over_stream(inner, &mut *socket, call, &stream_id).await;
-        let result = result.map_err(|e| with_id(e, inner, &endpoint));
-        finish_stream(&mut *socket, &stream_id, &reply_type, result).await;
+        let e = Error::bad_request(
+            format!("{}.{endpoint}", inner.opts.name),
+            format!("{endpoint} is a unary endpoint: call it, do not open a stream"),
+        );
+        finish_stream(&mut *socket, &stream_id, &reply_type, Err(e)).await;
         return;
     }
     if let EndpointFn::ServerStream(_) = f {
@@ -725,7 +718,7 @@ impl Socket for SocketHandle {
     }
 }
 
-/// The one request of a server stream or of a unary call over a stream.
+/// The one request of a server stream.
 async fn read_request(
     inner: &Inner,
     socket: &mut dyn Socket,
@@ -741,27 +734,6 @@ async fn read_request(
         })?;
     let same = codec.content_type() == call.codec.content_type();
     Ok((if same { call.codec.clone() } else { codec }, body))
-}
-
-/// One request message in, one reply message out, on a stream, through the handler path.
-async fn unary_over_stream(
-    inner: &Inner,
-    socket: &mut dyn Socket,
-    mut call: ServerCall,
-    stream_id: &str,
-) -> Result<()> {
-    let (codec, body) = read_request(inner, socket, &call).await?;
-    call.codec = codec;
-    call.request.body = body;
-    let rsp = run_handler(inner, call).await?;
-    let mut header = crate::client::stream_header(stream_id, &rsp.content_type, None);
-    header.extend_from(&rsp.metadata);
-    socket
-        .send(TransportMessage {
-            header,
-            body: rsp.body,
-        })
-        .await
 }
 
 #[cfg(test)]

@@ -50,7 +50,11 @@ impl Transport for Hanging {
         std::future::pending().await
     }
 
-    async fn listen(&self, addr: &str) -> Result<Box<dyn Listener>> {
+    async fn listen(
+        &self,
+        addr: &str,
+        _handler: Arc<dyn micro::transport::CallHandler>,
+    ) -> Result<Box<dyn Listener>> {
         Err(micro::Error::internal(
             "test",
             format!("the hanging transport does not listen on {addr}"),

@@ -297,8 +297,7 @@ async fn the_timeout_reaches_the_server_and_bounds_the_handler() {
 }
 
 #[tokio::test]
-async fn a_unary_endpoint_also_answers_over_a_stream() {
-    // Transports that carry every call as a stream (gRPC) reach unary handlers this way.
+async fn a_stream_opened_to_a_unary_endpoint_is_a_clear_error() {
     let registry = MemoryRegistry::new();
     let service = greeter(&registry, vec![]).await;
     let c = client(&registry);
@@ -312,38 +311,12 @@ async fn a_unary_endpoint_also_answers_over_a_stream() {
     )
     .await
     .expect("open");
-    s.send(&HelloRequest { name: "S".into() })
+    let err = within("the answer", s.recv())
         .await
-        .expect("send");
-    s.close_send().await.expect("close");
-    let reply = within("reply", s.recv())
-        .await
-        .expect("recv")
-        .expect("one reply");
-    assert_eq!(reply.message, "Hello S");
-    assert!(within("end", s.recv()).await.expect("end").is_none());
-
-    let mut bad = within(
-        "open",
-        c.stream::<HelloRequest, greeter::greeter::HelloReply>(
-            "greeter",
-            "Greeter.Hello",
-            Request::new(()),
-        ),
-    )
-    .await
-    .expect("open");
-    bad.send(&HelloRequest {
-        name: String::new(),
-    })
-    .await
-    .expect("send");
-    bad.close_send().await.expect("close");
-    let err = within("error", bad.recv())
-        .await
-        .expect_err("handler error");
-    assert_eq!(err.code, 400);
+        .expect_err("a unary endpoint");
+    assert_eq!(err.code, 400, "{err}");
     assert_eq!(err.id, "greeter.Greeter.Hello");
+    assert!(err.detail.contains("unary endpoint"), "{err}");
     service.stop().await.expect("stop");
 }
 
@@ -424,88 +397,4 @@ async fn a_panicking_handler_fails_only_its_own_call() {
         }
         service.stop().await.expect("stop");
     }
-}
-
-/// A transport whose listener only hands sockets out through `accept`, as a third-party
-/// transport that does not implement `Listener::serve_inline` does.
-#[derive(Debug)]
-struct AcceptOnly(std::sync::Arc<dyn micro::core::Transport>);
-
-#[derive(Debug)]
-struct AcceptOnlyListener(Box<dyn micro::transport::Listener>);
-
-#[micro::async_trait]
-impl micro::core::Transport for AcceptOnly {
-    fn name(&self) -> &str {
-        "accept-only"
-    }
-
-    async fn call(
-        &self,
-        addr: &str,
-        req: &micro::rpc::Request,
-        params: micro::transport::CallParams,
-    ) -> Result<micro::rpc::Response, micro::rpc::AttemptError> {
-        self.0.call(addr, req, params).await
-    }
-
-    async fn stream(
-        &self,
-        addr: &str,
-        req: &micro::rpc::Request,
-        connect_timeout: std::time::Duration,
-    ) -> micro::Result<Box<dyn micro::transport::Socket>> {
-        self.0.stream(addr, req, connect_timeout).await
-    }
-
-    async fn listen(&self, addr: &str) -> micro::Result<Box<dyn micro::transport::Listener>> {
-        Ok(Box::new(AcceptOnlyListener(self.0.listen(addr).await?)))
-    }
-}
-
-#[micro::async_trait]
-impl micro::transport::Listener for AcceptOnlyListener {
-    fn local_addr(&self) -> String {
-        self.0.local_addr()
-    }
-
-    async fn accept(&self) -> micro::Result<Option<Box<dyn micro::transport::Socket>>> {
-        self.0.accept().await
-    }
-
-    async fn shutdown(&self) {
-        self.0.shutdown().await
-    }
-}
-
-#[tokio::test]
-async fn a_transport_without_inline_serving_is_served_through_accept() {
-    let registry = MemoryRegistry::new();
-    let http = micro::plugins::transport("http").expect("http transport");
-    let service = common::builder("greeter", &registry)
-        .transport(std::sync::Arc::new(AcceptOnly(http)))
-        .handler(greeter::greeter::greeter_handler(greeter::GreeterService))
-        .build()
-        .expect("build the service");
-    service.start().await.expect("start");
-    let greeter = GreeterClient::new("greeter", client(&registry));
-    let reply = within("unary", greeter.hello(HelloRequest { name: "Ada".into() }))
-        .await
-        .expect("unary call through accept");
-    assert_eq!(reply.get_ref().message, "Hello Ada");
-    let mut stream = within(
-        "open a stream",
-        greeter.stream(StreamRequest {
-            name: "Bo".into(),
-            count: 2,
-        }),
-    )
-    .await
-    .expect("stream through accept");
-    let mut got = Vec::new();
-    while let Some(msg) = within("stream reply", stream.recv()).await.expect("recv") {
-        got.push(msg.message);
-    }
-    assert_eq!(got.len(), 2, "{got:?}");
-    within("stop", service.stop()).await.expect("stop");
 }
