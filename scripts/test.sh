@@ -88,6 +88,9 @@ python3 -c "import grpc, grpc_tools.protoc, grpc_health.v1" 2>/dev/null ||
     python3 -m pip install --quiet grpcio grpcio-tools grpcio-health-checking ||
     python3 -m pip install --quiet --break-system-packages grpcio grpcio-tools grpcio-health-checking
 
+log "h2load (nghttp2-client), the independent HTTP/2 load generator of the benchmark's server row"
+need_pkg h2load nghttp2-client
+
 log "micro-core stays thin (no networking stack or backend client)"
 if cargo tree -p micro-core -e normal --prefix none | grep -Ei '^(hyper|h2|tonic|mio|tokio|etcd-client|rdkafka|lapin|async-nats|kube) '; then
     echo "micro-core must not depend on the crates above" >&2

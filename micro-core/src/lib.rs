@@ -11,7 +11,7 @@
 //! - [`rpc`]: the untyped request, response and stream seen by [`Client`] and [`Server`].
 //! - [`Error`] and [`Metadata`]: Go Micro's error model and the case-insensitive header map,
 //!   with [`MetadataLimits`] bounding what a peer may send.
-//! - [`env`]: how durations, sizes and switches are written in `MICRO_*` variables, and the error
+//! - [`mod@env`]: how durations, sizes and switches are written in `MICRO_*` variables, and the error
 //!   for one that does not read.
 //!
 //! Implementations live elsewhere: the `micro` crate holds the client, server, selector and the

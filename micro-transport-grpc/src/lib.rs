@@ -15,25 +15,26 @@
 //! `Greeter.Hello`. An unknown endpoint is the Micro server's `404`, which goes out as
 //! `NOT_FOUND`.
 //!
-//! The client calls `/<Micro-Proto-Service>/<Method>` when the request names its proto service
-//! (generated clients set `Micro-Proto-Service: greeter.Greeter`), else Go Micro's
-//! `/<Micro-Service>.<Type>/<Method>`.
+//! The client calls `/<proto service>/<Method>` when the request names its proto service
+//! (`rpc::Request::proto_service`; generated clients set `greeter.Greeter`), else Go Micro's
+//! `/<service>.<Type>/<Method>`.
 //!
-//! # Messages
+//! # Calls
 //!
-//! Every call is one [`Socket`] in stream form. On the server,
-//! `recv` yields an open message (`Micro-Stream`, `Micro-Endpoint`, `Micro-Method`,
-//! `Content-Type`, `Timeout` and the caller's metadata), then one message per request message,
-//! then a `Micro-Error: EOS` message when the caller half-closes. What the server sends back:
-//! the first data message's metadata becomes the response headers, data messages become
-//! response messages, `EOS` ends the call with `OK`, and any other `Micro-Error` ends it with
-//! that error's status. A socket dropped without an end answers `INTERNAL`.
+//! Unary calls are unary on both sides: [`Transport::call`] makes one with tonic's
+//! `Grpc::unary` on the caller's task, and the listener answers endpoints the server says are
+//! unary ([`CallHandler::kind`]) with `Grpc::unary` too, handing the typed request to
+//! [`CallHandler::unary`] and writing its response (metadata as headers) or its error's status.
 //!
-//! On the client, a first message without `Micro-Stream` is a unary call: `recv` returns the
-//! reply (body and response metadata), or a message whose `Micro-Error` holds the status as a
-//! Micro error. A first message with `Micro-Stream` opens a stream: data messages go out as
+//! A stream is one [`Socket`]. On the server, `recv` yields an open message (`Micro-Stream`,
+//! `Micro-Endpoint`, `Micro-Method`, `Content-Type`, `Timeout` and the caller's metadata), then
+//! one message per request message, then a `Micro-Error: EOS` message when the caller
+//! half-closes. What the server sends back: the first data message's metadata becomes the
+//! response headers, data messages become response messages, `EOS` ends the call with `OK`,
+//! and any other `Micro-Error` ends it with that error's status. A socket dropped without an
+//! end answers `INTERNAL`. On the client ([`Transport::stream`]) data messages go out as
 //! request messages, `EOS` half-closes, and `recv` yields the replies, then `EOS` (status OK)
-//! or a `Micro-Error` message. A connection that cannot be made or breaks is an `Err` (503)
+//! or a `Micro-Error` message. A connection that cannot be made or breaks is an error (503)
 //! naming the address, so the caller can try another node.
 //!
 //! # Mapping

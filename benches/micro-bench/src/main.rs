@@ -60,6 +60,7 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod brokers;
+mod h2load;
 mod proto;
 mod registry;
 mod report;
@@ -149,9 +150,9 @@ enum Output {
     File(PathBuf),
 }
 
-const SECTIONS: [&str; 4] = ["rpc", "brokers", "selector", "registry"];
+const SECTIONS: [&str; 5] = ["rpc", "h2load", "brokers", "selector", "registry"];
 
-const USAGE: &str = "usage: micro-bench [--quick] [--out PATH | --no-write] [--only rpc,brokers,selector,registry]
+const USAGE: &str = "usage: micro-bench [--quick] [--out PATH | --no-write] [--only rpc,h2load,brokers,selector,registry]
                    [--brokers kafka,rabbitmq,nats,http] [--messages N]
 
   --quick         fewer and shorter cases (under a minute); writes nothing unless --out is given
@@ -245,6 +246,9 @@ fn main() -> ExitCode {
     let wants = |name: &str| only.iter().any(|s| s == name);
     if wants("rpc") {
         report.push(announce(rpc::run(&settings)));
+    }
+    if wants("h2load") {
+        report.push(announce(h2load::run(&settings)));
     }
     if wants("brokers") {
         report.push(announce(runtime.block_on(brokers::run(&settings))));

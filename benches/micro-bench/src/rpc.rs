@@ -558,6 +558,20 @@ impl tonic_echo::echo_server::Echo for TonicEcho {
 
 /// Starts tonic's server on a loopback port and connects tonic's client to it.
 async fn tonic_pair() -> Result<Caller, String> {
+    let addr = tonic_server().await?;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| format!("bad endpoint: {e}"))?
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| format!("tonic cannot connect to {addr}: {e}"))?;
+    Ok(Caller::Tonic(tonic_echo::echo_client::EchoClient::new(
+        channel,
+    )))
+}
+
+/// Starts tonic's echo server on a loopback port, for as long as the runtime runs.
+pub(crate) async fn tonic_server() -> Result<std::net::SocketAddr, String> {
     use tokio_stream::StreamExt as _;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -578,15 +592,7 @@ async fn tonic_pair() -> Result<Caller, String> {
             .add_service(tonic_echo::echo_server::EchoServer::new(TonicEcho))
             .serve_with_incoming(incoming),
     );
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| format!("bad endpoint: {e}"))?
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .map_err(|e| format!("tonic cannot connect to {addr}: {e}"))?;
-    Ok(Caller::Tonic(tonic_echo::echo_client::EchoClient::new(
-        channel,
-    )))
+    Ok(addr)
 }
 
 /// Micro's echo handler.
@@ -610,20 +616,7 @@ impl micro_echo::Echo for MicroEcho {
 async fn micro_pair(transport: &str, content_type: Option<&str>) -> Result<Caller, String> {
     let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
     let transport = micro::plugins::transport(transport).map_err(|e| format!("transport: {e}"))?;
-    let server = micro::Service::builder("bench.echo")
-        .ignore_env()
-        .registry(registry.clone())
-        .transport(transport.clone())
-        .broker(Arc::new(MemoryBroker::new()))
-        .handler(micro_echo::echo_handler(MicroEcho))
-        .build()
-        .map_err(|e| format!("building the server: {e}"))?;
-    server
-        .start()
-        .await
-        .map_err(|e| format!("starting the server: {e}"))?;
-    // The service keeps serving as long as its server lives: leak it for the child's life.
-    std::mem::forget(server);
+    micro_server(registry.clone(), transport.clone()).await?;
     let caller = micro::Service::builder("bench.caller")
         .ignore_env()
         .registry(registry)
@@ -639,4 +632,29 @@ async fn micro_pair(transport: &str, content_type: Option<&str>) -> Result<Calle
         "bench.echo",
         client,
     )))
+}
+
+/// Starts a Micro echo service (`bench.echo`) on `transport`, registered in `registry`, for as
+/// long as the process lives; returns the address it serves on.
+pub(crate) async fn micro_server(
+    registry: Arc<dyn Registry>,
+    transport: Arc<dyn micro::core::Transport>,
+) -> Result<String, String> {
+    let server = micro::Service::builder("bench.echo")
+        .ignore_env()
+        .registry(registry)
+        .transport(transport)
+        .broker(Arc::new(MemoryBroker::new()))
+        .handler(micro_echo::echo_handler(MicroEcho))
+        .build()
+        .map_err(|e| format!("building the server: {e}"))?;
+    server
+        .start()
+        .await
+        .map_err(|e| format!("starting the server: {e}"))?;
+    let address = micro::rpc::Server::address(server.server())
+        .ok_or_else(|| "the server has no address".to_string())?;
+    // The service keeps serving as long as its server lives: leak it for the process's life.
+    std::mem::forget(server);
+    Ok(address)
 }
