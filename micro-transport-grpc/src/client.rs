@@ -364,8 +364,8 @@ fn grpc_client(opts: &GrpcOptions, channel: &Channel) -> tonic::client::Grpc<Wir
 }
 
 /// One unary call: tonic's `Grpc::unary` on the pooled channel to `addr`, on the caller's
-/// task, bounded by the call's timeout (sent as `grpc-timeout`, and as `timeout` in decimal
-/// nanoseconds, which Go Micro's gRPC server reads).
+/// task, bounded by the call's timeout (sent as `grpc-timeout`, which tonic's channel
+/// enforces, and as `timeout` in decimal nanoseconds, which Go Micro's gRPC server reads).
 pub(crate) async fn unary(
     side: &Arc<ClientSide>,
     addr: &str,
@@ -377,7 +377,7 @@ pub(crate) async fn unary(
         .channel(addr, params.connect_timeout)
         .await
         .map_err(Unreachable)?;
-    let error_id = format!("{}.{}", req.service, req.endpoint);
+    let error_id = || format!("{}.{}", req.service, req.endpoint);
     let path = method_path(
         &req.endpoint,
         req.proto_service.as_deref(),
@@ -432,18 +432,15 @@ pub(crate) async fn unary(
     };
     let deadline_passed = || {
         Answered(Error::timeout(
-            error_id.clone(),
+            error_id(),
             format!(
                 "no reply from {addr} to {} within the deadline of {:?}",
                 req.endpoint, params.timeout
             ),
         ))
     };
-    let response = tokio::select! {
-        response = call => response,
-        _ = tokio::time::sleep(params.timeout) => return Err(deadline_passed()),
-    };
-    let status = match response {
+    // tonic's channel enforces the grpc-timeout it sends: no timer of our own.
+    let status = match call.await {
         Ok(response) => {
             // tonic has merged the trailers into the metadata already.
             let (metadata, body, _) = response.into_parts();
@@ -470,7 +467,7 @@ pub(crate) async fn unary(
         let detail = format!("the call to {} failed: {why}", req.endpoint);
         return Err(Unreachable(unreachable(addr, detail)));
     }
-    Err(Answered(error_of_status(&status, &error_id)))
+    Err(Answered(error_of_status(&status, &error_id())))
 }
 
 type CallResult = std::result::Result<tonic::Response<Streaming<Bytes>>, Status>;

@@ -392,23 +392,27 @@ impl CallHandler for Serving {
         };
         let calls = inner.calls.clone();
         let cancel = inner.cancel_token();
+        // Kept for error ids, `<service>.<endpoint>`, which are made only when there is one.
         let endpoint = req.endpoint.clone();
-        let id = format!("{}.{endpoint}", inner.opts.name);
-        let call = async move {
-            let result = serve_unary(&inner, req, timeout).await;
-            result.map_err(|e| with_id(e, &inner, &endpoint))
-        };
         Box::pin(calls.track_future(async move {
-            tokio::select! {
+            let call = serve_unary(&inner, req, timeout, &endpoint);
+            let id = || format!("{}.{endpoint}", inner.opts.name);
+            let result = tokio::select! {
                 ended = AssertUnwindSafe(call).catch_unwind() => ended.unwrap_or_else(|_| {
-                    tracing::error!(%id, "a handler panicked; its caller gets an error");
-                    Err(Error::internal(id, "the handler panicked"))
+                    tracing::error!(id = %id(), "a handler panicked; its caller gets an error");
+                    Err(Error::internal(id(), "the handler panicked"))
                 }),
                 _ = cancel.cancelled() => {
-                    tracing::warn!(%id, "cancelled a handler still running at the end of the drain wait");
-                    Err(Error::new(id, 503, "the server stopped before the handler finished"))
+                    tracing::warn!(id = %id(), "cancelled a handler still running at the end of the drain wait");
+                    Err(Error::new(id(), 503, "the server stopped before the handler finished"))
                 }
-            }
+            };
+            result.map_err(|mut e| {
+                if e.id.is_empty() {
+                    e.id = id();
+                }
+                e
+            })
         }))
     }
 
@@ -547,10 +551,11 @@ async fn serve_unary(
     inner: &Inner,
     request: rpc::Request,
     timeout: Option<Duration>,
+    endpoint: &str,
 ) -> Result<rpc::Response> {
     let (call, f) = server_call(inner, request, timeout)?;
     match f {
-        EndpointFn::Unary(_) => run_handler(inner, call).await,
+        EndpointFn::Unary(_) => run_handler(inner, call, endpoint).await,
         EndpointFn::ServerStream(_) | EndpointFn::Stream(_) => {
             let endpoint = &call.request.endpoint;
             Err(Error::bad_request(
@@ -562,21 +567,19 @@ async fn serve_unary(
 }
 
 /// Runs a call through the handler path, bounded by the caller's deadline.
-async fn run_handler(inner: &Inner, call: ServerCall) -> Result<rpc::Response> {
-    let id = format!("{}.{}", inner.opts.name, call.request.endpoint);
-    let deadline = call.deadline;
+async fn run_handler(inner: &Inner, call: ServerCall, endpoint: &str) -> Result<rpc::Response> {
+    let Some(deadline) = call.deadline else {
+        return inner.service.clone().oneshot(call).await;
+    };
     let fut = inner.service.clone().oneshot(call);
-    match deadline {
-        None => fut.await,
-        Some(d) => tokio::time::timeout_at(d.into(), fut)
-            .await
-            .unwrap_or_else(|_| {
-                Err(Error::timeout(
-                    id,
-                    "the handler did not finish within the caller's timeout",
-                ))
-            }),
-    }
+    tokio::time::timeout_at(deadline.into(), fut)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::timeout(
+                format!("{}.{endpoint}", inner.opts.name),
+                "the handler did not finish within the caller's timeout",
+            ))
+        })
 }
 
 /// The innermost handler service: routes a call to its endpoint, unary or stream.
@@ -598,7 +601,7 @@ impl TowerService<ServerCall> for Route {
 
     fn call(&mut self, call: ServerCall) -> Self::Future {
         let endpoint = &call.request.endpoint;
-        let id = format!("{}.{endpoint}", self.service);
+        let id = || format!("{}.{endpoint}", self.service);
         // The server routes only calls to endpoints it has; a layer may still send another.
         let refuse = |e: Error| -> Self::Future { Box::pin(async move { Err(e) }) };
         let slot = match (&call.kind, self.routes.get(endpoint)) {
@@ -607,17 +610,17 @@ impl TowerService<ServerCall> for Route {
             | (CallKind::Stream(slot), Some(EndpointFn::Stream(_))) => slot.clone(),
             (_, None) => {
                 let detail = format!("service {} has no endpoint {endpoint}", self.service);
-                return refuse(Error::not_found(id, detail));
+                return refuse(Error::not_found(id(), detail));
             }
             (_, Some(_)) => {
                 let detail = format!("{endpoint} was called as another kind of call than it is");
-                return refuse(Error::bad_request(id, detail));
+                return refuse(Error::bad_request(id(), detail));
             }
         };
         let (Some(EndpointFn::ServerStream(f) | EndpointFn::Stream(f)), Some(socket)) =
             (self.routes.get(endpoint), slot.take())
         else {
-            return refuse(Error::internal(id, "the stream was taken by a layer"));
+            return refuse(Error::internal(id(), "the stream was taken by a layer"));
         };
         let start = StreamStart {
             socket,

@@ -306,9 +306,9 @@ fn targets(ratios: &[(Stack, f64, f64, String)]) -> Vec<Target> {
             |v| v <= 1.2,
         ),
         judge(
-            "Micro http+protobuf throughput >= 1.0x raw tonic",
+            "Micro http+protobuf throughput >= 1.1x raw tonic",
             worst(Stack::MicroHttpProto, |r| r.1, false),
-            |v| v >= 1.0,
+            |v| v >= 1.1,
         ),
     ]
 }
