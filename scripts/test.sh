@@ -84,9 +84,10 @@ fi
 
 log "python grpcio, the standard gRPC client the gRPC tests call Micro services with"
 need_pkg python3 python3
-python3 -c "import grpc, grpc_tools.protoc, grpc_health.v1" 2>/dev/null ||
-    python3 -m pip install --quiet grpcio grpcio-tools grpcio-health-checking ||
-    python3 -m pip install --quiet --break-system-packages grpcio grpcio-tools grpcio-health-checking
+python_grpc="grpcio grpcio-tools grpcio-health-checking grpcio-reflection"
+python3 -c "import grpc, grpc_tools.protoc, grpc_health.v1, grpc_reflection.v1alpha" 2>/dev/null ||
+    python3 -m pip install --quiet $python_grpc ||
+    python3 -m pip install --quiet --break-system-packages $python_grpc
 
 log "h2load (nghttp2-client), the independent HTTP/2 load generator of the benchmark's server row"
 need_pkg h2load nghttp2-client

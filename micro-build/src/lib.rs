@@ -1,6 +1,6 @@
 //! Code generation for Micro for Rust, used from a crate's `build.rs`.
 //!
-//! From `.proto` files this crate writes, for each proto package, two files into `OUT_DIR`:
+//! From `.proto` files this crate writes, for each proto package, three files into `OUT_DIR`:
 //!
 //! - `<package>.rs`: the message structs (by [prost-build]), a `micro::Message` impl for every
 //!   message (one `micro::proto_message!` call each, listing the fields for the registry's
@@ -10,6 +10,9 @@
 //!   (by [pbjson-build]), so messages work with the JSON codec as well as with protobuf.
 //!   Unknown fields are ignored when reading, so that services can add fields without breaking
 //!   older callers (Go Micro behaves the same).
+//! - `<package>.fds.bin`: the encoded `FileDescriptorSet` of the compiled files and their
+//!   imports. `<package>.rs` embeds it as `FILE_DESCRIPTOR_SET`, and each generated handler
+//!   registers it, so the gRPC transport answers server reflection (`grpcurl list`) for it.
 //!
 //! No system `protoc` is needed: unless the `PROTOC` environment variable names one, the
 //! `protoc` shipped in the `protoc-bin-vendored` crate is used, together with its copy of the
@@ -115,6 +118,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use prost::Message as _;
 use prost_types::FileDescriptorSet;
 
 /// Compiles `protos` (found under the `includes` directories) with the default settings.
@@ -234,8 +238,8 @@ impl Builder {
         self
     }
 
-    /// Also writes the encoded `FileDescriptorSet` of the compiled files to `path` (useful for
-    /// gRPC reflection).
+    /// Also writes the encoded `FileDescriptorSet` of the compiled files to `path`, for tools
+    /// that want it as a file (the generated code embeds its own copy for gRPC reflection).
     pub fn file_descriptor_set_path(mut self, path: impl Into<PathBuf>) -> Self {
         self.file_descriptor_set_path = Some(path.into());
         self
@@ -348,10 +352,19 @@ impl Builder {
             })
             .collect();
         let mut modules = config.generate(requests)?;
+        let encoded = descriptors.encode_to_vec();
 
         for (package, files) in packages {
             let module = prost_build::Module::from_protobuf_package_name(package);
             let mut code = modules.remove(&module).unwrap_or_default();
+            // Beside `<package>.rs`, so that the relative path resolves wherever it is written.
+            let set_file = format!("{package}.fds.bin");
+            write_if_changed(&out_dir.join(&set_file), &encoded)?;
+            code.push_str(&format!(
+                "/// The encoded `FileDescriptorSet` of the protos this package was compiled \
+                 from, with their\n/// imports: what gRPC server reflection describes.\n\
+                 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!({set_file:?});\n"
+            ));
             let mut impls = String::new();
             for &index in files {
                 message::append_message_impls(
@@ -367,7 +380,7 @@ impl Builder {
                 );
                 code.push_str(&impls);
             }
-            write_if_changed(&out_dir.join(format!("{package}.rs")), &code)?;
+            write_if_changed(&out_dir.join(format!("{package}.rs")), code.as_bytes())?;
         }
         Ok(())
     }
@@ -405,7 +418,10 @@ impl Builder {
         for package in packages.keys() {
             let code = serde.remove(package).unwrap_or_default();
             let code = String::from_utf8(code).map_err(io::Error::other)?;
-            write_if_changed(&out_dir.join(format!("{package}.serde.rs")), &code)?;
+            write_if_changed(
+                &out_dir.join(format!("{package}.serde.rs")),
+                code.as_bytes(),
+            )?;
         }
         Ok(())
     }
@@ -438,8 +454,8 @@ fn packages(descriptors: &FileDescriptorSet) -> io::Result<BTreeMap<String, Vec<
 
 /// Writes `contents` to `path` unless it already holds exactly that, so that an unchanged
 /// proto does not make cargo rebuild the crate that includes the file.
-fn write_if_changed(path: &Path, contents: &str) -> io::Result<()> {
-    if std::fs::read(path).is_ok_and(|old| old == contents.as_bytes()) {
+fn write_if_changed(path: &Path, contents: &[u8]) -> io::Result<()> {
+    if std::fs::read(path).is_ok_and(|old| old == contents) {
         return Ok(());
     }
     std::fs::write(path, contents)

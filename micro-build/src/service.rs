@@ -224,6 +224,7 @@ impl MicroServiceGenerator {
             let _ = writeln!(buf, "    let handler = ::std::sync::Arc::new(handler);");
         }
         let _ = writeln!(buf, "    {micro}::Handler::new({:?})", service.proto_name);
+        let _ = writeln!(buf, "        .file_descriptor_set(FILE_DESCRIPTOR_SET)");
         for method in &service.methods {
             let kind = Kind::of(method);
             let (input, output) = (&method.input_type, &method.output_type);

@@ -43,7 +43,7 @@ fn assert_contains(haystack: &str, needle: &str) {
 }
 
 #[test]
-fn writes_two_files_per_package_and_none_for_well_known_types() {
+fn writes_three_files_per_package_and_none_for_well_known_types() {
     let out = generate_shop(micro_build::configure());
     let mut names: Vec<String> = std::fs::read_dir(out.path())
         .expect("read out dir")
@@ -59,12 +59,43 @@ fn writes_two_files_per_package_and_none_for_well_known_types() {
     assert_eq!(
         names,
         [
+            "common.fds.bin",
             "common.rs",
             "common.serde.rs",
+            "shop.v1.fds.bin",
             "shop.v1.rs",
             "shop.v1.serde.rs"
         ]
     );
+}
+
+#[test]
+fn embeds_the_descriptor_set_for_reflection() {
+    use prost::Message as _;
+
+    let out = generate_shop(micro_build::configure());
+    let code = read(&out, "shop.v1.rs");
+    assert_contains(
+        &code,
+        "pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(\"shop.v1.fds.bin\");",
+    );
+    let encoded = std::fs::read(out.path().join("shop.v1.fds.bin")).expect("shop.v1.fds.bin");
+    let set = prost_types::FileDescriptorSet::decode(&encoded[..]).expect("a descriptor set");
+    let files: Vec<&str> = set.file.iter().map(|f| f.name()).collect();
+    // The compiled file and what it imports, so that reflection clients can resolve every type.
+    for name in [
+        "shop.proto",
+        "common.proto",
+        "google/protobuf/timestamp.proto",
+    ] {
+        assert!(files.contains(&name), "{name} missing from {files:?}");
+    }
+    let shop = set
+        .file
+        .iter()
+        .find(|f| f.name() == "shop.proto")
+        .expect("shop.proto");
+    assert!(shop.service.iter().any(|s| s.name() == "Shop"));
 }
 
 #[test]
@@ -138,6 +169,7 @@ fn generates_a_handler_trait_and_its_registration() {
         "pub fn shop_handler<H: Shop>(handler: H) -> ::micro::Handler {
              let handler = ::std::sync::Arc::new(handler);
              ::micro::Handler::new(\"Shop\")
+                 .file_descriptor_set(FILE_DESCRIPTOR_SET)
                  .unary(\"GetItem\", {",
     );
     assert_contains(&code, ".server_stream(\"WatchPrices\", {");
@@ -150,6 +182,7 @@ fn generates_a_handler_trait_and_its_registration() {
         "pub fn empty_handler<H: Empty>(handler: H) -> ::micro::Handler {
              let _ = handler;
              ::micro::Handler::new(\"Empty\")
+                 .file_descriptor_set(FILE_DESCRIPTOR_SET)
          }",
     );
 }

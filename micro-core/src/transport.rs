@@ -78,6 +78,12 @@ pub trait CallHandler: Send + Sync + 'static {
     /// `Micro-Stream`, `Micro-Endpoint`, `Content-Type`, metadata); then come the caller's
     /// messages, each direction ending with `Micro-Error: EOS`.
     fn stream(&self, socket: Box<dyn Socket>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+    /// The encoded protobuf `FileDescriptorSet`s that describe the server's proto services,
+    /// for transports that serve reflection (gRPC's `grpc.reflection.v1`). None by default.
+    fn file_descriptor_sets(&self) -> Vec<Bytes> {
+        Vec::new()
+    }
 }
 
 /// A transport plugin: `http` (the default), `grpc`, ...

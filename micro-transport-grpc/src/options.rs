@@ -41,6 +41,11 @@ pub struct GrpcOptions {
     /// The longest a connection (TCP and TLS handshake) may take; a dial's own
     /// `connect_timeout` can only shorten it. `MICRO_GRPC_CONNECT_TIMEOUT`, default 5 s.
     pub connect_timeout: Duration,
+    /// Whether the server answers gRPC server reflection (`grpc.reflection.v1` and
+    /// `v1alpha`) with the file descriptor sets of its handlers, so that grpcurl and other
+    /// tools can list and call its services. `MICRO_GRPC_REFLECTION` (`true`/`false`),
+    /// default on: the registry already publishes every endpoint and its fields.
+    pub reflection: bool,
     /// TLS for both sides, or `None` for plaintext HTTP/2 (h2c). `MICRO_TLS_CERT`,
     /// `MICRO_TLS_KEY`, `MICRO_TLS_CA`: see [`TlsOptions`].
     pub tls: Option<TlsOptions>,
@@ -55,6 +60,7 @@ impl Default for GrpcOptions {
             keepalive_interval: Some(Duration::from_secs(30)),
             keepalive_timeout: Duration::from_secs(20),
             connect_timeout: Duration::from_secs(5),
+            reflection: true,
             tls: None,
         }
     }
@@ -100,9 +106,19 @@ impl GrpcOptions {
         if let Some(n) = size("MICRO_GRPC_MAX_SEND_MSG_SIZE")? {
             o.max_send_message_bytes = n;
         }
-        if let Some(v) = var("MICRO_GRPC_GZIP") {
-            o.gzip = env::parse_bool(&v)
-                .ok_or_else(|| env::invalid_from(ID, "MICRO_GRPC_GZIP", &v, "true or false"))?;
+        let switch = |name: &str| -> Result<Option<bool>> {
+            var(name)
+                .map(|v| {
+                    env::parse_bool(&v)
+                        .ok_or_else(|| env::invalid_from(ID, name, &v, "true or false"))
+                })
+                .transpose()
+        };
+        if let Some(on) = switch("MICRO_GRPC_GZIP")? {
+            o.gzip = on;
+        }
+        if let Some(on) = switch("MICRO_GRPC_REFLECTION")? {
+            o.reflection = on;
         }
         let duration = |name: &str| -> Result<Option<Duration>> {
             var(name)
@@ -186,6 +202,7 @@ mod tests {
             ("MICRO_GRPC_KEEPALIVE_INTERVAL", "0"),
             ("MICRO_GRPC_KEEPALIVE_TIMEOUT", "500ms"),
             ("MICRO_GRPC_CONNECT_TIMEOUT", "2m"),
+            ("MICRO_GRPC_REFLECTION", "false"),
         ])
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(o.max_recv_message_bytes, 16 * MIB);
@@ -194,6 +211,7 @@ mod tests {
         assert_eq!(o.keepalive_interval, None);
         assert_eq!(o.keepalive_timeout, Duration::from_millis(500));
         assert_eq!(o.connect_timeout, Duration::from_secs(120));
+        assert!(!o.reflection);
         let o = from(&[
             ("MICRO_GRPC_MAX_RECV_MSG_SIZE", "1024"),
             ("MICRO_GRPC_GZIP", "off"),
@@ -211,6 +229,7 @@ mod tests {
         for (name, value) in [
             ("MICRO_GRPC_MAX_MSG_SIZE", "lots"),
             ("MICRO_GRPC_GZIP", "maybe"),
+            ("MICRO_GRPC_REFLECTION", "perhaps"),
             ("MICRO_GRPC_KEEPALIVE_INTERVAL", "5h"),
             ("MICRO_TLS_CA", "/nonexistent/ca.pem"),
         ] {

@@ -35,6 +35,7 @@ use tonic::Status;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
+use tower::util::BoxCloneSyncService;
 use tower_service::Service as _;
 
 use crate::codec::RawCodec;
@@ -51,6 +52,12 @@ const REPLY_BUFFER: usize = 16;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The standard health service, which the listener answers itself.
 const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
+/// Server reflection, both versions in use (grpcurl speaks v1, most other tools v1alpha).
+const REFLECTION_V1_PREFIX: &str = "/grpc.reflection.v1.ServerReflection/";
+const REFLECTION_V1ALPHA_PREFIX: &str = "/grpc.reflection.v1alpha.ServerReflection/";
+
+/// A gRPC service of tonic's that the listener runs as it is (reflection).
+type TonicService = BoxCloneSyncService<Request<Incoming>, Response<Body>, Infallible>;
 
 type ReplyStream = Pin<Box<dyn Stream<Item = std::result::Result<Bytes, Status>> + Send>>;
 
@@ -86,6 +93,8 @@ struct Shared {
     shutdown: CancellationToken,
     local_addr: String,
     health: HealthServer<ServingHealth>,
+    // v1 and v1alpha, when reflection is on.
+    reflection: Option<(TonicService, TonicService)>,
     builder: http2::Builder<TokioExecutor>,
     handler: Arc<dyn CallHandler>,
 }
@@ -101,6 +110,11 @@ impl GrpcListener {
         let tls = match &opts.tls {
             Some(tls) => Some(TlsAcceptor::from(tls.server_config(addr)?)),
             None => None,
+        };
+        let reflection = if opts.reflection {
+            Some(reflection(&handler.file_descriptor_sets())?)
+        } else {
+            None
         };
         let listener = TcpListener::bind(addr)
             .await
@@ -133,6 +147,7 @@ impl GrpcListener {
             shutdown,
             local_addr: local_addr.to_string(),
             health,
+            reflection,
             builder,
             handler,
         });
@@ -294,6 +309,21 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>, peer: String) -> Re
             Ok(response) => response,
             Err(never) => match never {},
         };
+    }
+    if let Some((v1, v1alpha)) = &shared.reflection {
+        let service = if path.starts_with(REFLECTION_V1_PREFIX) {
+            Some(v1)
+        } else if path.starts_with(REFLECTION_V1ALPHA_PREFIX) {
+            Some(v1alpha)
+        } else {
+            None
+        };
+        if let Some(service) = service {
+            return match service.clone().call(req).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+        }
     }
     if req.method() != Method::POST {
         let mut response = Status::unimplemented(format!(
@@ -741,6 +771,33 @@ impl Socket for ServerSocket {
     fn remote_addr(&self) -> String {
         self.peer.clone()
     }
+}
+
+/// Server reflection (v1, v1alpha) over the handlers' file descriptor sets and the health
+/// service's.
+fn reflection(sets: &[Bytes]) -> Result<(TonicService, TonicService)> {
+    let builder = || {
+        sets.iter().fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+            |builder, set| builder.register_encoded_file_descriptor_set(set),
+        )
+    };
+    let invalid = |e: tonic_reflection::server::Error| {
+        Error::internal(
+            ID,
+            format!(
+                "gRPC reflection: a handler's file descriptor set is not valid ({e}); fix the \
+                 set given to Handler::file_descriptor_set, or set MICRO_GRPC_REFLECTION=false"
+            ),
+        )
+    };
+    let v1 = builder().build_v1().map_err(invalid)?;
+    let v1alpha = builder().build_v1alpha().map_err(invalid)?;
+    Ok((
+        BoxCloneSyncService::new(v1),
+        BoxCloneSyncService::new(v1alpha),
+    ))
 }
 
 /// `grpc.health.v1.Health`, following [`Listener::set_serving`]. This port answers every

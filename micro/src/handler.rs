@@ -49,6 +49,7 @@ pub(crate) enum EndpointFn {
 pub struct Handler {
     name: String,
     pub(crate) endpoints: Vec<(Endpoint, EndpointFn)>,
+    pub(crate) file_descriptor_set: Option<Bytes>,
 }
 
 impl fmt::Debug for Handler {
@@ -73,7 +74,16 @@ impl Handler {
         Handler {
             name: name.into(),
             endpoints: Vec::new(),
+            file_descriptor_set: None,
         }
+    }
+
+    /// Attaches the encoded protobuf `FileDescriptorSet` that describes this handler's proto
+    /// service (generated handlers attach theirs), so that transports with server reflection
+    /// (the gRPC transport) can describe it to tools such as grpcurl.
+    pub fn file_descriptor_set(mut self, encoded: impl Into<Bytes>) -> Self {
+        self.file_descriptor_set = Some(encoded.into());
+        self
     }
 
     /// The handler's name.

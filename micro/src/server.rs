@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures_util::FutureExt as _;
 use micro_core::registry::{Endpoint, RegisterOptions};
 use micro_core::rpc::{CallKind, StreamSlot};
@@ -90,6 +91,8 @@ struct Inner {
     codecs: Codecs,
     routes: Arc<HashMap<String, EndpointFn>>,
     endpoints: Vec<Endpoint>,
+    // What the handlers' protos say of them, for the transport's reflection.
+    file_descriptor_sets: Vec<Bytes>,
     service: HandlerService,
     running: Mutex<Option<Running>>,
     // Held by start and stop for their whole run, so that two of them never interleave.
@@ -133,7 +136,14 @@ impl Server {
     ) -> Self {
         let mut routes = HashMap::new();
         let mut endpoints = Vec::new();
+        let mut file_descriptor_sets: Vec<Bytes> = Vec::new();
         for h in parts.handlers.into_iter().chain([crate::debug::handler()]) {
+            // Handlers generated from one build share their set: keep one copy.
+            if let Some(set) = h.file_descriptor_set {
+                if !file_descriptor_sets.contains(&set) {
+                    file_descriptor_sets.push(set);
+                }
+            }
             for (endpoint, f) in h.endpoints {
                 routes.insert(endpoint.name.clone(), f);
                 endpoints.push(endpoint);
@@ -166,6 +176,7 @@ impl Server {
                 codecs: parts.codecs,
                 routes,
                 endpoints,
+                file_descriptor_sets,
                 service,
                 running: Mutex::new(None),
                 lifecycle: tokio::sync::Mutex::new(()),
@@ -424,6 +435,13 @@ impl CallHandler for Serving {
         let calls = inner.calls.clone();
         let cancel = inner.cancel_token();
         Box::pin(calls.track_future(guarded(cancel, serve_socket(inner, socket))))
+    }
+
+    fn file_descriptor_sets(&self) -> Vec<Bytes> {
+        self.0
+            .upgrade()
+            .map(|inner| inner.file_descriptor_sets.clone())
+            .unwrap_or_default()
     }
 }
 

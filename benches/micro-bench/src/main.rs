@@ -31,6 +31,8 @@
 //!   transport with protobuf and with JSON. Each row runs in a child process of this binary
 //!   (server and client on one multi-thread tokio runtime with a worker per core, on
 //!   loopback), which reports requests/s, p50, p99 and its peak RSS (`VmHWM`).
+//! - **Allocations** ([`allocs`]): heap blocks allocated per unary echo (128 B), counted by
+//!   dhat in a child process per stack: raw tonic, Micro over grpc, Micro over http+protobuf.
 //! - **Brokers** ([`brokers`]): publish and consume N messages of 256 B (100 000; 5 000 in
 //!   quick mode), timed from the first publish until the subscriber has all N: raw rdkafka vs
 //!   micro-broker-kafka on the mock cluster, raw lapin vs micro-broker-rabbitmq, raw async-nats
@@ -45,6 +47,7 @@
 //! | | full | `--quick` |
 //! |---|---|---|
 //! | RPC rows | 2 payloads x 3 concurrencies x 4 stacks, 0.3 s warm-up + 1.5 s each, two passes | 128 B, concurrency 16, 4 stacks, 0.2 s + 0.5 s, one pass |
+//! | allocation counts | 2 000 calls per stack | 200 |
 //! | broker messages | 100 000 per run, 2-5 rounds of raw then Micro | 5 000, one round |
 //! | selector | 5 rounds of 60 ms per case | 5 rounds of 10 ms |
 //! | registry changes | 100 registrations + 100 deregistrations | 10 + 10 |
@@ -59,6 +62,12 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+// The system allocator, except in the children that count allocations (see `allocs`).
+#[cfg(not(feature = "mimalloc"))]
+#[global_allocator]
+static ALLOCATOR: allocs::Switch = allocs::Switch;
+
+mod allocs;
 mod brokers;
 mod h2load;
 mod proto;
@@ -150,9 +159,9 @@ enum Output {
     File(PathBuf),
 }
 
-const SECTIONS: [&str; 5] = ["rpc", "h2load", "brokers", "selector", "registry"];
+const SECTIONS: [&str; 6] = ["rpc", "h2load", "allocs", "brokers", "selector", "registry"];
 
-const USAGE: &str = "usage: micro-bench [--quick] [--out PATH | --no-write] [--only rpc,h2load,brokers,selector,registry]
+const USAGE: &str = "usage: micro-bench [--quick] [--out PATH | --no-write] [--only rpc,h2load,allocs,brokers,selector,registry]
                    [--brokers kafka,rabbitmq,nats,http] [--messages N]
 
   --quick         fewer and shorter cases (under a minute); writes nothing unless --out is given
@@ -167,6 +176,10 @@ fn main() -> ExitCode {
     if args.first().map(String::as_str) == Some(rpc::CHILD_FLAG) {
         // One RPC row, in a child process of the parent run (see `rpc`).
         return rpc::child_main(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some(allocs::CHILD_FLAG) {
+        // One stack's allocation count, in a child process (see `allocs`).
+        return allocs::child_main(&args[1..]);
     }
     let mut quick = false;
     let mut out: Option<PathBuf> = None;
@@ -249,6 +262,9 @@ fn main() -> ExitCode {
     }
     if wants("h2load") {
         report.push(announce(h2load::run(&settings)));
+    }
+    if wants("allocs") {
+        report.push(announce(allocs::run(&settings)));
     }
     if wants("brokers") {
         report.push(announce(runtime.block_on(brokers::run(&settings))));

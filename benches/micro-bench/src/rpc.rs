@@ -27,7 +27,7 @@ pub(crate) const CHILD_FLAG: &str = "--rpc-row";
 
 /// What carries the echo.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stack {
+pub(crate) enum Stack {
     /// tonic's generated client and server, nothing else: the baseline.
     Tonic,
     /// Micro's generated client and handler, `MICRO_TRANSPORT=grpc`.
@@ -48,7 +48,7 @@ const STACKS: [Stack; 4] = [
 
 impl Stack {
     /// The name on the command line of a child.
-    fn arg(self) -> &'static str {
+    pub(crate) fn arg(self) -> &'static str {
         match self {
             Stack::Tonic => "tonic",
             Stack::MicroGrpc => "micro-grpc",
@@ -58,7 +58,7 @@ impl Stack {
     }
 
     /// The name in the table.
-    fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Stack::Tonic => "raw tonic (baseline)",
             Stack::MicroGrpc => "Micro, grpc transport",
@@ -67,7 +67,7 @@ impl Stack {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         STACKS.into_iter().find(|k| k.arg() == s)
     }
 }
@@ -406,7 +406,7 @@ pub(crate) fn child_main(args: &[String]) -> ExitCode {
 }
 
 /// A `kB` field of `/proc/self/status` (`VmHWM`, `VmRSS`); 0 where there is none.
-fn status_kib(field: &str) -> u64 {
+pub(crate) fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -424,31 +424,36 @@ async fn row(
     warmup: Duration,
     measure: Duration,
 ) -> Result<RowResult, String> {
-    let caller = match stack {
+    let caller = connect(stack, payload).await?;
+    Ok(drive(caller, payload, concurrency, warmup, measure).await)
+}
+
+/// Starts the server and client of `stack` and makes one call, so that a stack that cannot
+/// echo at all fails with its own error.
+pub(crate) async fn connect(stack: Stack, payload: usize) -> Result<Caller, String> {
+    let mut caller = match stack {
         Stack::Tonic => tonic_pair().await?,
         Stack::MicroGrpc => micro_pair("grpc", None).await?,
         Stack::MicroHttpProto => micro_pair("http", None).await?,
         Stack::MicroHttpJson => micro_pair("http", Some("application/json")).await?,
     };
-    // One call first, so that a stack that cannot echo at all fails with its own error.
-    let mut probe = caller.clone();
-    let n = probe.call(vec![7; payload]).await?;
+    let n = caller.call(vec![7; payload]).await?;
     if n != payload {
         return Err(format!("the echo of {payload} B came back with {n} B"));
     }
-    Ok(drive(caller, payload, concurrency, warmup, measure).await)
+    Ok(caller)
 }
 
 /// One side of a call: the client of a stack.
 #[derive(Clone)]
-enum Caller {
+pub(crate) enum Caller {
     Tonic(tonic_echo::echo_client::EchoClient<tonic::transport::Channel>),
     Micro(micro_echo::EchoClient),
 }
 
 impl Caller {
     /// Sends `payload`, returns the length of the echo.
-    async fn call(&mut self, payload: Vec<u8>) -> Result<usize, String> {
+    pub(crate) async fn call(&mut self, payload: Vec<u8>) -> Result<usize, String> {
         match self {
             Caller::Tonic(client) => client
                 .call(tonic_echo::EchoRequest { payload })

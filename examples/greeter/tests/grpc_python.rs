@@ -1,10 +1,12 @@
 //! A standard gRPC client calls a Micro service: `greeter-server` runs with
 //! `MICRO_TRANSPORT=grpc`, and `grpc_client.py` (grpcio, stubs generated from greeter.proto by
-//! grpc_tools) calls every RPC kind and the standard health service.
+//! grpc_tools) calls every RPC kind and the standard health service; `reflection_client.py`
+//! (grpcio-reflection) finds, describes and calls the greeter from server reflection alone.
 //!
-//! Needs `python3` with `grpcio`, `grpcio-tools` and `grpcio-health-checking`
-//! (`python3 -m pip install grpcio grpcio-tools grpcio-health-checking`). Without them the test
-//! says why and passes, unless `MICRO_TEST_REQUIRE_SERVICES=1`, where it fails.
+//! Needs `python3` with `grpcio`, `grpcio-tools`, `grpcio-health-checking` and
+//! `grpcio-reflection` (`python3 -m pip install grpcio grpcio-tools grpcio-health-checking
+//! grpcio-reflection`). Without them the tests say why and pass, unless
+//! `MICRO_TEST_REQUIRE_SERVICES=1`, where they fail.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -32,14 +34,15 @@ fn python_missing() -> Option<String> {
     let check = Command::new("python3")
         .args([
             "-c",
-            "import grpc, grpc_tools.protoc, grpc_health.v1.health_pb2_grpc",
+            "import grpc, grpc_tools.protoc, grpc_health.v1.health_pb2_grpc, grpc_reflection.v1alpha",
         ])
         .output();
     match check {
         Err(e) => Some(format!("python3 cannot run: {e}")),
         Ok(out) if !out.status.success() => Some(format!(
-            "python3 lacks grpcio, grpcio-tools or grpcio-health-checking ({}); install them with \
-             `python3 -m pip install grpcio grpcio-tools grpcio-health-checking`",
+            "python3 lacks grpcio, grpcio-tools, grpcio-health-checking or grpcio-reflection ({}); \
+             install them with `python3 -m pip install grpcio grpcio-tools \
+             grpcio-health-checking grpcio-reflection`",
             String::from_utf8_lossy(&out.stderr).trim()
         )),
         Ok(_) => None,
@@ -55,9 +58,21 @@ fn free_port() -> u16 {
 
 #[test]
 fn grpcio_calls_the_greeter_on_the_grpc_transport() {
+    let proto = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto");
+    python_against_the_greeter("grpc_client.py", &[proto.as_os_str()]);
+}
+
+#[test]
+fn grpcio_reflection_describes_and_calls_the_greeter() {
+    python_against_the_greeter("reflection_client.py", &[]);
+}
+
+/// Runs `tests/<script> <address> <args>` against a `greeter-server` on the grpc transport;
+/// the script must print `ok`.
+fn python_against_the_greeter(script: &str, args: &[&std::ffi::OsStr]) {
     if let Some(why) = python_missing() {
         assert!(!required(), "MICRO_TEST_REQUIRE_SERVICES=1 but {why}");
-        eprintln!("skipping the grpcio test: {why}");
+        eprintln!("skipping {script}: {why}");
         return;
     }
     let address = format!("127.0.0.1:{}", free_port());
@@ -68,6 +83,7 @@ fn grpcio_calls_the_greeter_on_the_grpc_transport() {
         "MICRO_TLS_CERT",
         "MICRO_TLS_KEY",
         "MICRO_TLS_CA",
+        "MICRO_GRPC_REFLECTION",
     ] {
         server.env_remove(var);
     }
@@ -84,9 +100,9 @@ fn grpcio_calls_the_greeter_on_the_grpc_transport() {
 
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
     let client = Command::new("python3")
-        .arg(here.join("tests/grpc_client.py"))
+        .arg(here.join("tests").join(script))
         .arg(&address)
-        .arg(here.join("proto"))
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -102,14 +118,14 @@ fn grpcio_calls_the_greeter_on_the_grpc_transport() {
             let _ = Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
                 .status();
-            panic!("the Python client did not finish within {CLIENT_LIMIT:?}");
+            panic!("{script} did not finish within {CLIENT_LIMIT:?}");
         }
     };
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success() && stdout.trim() == "ok",
-        "the Python client failed ({}):\n{stdout}\n{stderr}",
+        "{script} failed ({}):\n{stdout}\n{stderr}",
         output.status
     );
 }
