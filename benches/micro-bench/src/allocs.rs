@@ -239,11 +239,18 @@ async fn count(stack: Stack, calls: usize) -> Result<Count, String> {
     for _ in 0..WARMUP_CALLS {
         caller.call(body.clone()).await?;
     }
-    // Backtraces of four frames: enough for dhat, cheap enough for thousands of calls.
-    let profiler = dhat::Profiler::builder()
-        .testing()
-        .trim_backtraces(Some(4))
-        .build();
+    // `MICRO_BENCH_DHAT_FILE=path` keeps dhat's profile of the counted calls (with longer
+    // backtraces), for dh_view.html or a script; otherwise four frames are enough to count.
+    let profiler = match std::env::var_os("MICRO_BENCH_DHAT_FILE") {
+        Some(path) => dhat::Profiler::builder()
+            .file_name(path)
+            .trim_backtraces(Some(16))
+            .build(),
+        None => dhat::Profiler::builder()
+            .testing()
+            .trim_backtraces(Some(4))
+            .build(),
+    };
     let before = dhat::HeapStats::get();
     for _ in 0..calls {
         let n = caller.call(body.clone()).await?;
