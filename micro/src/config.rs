@@ -128,7 +128,7 @@ impl Config {
         Ok((config, rest))
     }
 
-    fn from_lookup(get: impl Fn(&str) -> Option<String>, env: bool) -> Result<Self> {
+    pub(crate) fn from_lookup(get: impl Fn(&str) -> Option<String>, env: bool) -> Result<Self> {
         let read = |flag: &str| -> Option<(String, String)> {
             let (f, e) = KEYS.iter().find(|(f, _)| *f == flag)?;
             let key = if env { *e } else { *f };

@@ -34,11 +34,14 @@
 //! | `auth` | no | `micro::auth`: bearer tokens and JWT (HS256, RS256) with per-endpoint rules (401/403) |
 //! | `otel` | no | `micro::otel`: OpenTelemetry spans on the client, attempt, handler, publish and subscriber paths, W3C trace context in metadata |
 //! | `prometheus` | no | `micro::prometheus`: request/message counters, latency histograms, in-flight gauges and a `/metrics` endpoint |
+//! | `cli` | no | `micro::cli`: the `MICRO_*` settings as clap flags for a program's own parser |
 //!
 //! The in-memory registry and broker (`memory`) are always there. Asking for a plugin that is
 //! not compiled in fails with an error that names the feature to enable.
 
 pub mod broker;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod client;
 pub mod codec;
 pub mod config;

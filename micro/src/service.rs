@@ -35,6 +35,7 @@ pub struct ServiceBuilder {
     client: ClientOptions,
     strategy: Option<Strategy>,
     use_env: bool,
+    config: Option<Config>,
     registry: Option<Arc<dyn Registry>>,
     transport: Option<Arc<dyn Transport>>,
     broker: Option<Arc<dyn Broker>>,
@@ -86,6 +87,7 @@ impl ServiceBuilder {
             client: ClientOptions::default(),
             strategy: None,
             use_env: true,
+            config: None,
             registry: None,
             transport: None,
             broker: None,
@@ -194,6 +196,14 @@ impl ServiceBuilder {
     /// Uses these codecs (all compiled in by default).
     pub fn codecs(mut self, codecs: Codecs) -> Self {
         self.codecs = codecs;
+        self
+    }
+
+    /// Takes these settings instead of reading the `MICRO_*` environment and this process's
+    /// flags: what a program that parses its own flags with clap passes
+    /// ([`cli::Flags::config`](crate::cli::Flags::config), cargo feature `cli`).
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = Some(config);
         self
     }
 
@@ -331,10 +341,10 @@ impl ServiceBuilder {
 
     /// Builds the service: resolves configuration and plugins.
     pub fn build(mut self) -> Result<Service> {
-        let config = if self.use_env {
-            Config::load()?
-        } else {
-            Config::default()
+        let config = match self.config.take() {
+            Some(config) => config,
+            None if self.use_env => Config::load()?,
+            None => Config::default(),
         };
         let strategy = match &config.selector {
             Some(name) => Strategy::parse(name).ok_or_else(|| {

@@ -1,0 +1,239 @@
+//! `micro`: the command line of Micro for Rust, for the services of a fleet (Go Micro's too).
+//!
+//! ```text
+//! micro services                                          # what the registry holds
+//! micro describe greeter                                  # nodes and endpoints
+//! micro call greeter Greeter.Hello '{"name":"John"}'      # a unary call, JSON in and out
+//! micro stream greeter Greeter.Stream '{"name":"John","count":3}'   # server streaming
+//! printf '{"name":"a"}\n{"name":"b"}\n' | micro stream greeter Greeter.Chat   # client/bidi
+//! micro publish orders.created '{"id":"1"}'               # an event, on the broker
+//! micro subscribe orders.created --count 1                # print events as they come
+//! micro health greeter                                    # each node's health
+//! micro registry watch                                    # registry events as they happen
+//! micro completions bash > /etc/bash_completion.d/micro
+//! ```
+//!
+//! # Configuration
+//!
+//! Like every Micro program: the `MICRO_*` variables and Go Micro's flags, which win
+//! (`--registry etcd --registry_address 127.0.0.1:2379`, `--broker nats`, `--transport grpc`,
+//! `MICRO_TLS_*` for TLS); `micro --help` lists them. Every plugin of the project is compiled in
+//! by default (cargo features `etcd`, `consul`, `kubernetes`, `grpc`, `nats`, `rabbitmq`,
+//! `kafka`). Nodes are called with the transport their `protocol` metadata names, so mucp and
+//! gRPC services, Micro's and Go Micro's, are called alike.
+//!
+//! # Output and exit status
+//!
+//! Listings print as tables, or as JSON with `--output json` (`-o json`): `services` prints
+//! `[{"service","version","nodes"}]`, `describe` the registry's own JSON (Go Micro's format),
+//! `health` `[{"id","address","protocol","status"}]`, `subscribe` and `registry watch` one JSON
+//! object per line. `call` prints the reply (pretty JSON for a JSON reply), `stream` one reply
+//! per line. An error is printed on standard error as the Micro error it is
+//! (`404 Not Found from go.micro.client: service greeter: not found`) and the exit status is 1;
+//! a usage error exits with 2.
+//!
+//! # Commands
+//!
+//! - `services`: every service in the registry, one row per version, with its node count.
+//! - `describe SERVICE`: per version, the nodes (id, address, metadata) and the endpoints with
+//!   their request and response shapes.
+//! - `call SERVICE ENDPOINT [JSON]`: a unary call; the request comes from the argument or, when
+//!   there is none, from standard input. `-H key=value` adds metadata (repeatable),
+//!   `--timeout 2s` bounds the call, `--address host:port` calls one node directly,
+//!   `--content-type` sends another codec (the body is then sent as given).
+//! - `stream SERVICE ENDPOINT [JSON]`: with a request, a server stream whose replies print as
+//!   they come; without one, every line of standard input is one request message of a client
+//!   or bidirectional stream, and the replies print once the input ends.
+//! - `publish TOPIC [JSON]`: publishes the JSON message (or standard input) on the broker, with
+//!   `Content-Type: application/json`, `Micro-Topic` and a fresh `Micro-Id`.
+//! - `subscribe TOPIC [--queue Q] [--count N]`: prints each message's body (with `-o json`, its
+//!   headers too) until `N` messages or Ctrl-C.
+//! - `health SERVICE`: asks every node: `grpc.health.v1.Health/Check` for `protocol=grpc`
+//!   nodes, `Debug.Health` (Go Micro's) for mucp ones. Exits 1 unless every node serves.
+//! - `registry watch [SERVICE] [--count N]`: registry events, one per node, as they happen.
+//! - `completions SHELL`: a completion script for bash, zsh, fish, elvish or powershell.
+
+mod call;
+mod output;
+mod pubsub;
+mod registry;
+
+use std::future::Future;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{CommandFactory, Parser, Subcommand};
+use micro::{Error, Result, Service};
+
+use crate::output::Output;
+
+/// What `--help` ends with: the settings read from the environment only.
+const ENV_HELP: &str = "Environment: the MICRO_* variables of the flags above, and \
+MICRO_TLS_CERT, MICRO_TLS_KEY, MICRO_TLS_CA (TLS on the http and gRPC transports), \
+MICRO_MDNS_INTERFACE (mDNS beyond loopback), MICRO_NATS_*, MICRO_GRPC_*, MICRO_HTTP_* \
+(see each plugin's docs).";
+
+/// The command line of Micro for Rust: list, describe, call and watch the services of a
+/// fleet, publish and subscribe to its events.
+#[derive(Debug, Parser)]
+#[command(name = "micro", version, propagate_version = true, after_help = ENV_HELP)]
+struct Cli {
+    /// How listings are printed: human tables, or JSON for scripts
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table, global = true)]
+    output: Output,
+    #[command(flatten)]
+    micro: micro::cli::Flags,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List the services in the registry, with their versions and node counts
+    Services,
+    /// Show a service's nodes and endpoints
+    Describe {
+        /// The service (`greeter`)
+        service: String,
+    },
+    /// Call a unary endpoint: micro call greeter Greeter.Hello '{"name":"John"}'
+    Call(call::CallArgs),
+    /// Call a streaming endpoint (a server stream with a request; else one request per stdin line)
+    Stream(call::CallArgs),
+    /// Publish a JSON message to a topic: micro publish orders.created '{"id":"1"}'
+    Publish {
+        /// The topic
+        topic: String,
+        /// The message as JSON; read from standard input when absent
+        message: Option<String>,
+    },
+    /// Print the messages published to a topic as they arrive
+    Subscribe {
+        /// The topic
+        topic: String,
+        /// Join this queue group (its members share the messages)
+        #[arg(long, value_name = "GROUP")]
+        queue: Option<String>,
+        /// Stop after this many messages
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
+    /// Ask every node of a service whether it is serving
+    Health {
+        /// The service (`greeter`)
+        service: String,
+        /// How long each node may take to answer
+        #[arg(long, value_parser = duration, default_value = "5s")]
+        timeout: Duration,
+    },
+    /// Watch the registry
+    Registry {
+        #[command(subcommand)]
+        command: RegistryCommand,
+    },
+    /// Print a shell completion script
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RegistryCommand {
+    /// Print registry events (create, update, delete) as they happen, until Ctrl-C
+    Watch {
+        /// Only this service's events
+        service: Option<String>,
+        /// Stop after this many events
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("micro: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the command; `Ok(false)` when it ran but the answer is a failure (an unhealthy node).
+async fn run(cli: Cli) -> Result<bool> {
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(shell, &mut Cli::command(), "micro", &mut std::io::stdout());
+        return Ok(true);
+    }
+    let service = Service::builder("micro.cli")
+        .config(cli.micro.config()?)
+        .build()?;
+    let out = cli.output;
+    match cli.command {
+        Command::Services => registry::services(&service, out).await?,
+        Command::Describe { service: name } => registry::describe(&service, &name, out).await?,
+        Command::Call(args) => call::unary(&service, args).await?,
+        Command::Stream(args) => call::stream(&service, args).await?,
+        Command::Publish { topic, message } => pubsub::publish(&service, &topic, message).await?,
+        Command::Subscribe {
+            topic,
+            queue,
+            count,
+        } => pubsub::subscribe(&service, &topic, queue, count, out).await?,
+        Command::Health {
+            service: name,
+            timeout,
+        } => return call::health(&service, &name, timeout, out).await,
+        Command::Registry {
+            command:
+                RegistryCommand::Watch {
+                    service: name,
+                    count,
+                },
+        } => registry::watch(&service, name.as_deref(), count, out).await?,
+        Command::Completions { .. } => {}
+    }
+    Ok(true)
+}
+
+/// A duration flag: `5s`, `500ms`, `2m`, or seconds.
+fn duration(text: &str) -> std::result::Result<Duration, String> {
+    micro::config::parse_duration(text)
+        .ok_or_else(|| format!("{text:?} is not a duration (like 5s, 500ms or 2m)"))
+}
+
+/// How long a registry or broker operation may take before the command gives up.
+const BACKEND_LIMIT: Duration = Duration::from_secs(15);
+
+/// Runs `f`, failing with a 408 naming `what` when it takes longer than [`BACKEND_LIMIT`].
+async fn bounded<T>(what: &str, f: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(BACKEND_LIMIT, f).await.map_err(|_| {
+        Error::timeout(
+            "micro.cli",
+            format!("{what} took longer than {BACKEND_LIMIT:?}; is the backend up?"),
+        )
+    })?
+}
+
+/// Reads standard input whole, up to `limit` bytes.
+async fn read_stdin(limit: usize) -> Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt as _;
+
+    let mut input = Vec::new();
+    let mut stdin = tokio::io::stdin().take(limit as u64 + 1);
+    stdin
+        .read_to_end(&mut input)
+        .await
+        .map_err(|e| Error::bad_request("micro.cli", format!("cannot read standard input: {e}")))?;
+    if input.len() > limit {
+        return Err(Error::bad_request(
+            "micro.cli",
+            format!("standard input is larger than {limit} bytes"),
+        ));
+    }
+    Ok(input)
+}

@@ -1,0 +1,436 @@
+//! The `micro` binary, run as its own process against greeter services in this process: on
+//! mDNS (loopback) with one mucp and one gRPC node, and on a private etcd with pub/sub over the
+//! http broker and a registry watch. Output and exit status are checked, and so are the
+//! errors a user meets (unknown service or endpoint, bad JSON, a dead node, a usage error).
+
+use std::io::{BufRead as _, BufReader, Read as _};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use greeter::greeter::greeter_handler;
+use greeter::GreeterService;
+use micro::{plugins, Service};
+use micro_registry_etcd::testing::EtcdServer;
+use serde_json::Value;
+
+/// Every wait in these tests ends within this.
+const BOUND: Duration = Duration::from_secs(30);
+
+type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// `micro` with `args`, in an environment that names no plugin (the test's flags do).
+fn micro(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_micro"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("MICRO_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.args(args).stdin(Stdio::null());
+    cmd
+}
+
+/// Runs `micro` to its end (bounded), with `input` on its standard input.
+fn run(args: &[&str], input: Option<&str>) -> Output {
+    let mut cmd = micro(args);
+    if input.is_some() {
+        cmd.stdin(Stdio::piped());
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start micro");
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        use std::io::Write as _;
+        stdin
+            .write_all(text.as_bytes())
+            .expect("write micro's input");
+    }
+    let pid = child.id();
+    let (done, finished) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    match finished.recv_timeout(BOUND) {
+        Ok(output) => output.expect("micro's output"),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("micro {args:?} did not finish within {BOUND:?}");
+        }
+    }
+}
+
+/// `&str`s of `args`, for [`run`].
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).trim().to_string()
+}
+
+/// Runs `micro` until it succeeds (a new service may still be announcing itself), bounded.
+fn run_until_ok(args: &[&str]) -> Output {
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let out = run(args, None);
+        if out.status.success() {
+            return out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "micro {args:?} kept failing: {}",
+            stderr(&out)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A greeter called `name` on `registry` and `transport`, started.
+async fn greeter(name: &str, registry: &str, address: Option<&str>, transport: &str) -> Service {
+    let registry = plugins::registry(registry, address).expect("the registry");
+    let service = Service::builder(name)
+        .ignore_env()
+        .registry(registry)
+        .transport(plugins::transport(transport).expect("the transport"))
+        .handler(greeter_handler(GreeterService))
+        .build()
+        .expect("build the greeter");
+    service.start().await.expect("start the greeter");
+    service
+}
+
+/// A child process that is killed when the test ends, however it ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `micro args` in the background; its stdout lines arrive on the channel, and the
+/// first line of its stderr is awaited (the subscription or watch has started then).
+fn background(args: &[&str]) -> (Running, mpsc::Receiver<String>) {
+    let mut child = micro(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start micro");
+    let out = child.stdout.take().expect("stdout");
+    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
+    let (lines, received) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (ready, started) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut first = String::new();
+        let _ = err.read_line(&mut first);
+        let _ = ready.send(first);
+        // Keep reading so the child never blocks on a full pipe.
+        let _ = err.read_to_end(&mut Vec::new());
+    });
+    let first = started
+        .recv_timeout(BOUND)
+        .expect("micro said nothing on stderr");
+    assert!(
+        first.starts_with("subscribed to") || first.starts_with("watching"),
+        "micro {args:?} did not start: {first}"
+    );
+    (Running(child), received)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_against_mucp_and_grpc_nodes_over_mdns() -> TestResult {
+    let name = format!("cli-greeter-{}", std::process::id());
+    let mucp = greeter(&name, "mdns", None, "http").await;
+    let grpc = greeter(&name, "mdns", None, "grpc").await;
+    let with = |args: &[&str]| -> Vec<String> {
+        ["--registry", "mdns"]
+            .iter()
+            .chain(args)
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let result = tokio::task::spawn_blocking(move || -> TestResult {
+        let call = |v: Vec<String>| run_until_ok(&strs(&v));
+
+        // Both nodes are listed once both announced themselves.
+        let deadline = Instant::now() + BOUND;
+        loop {
+            let out = call(with(&["-o", "json", "services"]));
+            let listed: Value = serde_json::from_str(&stdout(&out))?;
+            let nodes = listed
+                .as_array()
+                .and_then(|rows| rows.iter().find(|r| r["service"] == name.as_str()))
+                .map(|r| r["nodes"].clone());
+            if nodes == Some(Value::from(2)) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "services never showed 2 nodes: {listed}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let table = stdout(&call(with(&["services"])));
+        assert!(table.starts_with("SERVICE"), "{table}");
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with(&name) && l.ends_with(" 2")),
+            "{table}"
+        );
+
+        let described: Value =
+            serde_json::from_str(&stdout(&call(with(&["describe", &name, "-o", "json"]))))?;
+        let endpoints: Vec<&str> = described[0]["endpoints"]
+            .as_array()
+            .map(|e| e.iter().filter_map(|e| e["name"].as_str()).collect())
+            .unwrap_or_default();
+        assert!(endpoints.contains(&"Greeter.Hello"), "{described}");
+        let protocols: Vec<&str> = described[0]["nodes"]
+            .as_array()
+            .map(|n| {
+                n.iter()
+                    .filter_map(|n| n["metadata"]["protocol"].as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(protocols.len(), 2, "{described}");
+        assert!(
+            protocols.contains(&"grpc") && protocols.contains(&"mucp"),
+            "{described}"
+        );
+        let text = stdout(&call(with(&["describe", &name])));
+        assert!(text.contains("HelloRequest{name string}"), "{text}");
+
+        // Calls reach either node, each with its own transport; a few tries meet both.
+        for _ in 0..4 {
+            let reply = call(with(&[
+                "call",
+                &name,
+                "Greeter.Hello",
+                r#"{"name":"John"}"#,
+            ]));
+            let reply: Value = serde_json::from_str(&stdout(&reply))?;
+            assert_eq!(reply["message"], "Hello John");
+        }
+        let from_stdin = run(
+            &strs(&with(&["call", &name, "Greeter.Hello"])),
+            Some(r#"{"name":"Stdin"}"#),
+        );
+        assert!(from_stdin.status.success(), "{}", stderr(&from_stdin));
+        assert!(stdout(&from_stdin).contains("Hello Stdin"));
+
+        let streamed = call(with(&[
+            "stream",
+            &name,
+            "Greeter.Stream",
+            r#"{"name":"S","count":2}"#,
+        ]));
+        assert_eq!(
+            stdout(&streamed),
+            "{\"message\":\"Hello S #1\"}\n{\"message\":\"Hello S #2\"}"
+        );
+        let chat = run(
+            &strs(&with(&["stream", &name, "Greeter.Chat"])),
+            Some("{\"name\":\"a\"}\n{\"name\":\"b\"}\n"),
+        );
+        assert!(chat.status.success(), "{}", stderr(&chat));
+        assert_eq!(
+            stdout(&chat),
+            "{\"message\":\"Hello a\"}\n{\"message\":\"Hello b\"}"
+        );
+
+        let health = call(with(&["health", &name, "-o", "json"]));
+        let health: Value = serde_json::from_str(&stdout(&health))?;
+        let statuses: Vec<(&str, &str)> = health
+            .as_array()
+            .map(|rows| {
+                rows.iter()
+                    .filter_map(|r| Some((r["protocol"].as_str()?, r["status"].as_str()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(statuses.len(), 2, "{health}");
+        assert!(statuses.iter().all(|(_, s)| *s == "SERVING"), "{health}");
+
+        // What a user gets wrong: each a clear message and exit status 1 (2 for usage).
+        let expect_failure = |args: Vec<String>, says: &str| {
+            let joined = strs(&args);
+            let out = run(&joined, None);
+            assert_eq!(out.status.code(), Some(1), "{joined:?}: {}", stderr(&out));
+            assert!(stderr(&out).contains(says), "{joined:?}: {}", stderr(&out));
+        };
+        expect_failure(
+            with(&["call", &name, "Greeter.Hello", r#"{"name":""}"#]),
+            "400 Bad Request",
+        );
+        expect_failure(
+            with(&["call", &name, "Greeter.Nope", "{}"]),
+            "404 Not Found",
+        );
+        expect_failure(
+            with(&["call", "no-such-service", "Greeter.Hello", "{}"]),
+            "no-such-service",
+        );
+        expect_failure(
+            with(&["call", &name, "Greeter.Hello", "{bad"]),
+            "not valid JSON",
+        );
+        expect_failure(
+            with(&[
+                "call",
+                &name,
+                "Greeter.Hello",
+                "{}",
+                "--address",
+                "127.0.0.1:1",
+            ]),
+            "127.0.0.1:1",
+        );
+        expect_failure(with(&["describe", "no-such-service"]), "404");
+        let usage = run(&["--registy", "mdns", "services"], None);
+        assert_eq!(usage.status.code(), Some(2));
+        assert!(stderr(&usage).contains("--registry"), "{}", stderr(&usage));
+        Ok(())
+    })
+    .await?;
+    grpc.stop().await?;
+    mucp.stop().await?;
+    result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_publish_and_subscribe_over_etcd() -> TestResult {
+    let Some(etcd) = EtcdServer::start_or_skip() else {
+        return Ok(());
+    };
+    let address = etcd.address();
+    let flags: Vec<String> = ["--registry", "etcd", "--registry_address", &address]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let with = move |args: &[&str]| -> Vec<String> {
+        flags
+            .iter()
+            .cloned()
+            .chain(args.iter().map(|s| s.to_string()))
+            .collect()
+    };
+    let name = format!("cli-etcd-greeter-{}", std::process::id());
+
+    // The watch sees the service arrive.
+    let watch_args = with(&["registry", "watch", &name, "--count", "1", "-o", "json"]);
+    let (_watch, events) = background(&strs(&watch_args));
+    let service = greeter(&name, "etcd", Some(&address), "http").await;
+    let event = events.recv_timeout(BOUND)?;
+    let event: Value = serde_json::from_str(&event)?;
+    assert_eq!(event["action"], "create", "{event}");
+    assert_eq!(event["service"]["name"], name.as_str(), "{event}");
+
+    let result = tokio::task::spawn_blocking(move || -> TestResult {
+        let go = |v: Vec<String>| run(&strs(&v), None);
+        let reply = go(with(&[
+            "call",
+            &name,
+            "Greeter.Hello",
+            r#"{"name":"etcd"}"#,
+        ]));
+        assert!(reply.status.success(), "{}", stderr(&reply));
+        assert!(stdout(&reply).contains("Hello etcd"));
+
+        // A subscriber on the http broker (found through etcd) gets what is published.
+        let topic = format!("cli.test.{}", std::process::id());
+        let sub_args = with(&["subscribe", &topic, "--count", "1", "-o", "json"]);
+        let (_subscriber, messages) = background(&strs(&sub_args));
+        let published = go(with(&["publish", &topic, r#"{"id":"42"}"#]));
+        assert!(published.status.success(), "{}", stderr(&published));
+        let message: Value = serde_json::from_str(&messages.recv_timeout(BOUND)?)?;
+        assert_eq!(
+            message["body"],
+            serde_json::json!({"id": "42"}),
+            "{message}"
+        );
+        assert_eq!(message["topic"], topic.as_str());
+        assert_eq!(
+            message["header"]["Content-Type"], "application/json",
+            "{message}"
+        );
+
+        let bad = go(with(&["publish", &topic, "not json"]));
+        assert_eq!(bad.status.code(), Some(1));
+        assert!(stderr(&bad).contains("not valid JSON"), "{}", stderr(&bad));
+        Ok(())
+    })
+    .await?;
+    service.stop().await?;
+    result
+}
+
+#[test]
+fn help_version_and_completions() {
+    let help = run(&["--help"], None);
+    assert!(help.status.success());
+    let text = stdout(&help);
+    for word in [
+        "services",
+        "describe",
+        "call",
+        "stream",
+        "publish",
+        "subscribe",
+        "health",
+        "MICRO_REGISTRY",
+    ] {
+        assert!(text.contains(word), "--help lacks {word}:\n{text}");
+    }
+    let version = run(&["--version"], None);
+    assert_eq!(
+        stdout(&version),
+        format!("micro {}", env!("CARGO_PKG_VERSION"))
+    );
+    let bash = run(&["completions", "bash"], None);
+    assert!(bash.status.success());
+    assert!(
+        stdout(&bash).contains("_micro()"),
+        "no bash completion function"
+    );
+}
+
+#[test]
+fn a_dead_registry_is_a_clear_error_not_a_hang() {
+    // A loopback port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let address = format!("127.0.0.1:{port}");
+    let out = run(
+        &[
+            "--registry",
+            "etcd",
+            "--registry_address",
+            &address,
+            "services",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).starts_with("micro: "), "{}", stderr(&out));
+}

@@ -1,0 +1,219 @@
+//! Micro's settings as command-line flags for [clap] programs (cargo feature `cli`).
+//!
+//! Flatten [`Flags`] into a program's own parser and it takes Go Micro's flags
+//! (`--registry etcd --registry_address 127.0.0.1:2379`, `--transport grpc`, ...), lists them
+//! with their `MICRO_*` variables in `--help`, and refuses a flag it does not know (a typo such
+//! as `--registy` is a usage error, not a server started on the default registry).
+//! [`Flags::config`] gives the [`Config`] to hand to [`ServiceBuilder::config`](crate::ServiceBuilder::config):
+//! the `MICRO_*` environment with the flags over it, values checked as [`Config::load`] does.
+//!
+//! ```no_run
+//! use clap::Parser;
+//!
+//! /// The greeter server.
+//! #[derive(Parser)]
+//! #[command(version)]
+//! struct Args {
+//!     #[command(flatten)]
+//!     micro: micro::cli::Flags,
+//! }
+//!
+//! # fn main() -> micro::Result<()> {
+//! let args = Args::parse();
+//! let service = micro::Service::builder("greeter")
+//!     .config(args.micro.config()?)
+//!     .build()?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [clap]: https://docs.rs/clap
+
+use clap::Args;
+
+use crate::config::Config;
+use crate::Result;
+
+/// The `MICRO_*` settings as flags, each also read from its environment variable (the flag
+/// wins). Every flag is global: it may come before or after a subcommand.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+#[command(next_help_heading = "Micro settings (a flag wins over its MICRO_* variable)")]
+pub struct Flags {
+    /// The service name [env: MICRO_SERVER_NAME]
+    #[arg(
+        long = "server_name",
+        alias = "server-name",
+        value_name = "NAME",
+        global = true
+    )]
+    pub server_name: Option<String>,
+    /// The service version [env: MICRO_SERVER_VERSION]
+    #[arg(
+        long = "server_version",
+        alias = "server-version",
+        value_name = "VERSION",
+        global = true
+    )]
+    pub server_version: Option<String>,
+    /// Where to listen, host:port (127.0.0.1:0) [env: MICRO_SERVER_ADDRESS]
+    #[arg(
+        long = "server_address",
+        alias = "server-address",
+        value_name = "ADDR",
+        global = true
+    )]
+    pub server_address: Option<String>,
+    /// The address to register instead of the one listened on [env: MICRO_SERVER_ADVERTISE]
+    #[arg(
+        long = "server_advertise",
+        alias = "server-advertise",
+        value_name = "ADDR",
+        global = true
+    )]
+    pub server_advertise: Option<String>,
+    /// The registry: mdns (default), etcd, consul, kubernetes, memory [env: MICRO_REGISTRY]
+    #[arg(long, value_name = "NAME", global = true)]
+    pub registry: Option<String>,
+    /// The registry's address(es), comma separated [env: MICRO_REGISTRY_ADDRESS]
+    #[arg(
+        long = "registry_address",
+        alias = "registry-address",
+        value_name = "ADDRS",
+        global = true
+    )]
+    pub registry_address: Option<String>,
+    /// The broker: http (default), nats, rabbitmq, kafka, memory [env: MICRO_BROKER]
+    #[arg(long, value_name = "NAME", global = true)]
+    pub broker: Option<String>,
+    /// The broker's address(es) [env: MICRO_BROKER_ADDRESS]
+    #[arg(
+        long = "broker_address",
+        alias = "broker-address",
+        value_name = "ADDRS",
+        global = true
+    )]
+    pub broker_address: Option<String>,
+    /// The transport: http (default), grpc [env: MICRO_TRANSPORT]
+    #[arg(long, value_name = "NAME", global = true)]
+    pub transport: Option<String>,
+    /// The selector: random (default), roundrobin, p2c [env: MICRO_SELECTOR]
+    #[arg(long, value_name = "NAME", global = true)]
+    pub selector: Option<String>,
+    /// Retries after a failed call (1) [env: MICRO_CLIENT_RETRIES]
+    #[arg(
+        long = "client_retries",
+        alias = "client-retries",
+        value_name = "N",
+        global = true
+    )]
+    pub client_retries: Option<String>,
+    /// A call's deadline (5s) [env: MICRO_CLIENT_REQUEST_TIMEOUT]
+    #[arg(
+        long = "client_request_timeout",
+        alias = "client-request-timeout",
+        value_name = "DURATION",
+        global = true
+    )]
+    pub client_request_timeout: Option<String>,
+    /// Registration lifetime (90s) [env: MICRO_REGISTER_TTL]
+    #[arg(
+        long = "register_ttl",
+        alias = "register-ttl",
+        value_name = "DURATION",
+        global = true
+    )]
+    pub register_ttl: Option<String>,
+    /// Re-registration period (30s) [env: MICRO_REGISTER_INTERVAL]
+    #[arg(
+        long = "register_interval",
+        alias = "register-interval",
+        value_name = "DURATION",
+        global = true
+    )]
+    pub register_interval: Option<String>,
+}
+
+impl Flags {
+    /// The `MICRO_*` environment with these flags over it. A value that does not parse is a
+    /// `400` naming the flag or variable it came from.
+    pub fn config(&self) -> Result<Config> {
+        let env = Config::from_env()?;
+        let flags = Config::from_lookup(|flag| self.value(flag).map(str::to_string), false)?;
+        Ok(env.merge(flags))
+    }
+
+    /// The value given for the flag `name` (`registry_address`).
+    fn value(&self, name: &str) -> Option<&str> {
+        let value = match name {
+            "server_name" => &self.server_name,
+            "server_version" => &self.server_version,
+            "server_address" => &self.server_address,
+            "server_advertise" => &self.server_advertise,
+            "registry" => &self.registry,
+            "registry_address" => &self.registry_address,
+            "broker" => &self.broker,
+            "broker_address" => &self.broker_address,
+            "transport" => &self.transport,
+            "selector" => &self.selector,
+            "client_retries" => &self.client_retries,
+            "client_request_timeout" => &self.client_request_timeout,
+            "register_ttl" => &self.register_ttl,
+            "register_interval" => &self.register_interval,
+            _ => return None,
+        };
+        value.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Program {
+        #[command(flatten)]
+        micro: Flags,
+        #[arg(long)]
+        name: Option<String>,
+    }
+
+    fn parse(args: &[&str]) -> std::result::Result<Program, clap::Error> {
+        Program::try_parse_from(std::iter::once("program").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn go_micro_flag_names_and_dashes_both_work() {
+        let p = parse(&[
+            "--registry",
+            "etcd",
+            "--registry-address=127.0.0.1:2379",
+            "--name",
+            "x",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let c = Flags::value(&p.micro, "registry_address");
+        assert_eq!(c, Some("127.0.0.1:2379"));
+        let c = Config::from_lookup(|f| p.micro.value(f).map(str::to_string), false)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.registry.as_deref(), Some("etcd"));
+        assert_eq!(p.name.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn a_misspelt_flag_is_a_usage_error() {
+        let e = parse(&["--registy", "etcd"]).err().map(|e| e.kind());
+        assert_eq!(e, Some(clap::error::ErrorKind::UnknownArgument));
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        let p = parse(&["--client_request_timeout", "soon"]).unwrap_or_else(|e| panic!("{e}"));
+        let e = Config::from_lookup(|f| p.micro.value(f).map(str::to_string), false)
+            .err()
+            .unwrap_or_default();
+        assert_eq!(e.code, 400);
+        assert!(e.detail.contains("--client_request_timeout"), "{e}");
+    }
+}
