@@ -67,16 +67,10 @@ use micro::{Error, Result, Service};
 
 use crate::output::Output;
 
-/// What `--help` ends with: the settings read from the environment only.
-const ENV_HELP: &str = "Environment: the MICRO_* variables of the flags above, and \
-MICRO_TLS_CERT, MICRO_TLS_KEY, MICRO_TLS_CA (TLS on the http and gRPC transports), \
-MICRO_MDNS_INTERFACE (mDNS beyond loopback), MICRO_NATS_*, MICRO_GRPC_*, MICRO_HTTP_* \
-(see each plugin's docs).";
-
 /// The command line of Micro for Rust: list, describe, call and watch the services of a
 /// fleet, publish and subscribe to its events.
 #[derive(Debug, Parser)]
-#[command(name = "micro", version, propagate_version = true, after_help = ENV_HELP)]
+#[command(name = "micro", version, propagate_version = true, after_help = micro::cli::ENVIRONMENT)]
 struct Cli {
     /// How listings are printed: human tables, or JSON for scripts
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Table, global = true)]

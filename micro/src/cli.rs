@@ -12,7 +12,7 @@
 //!
 //! /// The greeter server.
 //! #[derive(Parser)]
-//! #[command(version)]
+//! #[command(version, after_help = micro::cli::ENVIRONMENT)]
 //! struct Args {
 //!     #[command(flatten)]
 //!     micro: micro::cli::Flags,
@@ -33,6 +33,15 @@ use clap::Args;
 
 use crate::config::Config;
 use crate::Result;
+
+/// What a program's `--help` can end with (`#[command(after_help = micro::cli::ENVIRONMENT)]`):
+/// the settings read from the environment only.
+pub const ENVIRONMENT: &str = "Environment: the MICRO_* variable of each Micro setting above; \
+MICRO_TLS_CERT, MICRO_TLS_KEY, MICRO_TLS_CA (TLS on the http and gRPC transports); \
+MICRO_MDNS_INTERFACE (mDNS beyond loopback); MICRO_GRPC_*, MICRO_HTTP_*, MICRO_NATS_*, \
+MICRO_RABBITMQ_*, MICRO_KAFKA_*, MICRO_ETCD_*, MICRO_KUBERNETES_*, CONSUL_HTTP_* (each \
+plugin's own settings, in its crate docs); MICRO_MAX_HEADERS, MICRO_MAX_HEADER_BYTES (peer \
+header limits); RUST_LOG (logging).";
 
 /// The `MICRO_*` settings as flags, each also read from its environment variable (the flag
 /// wins). Every flag is global: it may come before or after a subcommand.

@@ -78,6 +78,8 @@ mod selector;
 mod stats;
 
 use std::path::PathBuf;
+
+use clap::Parser;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -161,73 +163,57 @@ enum Output {
 
 const SECTIONS: [&str; 6] = ["rpc", "h2load", "allocs", "brokers", "selector", "registry"];
 
-const USAGE: &str = "usage: micro-bench [--quick] [--out PATH | --no-write] [--only rpc,h2load,allocs,brokers,selector,registry]
-                   [--brokers kafka,rabbitmq,nats,http] [--messages N]
-
-  --quick         fewer and shorter cases (under a minute); writes nothing unless --out is given
-  --out PATH      write the report here (default for the full run: BENCHMARKS.md at the repository root)
-  --no-write      print the report only
-  --only LIST     run only these sections
-  --brokers LIST  run only these brokers (for profiling one; the report is then incomplete)
-  --messages N    messages per broker run (100000; 5000 with --quick)";
+/// Benchmarks every Micro path next to the raw library beneath it, in one run, and prints the
+/// ratios; the full run rewrites BENCHMARKS.md.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    after_help = "Backends: RabbitMQ on 127.0.0.1:5672, NATS on 127.0.0.1:4222, \
+the etcd binary (a private etcd is started), h2load (nghttp2-client); MICRO_TEST_REQUIRE_SERVICES=1 \
+makes a missing backend fail a --quick run. MICRO_BENCH_DHAT_FILE=PATH keeps dhat's profile of an \
+allocation count (--allocs-row STACK CALLS)."
+)]
+struct Args {
+    /// Fewer and shorter cases (under a minute); writes nothing unless --out is given
+    #[arg(long)]
+    quick: bool,
+    /// Write the report here (default for the full run: BENCHMARKS.md at the repository root)
+    #[arg(long, value_name = "PATH", conflicts_with = "no_write")]
+    out: Option<PathBuf>,
+    /// Print the report only
+    #[arg(long)]
+    no_write: bool,
+    /// Run only these sections
+    #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(SECTIONS))]
+    only: Vec<String>,
+    /// Run only these brokers (for profiling one; the report is then incomplete)
+    #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(brokers::NAMES))]
+    brokers: Option<Vec<String>>,
+    /// Messages per broker run (100000; 5000 with --quick)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    messages: Option<u64>,
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some(rpc::CHILD_FLAG) {
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    if raw.first().map(String::as_str) == Some(rpc::CHILD_FLAG) {
         // One RPC row, in a child process of the parent run (see `rpc`).
-        return rpc::child_main(&args[1..]);
+        return rpc::child_main(&raw[1..]);
     }
-    if args.first().map(String::as_str) == Some(allocs::CHILD_FLAG) {
+    if raw.first().map(String::as_str) == Some(allocs::CHILD_FLAG) {
         // One stack's allocation count, in a child process (see `allocs`).
-        return allocs::child_main(&args[1..]);
+        return allocs::child_main(&raw[1..]);
     }
-    let mut quick = false;
-    let mut out: Option<PathBuf> = None;
-    let mut no_write = false;
-    let mut only: Vec<String> = SECTIONS.iter().map(|s| s.to_string()).collect();
-    let mut brokers_only: Option<Vec<String>> = None;
-    let mut messages: Option<usize> = None;
-    let mut it = args.into_iter();
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--quick" => quick = true,
-            "--no-write" => no_write = true,
-            "--out" => match it.next() {
-                Some(p) => out = Some(PathBuf::from(p)),
-                None => return usage_error("--out needs a path"),
-            },
-            "--brokers" => match it.next() {
-                Some(list) => {
-                    let names: Vec<String> =
-                        list.split(',').map(|s| s.trim().to_string()).collect();
-                    if let Some(bad) = names.iter().find(|s| !brokers::NAMES.contains(&s.as_str()))
-                    {
-                        return usage_error(&format!("unknown broker {bad:?}"));
-                    }
-                    brokers_only = Some(names);
-                }
-                None => return usage_error("--brokers needs a list of brokers"),
-            },
-            "--messages" => match it.next().and_then(|n| n.parse::<usize>().ok()) {
-                Some(n) if n > 0 => messages = Some(n),
-                _ => return usage_error("--messages needs a positive number"),
-            },
-            "--only" => match it.next() {
-                Some(list) => {
-                    only = list.split(',').map(|s| s.trim().to_string()).collect();
-                    if let Some(bad) = only.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
-                        return usage_error(&format!("unknown section {bad:?}"));
-                    }
-                }
-                None => return usage_error("--only needs a list of sections"),
-            },
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            other => return usage_error(&format!("unknown argument {other:?}")),
-        }
-    }
+    let args = Args::parse();
+    let only: Vec<String> = if args.only.is_empty() {
+        SECTIONS.iter().map(|s| s.to_string()).collect()
+    } else {
+        args.only
+    };
+    let (quick, out, no_write, brokers_only) = (args.quick, args.out, args.no_write, args.brokers);
+    let messages = args
+        .messages
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
     // Only a complete full run replaces BENCHMARKS.md; anything less goes where --out says.
     let partial = only.len() < SECTIONS.len() || brokers_only.is_some() || messages.is_some();
     let output = match (no_write, out, quick || partial) {
@@ -311,11 +297,6 @@ fn main() -> ExitCode {
 fn announce(section: Section) -> Section {
     eprintln!("micro-bench: {} done", section.title);
     section
-}
-
-fn usage_error(why: &str) -> ExitCode {
-    eprintln!("micro-bench: {why}\n{USAGE}");
-    ExitCode::from(2)
 }
 
 /// `BENCHMARKS.md` at the repository root (two levels above this crate).

@@ -1,4 +1,4 @@
-//! The pub/sub example's shared parts: the event type and argument parsing.
+//! The pub/sub example's shared parts: the event type, the topic and logging.
 
 use serde::{Deserialize, Serialize};
 
@@ -13,32 +13,6 @@ pub struct Greeting {
 
 /// The topic both sides use unless told otherwise.
 pub const TOPIC: &str = "example.greetings";
-
-/// Reads `--name value` / `--name=value` flags from what Micro's own flags left over.
-pub fn flags(rest: Vec<String>, known: &[&str]) -> Result<Vec<(String, String)>, String> {
-    let mut out = Vec::new();
-    let mut it = rest.into_iter();
-    while let Some(arg) = it.next() {
-        let Some(flag) = arg.strip_prefix("--") else {
-            return Err(format!("unexpected argument {arg:?}"));
-        };
-        let (name, value) = match flag.split_once('=') {
-            Some((n, v)) => (n.to_string(), v.to_string()),
-            None => {
-                let v = it.next().ok_or_else(|| format!("--{flag} needs a value"))?;
-                (flag.to_string(), v)
-            }
-        };
-        if !known.contains(&name.as_str()) {
-            return Err(format!(
-                "unknown flag --{name}; known: --{}",
-                known.join(", --")
-            ));
-        }
-        out.push((name, value));
-    }
-    Ok(out)
-}
 
 /// Logs to stderr, `info` unless `RUST_LOG` says otherwise.
 pub fn init_logging() {

@@ -3,13 +3,23 @@
 
 use std::process::ExitCode;
 
+use clap::Parser;
 use greeter::greeter::{greeter_handler, GreeterClient, HelloRequest};
 use greeter::GreeterService;
 
+/// Starts the greeter, calls it in protobuf and in JSON, prints the replies and exits.
+#[derive(Debug, Parser)]
+#[command(name = env!("CARGO_BIN_NAME"), version, after_help = micro::cli::ENVIRONMENT)]
+struct Args {
+    #[command(flatten)]
+    micro: micro::cli::Flags,
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    let args = Args::parse();
     greeter::init_logging();
-    match run().await {
+    match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("quickstart: {e}");
@@ -18,8 +28,9 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run() -> micro::Result<()> {
+async fn run(args: Args) -> micro::Result<()> {
     let service = micro::Service::builder("greeter")
+        .config(args.micro.config()?)
         .handler(greeter_handler(GreeterService))
         .build()?;
     service.start().await?;

@@ -4,6 +4,8 @@
 //! then scrapes its own `/metrics` over HTTP and prints the Micro metrics.
 
 use std::process::ExitCode;
+
+use clap::Parser;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,8 +22,14 @@ use opentelemetry::trace::{TraceContextExt as _, Tracer as _, TracerProvider as 
 use opentelemetry::Context;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
+/// The whole example in one process with no set-up: three traced orders across shop, broker, orders and inventory, then the Micro metrics from its own /metrics.
+#[derive(Debug, Parser)]
+#[command(name = env!("CARGO_BIN_NAME"), version)]
+struct Args {}
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    Args::parse();
     observability::init_logging();
     match run().await {
         Ok(()) => ExitCode::SUCCESS,

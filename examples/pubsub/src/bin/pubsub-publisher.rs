@@ -1,15 +1,38 @@
 //! Publishes greetings to a topic: `pubsub-publisher [--topic T] [--count N] [--interval 200ms]`
-//! plus Micro's flags (`--broker nats --broker_address 127.0.0.1:4222`).
+//! plus Micro's flags (`--broker nats --broker_address 127.0.0.1:4222`); `--help` lists them.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use pubsub::{flags, Greeting, TOPIC};
+use clap::Parser;
+use pubsub::{Greeting, TOPIC};
+
+/// Publishes numbered greetings (JSON) to a topic, then exits.
+#[derive(Debug, Parser)]
+#[command(name = env!("CARGO_BIN_NAME"), version, after_help = micro::cli::ENVIRONMENT)]
+struct Args {
+    /// The topic
+    #[arg(long, default_value = TOPIC)]
+    topic: String,
+    /// How many greetings
+    #[arg(long, default_value_t = 10)]
+    count: u64,
+    /// The pause after each one (200ms, 1s, ...)
+    #[arg(long, default_value = "200ms", value_parser = duration)]
+    interval: Duration,
+    #[command(flatten)]
+    micro: micro::cli::Flags,
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    micro::config::parse_duration(text).ok_or_else(|| format!("{text:?} is not a duration"))
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let args = Args::parse();
     pubsub::init_logging();
-    match run().await {
+    match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("pubsub-publisher: {e}");
@@ -18,40 +41,22 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run() -> Result<(), String> {
-    let (_, rest) =
-        micro::config::Config::from_args(std::env::args().skip(1)).map_err(|e| e.to_string())?;
-    let (mut topic, mut count, mut interval) =
-        (TOPIC.to_string(), 10u64, Duration::from_millis(200));
-    for (name, value) in flags(rest, &["topic", "count", "interval"])? {
-        match name.as_str() {
-            "topic" => topic = value,
-            "count" => {
-                count = value
-                    .parse()
-                    .map_err(|_| format!("--count {value:?} is not a number"))?
-            }
-            _ => {
-                interval = micro::config::parse_duration(&value)
-                    .ok_or_else(|| format!("--interval {value:?} is not a duration"))?
-            }
-        }
-    }
+async fn run(args: Args) -> micro::Result<()> {
     let service = micro::Service::builder("pubsub-publisher")
-        .build()
-        .map_err(|e| e.to_string())?;
-    service.start().await.map_err(|e| e.to_string())?;
+        .config(args.micro.config()?)
+        .build()?;
+    service.start().await?;
     let client = service.client().with_content_type("application/json");
-    for id in 1..=count {
+    for id in 1..=args.count {
         let event = micro::Json(Greeting {
             id,
             text: format!("hello #{id}"),
         });
-        match client.publish(&topic, &event).await {
+        match client.publish(&args.topic, &event).await {
             Ok(()) => println!("published {id}"),
             Err(e) => eprintln!("publish {id} failed: {e}"),
         }
-        tokio::time::sleep(interval).await;
+        tokio::time::sleep(args.interval).await;
     }
-    service.stop().await.map_err(|e| e.to_string())
+    service.stop().await
 }

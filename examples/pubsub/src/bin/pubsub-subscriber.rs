@@ -1,19 +1,38 @@
 //! Prints the greetings published to a topic:
-//! `pubsub-subscriber [--topic T] [--queue GROUP] [--count N]` plus Micro's flags. With `--count`
-//! it exits after N messages; otherwise it runs until SIGINT or SIGTERM.
+//! `pubsub-subscriber [--topic T] [--queue GROUP] [--count N]` plus Micro's flags; `--help` lists
+//! them. With `--count` it exits after N messages; otherwise it runs until SIGINT or SIGTERM.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use clap::Parser;
 use micro::broker::SubscribeOptions;
 use micro::{Event, Json};
-use pubsub::{flags, Greeting, TOPIC};
+use pubsub::{Greeting, TOPIC};
 use tokio::sync::Notify;
+
+/// Prints the greetings published to a topic, until N of them or SIGINT/SIGTERM.
+#[derive(Debug, Parser)]
+#[command(name = env!("CARGO_BIN_NAME"), version, after_help = micro::cli::ENVIRONMENT)]
+struct Args {
+    /// The topic
+    #[arg(long, default_value = TOPIC)]
+    topic: String,
+    /// Join this queue group (its members share the messages)
+    #[arg(long, value_name = "GROUP")]
+    queue: Option<String>,
+    /// Exit after this many messages
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
+    #[command(flatten)]
+    micro: micro::cli::Flags,
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let args = Args::parse();
     pubsub::init_logging();
-    match run().await {
+    match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("pubsub-subscriber: {e}");
@@ -22,32 +41,18 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run() -> Result<(), String> {
-    let (_, rest) =
-        micro::config::Config::from_args(std::env::args().skip(1)).map_err(|e| e.to_string())?;
-    let (mut topic, mut queue, mut count) = (TOPIC.to_string(), None, None::<u64>);
-    for (name, value) in flags(rest, &["topic", "queue", "count"])? {
-        match name.as_str() {
-            "topic" => topic = value,
-            "queue" => queue = Some(value),
-            _ => {
-                count = Some(
-                    value
-                        .parse()
-                        .map_err(|_| format!("--count {value:?} is not a number"))?,
-                )
-            }
-        }
-    }
+async fn run(args: Args) -> micro::Result<()> {
     let done = Arc::new(Notify::new());
     let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (d, s) = (done.clone(), seen.clone());
+    let count = args.count;
     let opts = SubscribeOptions {
-        queue,
+        queue: args.queue,
         auto_ack: true,
     };
     let service = micro::Service::builder("pubsub-subscriber")
-        .subscriber_with(&topic, opts, move |e: Event<Json<Greeting>>| {
+        .config(args.micro.config()?)
+        .subscriber_with(&args.topic, opts, move |e: Event<Json<Greeting>>| {
             let (done, seen) = (d.clone(), s.clone());
             Box::pin(async move {
                 println!("received {} {:?}", e.message.0.id, e.message.0.text);
@@ -58,13 +63,12 @@ async fn run() -> Result<(), String> {
                 Ok(())
             })
         })
-        .build()
-        .map_err(|e| e.to_string())?;
+        .build()?;
     let stop = async {
         tokio::select! {
             _ = done.notified() => {}
             _ = micro::shutdown_signal() => {}
         }
     };
-    service.run_until(stop).await.map_err(|e| e.to_string())
+    service.run_until(stop).await
 }
