@@ -10,6 +10,7 @@
 //! micro subscribe orders.created --count 1                # print events as they come
 //! micro health greeter                                    # each node's health
 //! micro registry watch                                    # registry events as they happen
+//! micro new orders --pubsub                              # a new service crate
 //! micro completions bash > /etc/bash_completion.d/micro
 //! ```
 //!
@@ -51,9 +52,16 @@
 //! - `health SERVICE`: asks every node: `grpc.health.v1.Health/Check` for `protocol=grpc`
 //!   nodes, `Debug.Health` (Go Micro's) for mucp ones. Exits 1 unless every node serves.
 //! - `registry watch [SERVICE] [--count N]`: registry events, one per node, as they happen.
+//! - `new NAME [--package P] [--pubsub] [--micro-path CHECKOUT] [--dir DIR]`: a new service
+//!   crate in `DIR/NAME`: `Cargo.toml`, `build.rs`, `proto/<package>.proto` (a unary and a
+//!   server-streaming RPC), the handler (`src/lib.rs`), a server with Micro's flags
+//!   (`src/main.rs`), a test that serves and calls it in process, and a README. `--pubsub`
+//!   adds a subscriber to `NAME.events` and a test that publishes to it; `--micro-path`
+//!   depends on a local checkout of Micro rather than the crates.io release.
 //! - `completions SHELL`: a completion script for bash, zsh, fish, elvish or powershell.
 
 mod call;
+mod new;
 mod output;
 mod pubsub;
 mod registry;
@@ -125,6 +133,8 @@ enum Command {
         #[command(subcommand)]
         command: RegistryCommand,
     },
+    /// Create a new service crate (proto, handler, server, test, README) that builds as made
+    New(new::NewArgs),
     /// Print a shell completion script
     Completions {
         /// The shell
@@ -159,9 +169,18 @@ async fn main() -> ExitCode {
 
 /// Runs the command; `Ok(false)` when it ran but the answer is a failure (an unhealthy node).
 async fn run(cli: Cli) -> Result<bool> {
-    if let Command::Completions { shell } = cli.command {
-        clap_complete::generate(shell, &mut Cli::command(), "micro", &mut std::io::stdout());
-        return Ok(true);
+    match cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "micro", &mut std::io::stdout());
+            return Ok(true);
+        }
+        Command::New(args) => {
+            let dir = new::create(args)?;
+            println!("created {}", dir.display());
+            println!("next: cd {} && cargo test && cargo run", dir.display());
+            return Ok(true);
+        }
+        _ => {}
     }
     let service = Service::builder("micro.cli")
         .config(cli.micro.config()?)
@@ -189,7 +208,7 @@ async fn run(cli: Cli) -> Result<bool> {
                     count,
                 },
         } => registry::watch(&service, name.as_deref(), count, out).await?,
-        Command::Completions { .. } => {}
+        Command::Completions { .. } | Command::New(_) => {}
     }
     Ok(true)
 }
