@@ -11,6 +11,7 @@
 //! micro health greeter                                    # each node's health
 //! micro registry watch                                    # registry events as they happen
 //! micro new orders --pubsub                              # a new service crate
+//! micro run                                               # run a workspace's services, live
 //! micro completions bash > /etc/bash_completion.d/micro
 //! ```
 //!
@@ -58,6 +59,13 @@
 //!   (`src/main.rs`), a test that serves and calls it in process, and a README. `--pubsub`
 //!   adds a subscriber to `NAME.events` and a test that publishes to it; `--micro-path`
 //!   depends on a local checkout of Micro rather than the crates.io release.
+//! - `run [PATHS]`: development mode. Builds and runs every crate with a binary in the
+//!   workspace of the current directory (or in the crate and workspace directories named),
+//!   prints each one's output behind `[name]`, rebuilds a crate when a file under its directory
+//!   changes and restarts it if the build succeeds (a failed build leaves the running version
+//!   up and prints the compiler's errors), and on Ctrl-C or SIGTERM stops them all with
+//!   SIGTERM, so they deregister. Micro flags given to `micro` (`--registry etcd ...`) are
+//!   passed to the services as their `MICRO_*` variables.
 //! - `completions SHELL`: a completion script for bash, zsh, fish, elvish or powershell.
 
 mod call;
@@ -65,6 +73,7 @@ mod new;
 mod output;
 mod pubsub;
 mod registry;
+mod run;
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -133,6 +142,8 @@ enum Command {
         #[command(subcommand)]
         command: RegistryCommand,
     },
+    /// Build and run a workspace's services, restarting each when its sources change
+    Run(run::RunArgs),
     /// Create a new service crate (proto, handler, server, test, README) that builds as made
     New(new::NewArgs),
     /// Print a shell completion script
@@ -174,6 +185,11 @@ async fn run(cli: Cli) -> Result<bool> {
             clap_complete::generate(shell, &mut Cli::command(), "micro", &mut std::io::stdout());
             return Ok(true);
         }
+        Command::Run(args) => {
+            let env = cli.micro.env();
+            run::run(args, env).await?;
+            return Ok(true);
+        }
         Command::New(args) => {
             let dir = new::create(args)?;
             println!("created {}", dir.display());
@@ -208,7 +224,7 @@ async fn run(cli: Cli) -> Result<bool> {
                     count,
                 },
         } => registry::watch(&service, name.as_deref(), count, out).await?,
-        Command::Completions { .. } | Command::New(_) => {}
+        Command::Completions { .. } | Command::New(_) | Command::Run(_) => {}
     }
     Ok(true)
 }

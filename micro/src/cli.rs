@@ -151,6 +151,15 @@ impl Flags {
         Ok(env.merge(flags))
     }
 
+    /// The settings given as flags, as the environment variables that carry them
+    /// (`("MICRO_REGISTRY", "etcd")`): for handing them on to programs this one starts.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        crate::config::KEYS
+            .iter()
+            .filter_map(|(flag, var)| Some((*var, self.value(flag)?.to_string())))
+            .collect()
+    }
+
     /// The value given for the flag `name` (`registry_address`).
     fn value(&self, name: &str) -> Option<&str> {
         let value = match name {
@@ -208,6 +217,13 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.registry.as_deref(), Some("etcd"));
         assert_eq!(p.name.as_deref(), Some("x"));
+        assert_eq!(
+            p.micro.env(),
+            [
+                ("MICRO_REGISTRY", "etcd".to_string()),
+                ("MICRO_REGISTRY_ADDRESS", "127.0.0.1:2379".to_string())
+            ]
+        );
     }
 
     #[test]

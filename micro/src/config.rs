@@ -59,7 +59,7 @@ pub struct Config {
 }
 
 /// The settings: (flag name, env name).
-const KEYS: &[(&str, &str)] = &[
+pub(crate) const KEYS: &[(&str, &str)] = &[
     ("server_name", "MICRO_SERVER_NAME"),
     ("server_version", "MICRO_SERVER_VERSION"),
     ("server_address", "MICRO_SERVER_ADDRESS"),
