@@ -79,6 +79,11 @@ fn serve(stream: TcpStream, seen: Seen) {
                     .unwrap_or_default();
                 (format!("{{\"msg\":\"Hello {name}\"}}\n"), None)
             }
+            // A handler slower than the caller's deadline.
+            "Greeter.Slow" => {
+                std::thread::sleep(Duration::from_secs(3));
+                ("{}\n".to_string(), None)
+            }
             "Debug.Health" => ("{\"status\":\"ok\"}\n".to_string(), None),
             other => (
                 String::new(),
@@ -214,6 +219,17 @@ async fn micro_calls_describes_and_checks_a_go_micro_service(
         let health = run(&["health", "helloworld"]);
         assert!(health.status.success(), "{}", err(&health));
         assert!(text(&health).contains("SERVING"), "{}", text(&health));
+
+        let slow = run(&[
+            "call",
+            "helloworld",
+            "Greeter.Slow",
+            "{}",
+            "--timeout",
+            "300ms",
+        ]);
+        assert_eq!(slow.status.code(), Some(1));
+        assert!(err(&slow).contains("408"), "{}", err(&slow));
 
         let missing = run(&["call", "helloworld", "Greeter.Nope", "{}"]);
         assert_eq!(missing.status.code(), Some(1));
