@@ -426,3 +426,39 @@ fn a_dead_registry_is_a_clear_error_not_a_hang() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).starts_with("micro: "), "{}", stderr(&out));
 }
+
+#[test]
+fn publish_and_subscribe_over_nats() {
+    // The machine's NATS (the test script starts it); the registry is not needed by NATS.
+    if std::net::TcpStream::connect("127.0.0.1:4222").is_err() {
+        let required = std::env::var("MICRO_TEST_REQUIRE_SERVICES").as_deref() == Ok("1");
+        assert!(
+            !required,
+            "MICRO_TEST_REQUIRE_SERVICES=1 but NATS is not on 127.0.0.1:4222"
+        );
+        eprintln!("skipping: NATS is not on 127.0.0.1:4222");
+        return;
+    }
+    let nats = [
+        "--registry",
+        "memory",
+        "--broker",
+        "nats",
+        "--broker_address",
+        "127.0.0.1:4222",
+    ];
+    let topic = format!("cli.nats.{}", std::process::id());
+    let mut args: Vec<&str> = nats.to_vec();
+    args.extend(["subscribe", &topic, "--count", "2"]);
+    let (_subscriber, messages) = background(&args);
+    for body in [r#"{"n":1}"#, r#"{"n":2}"#] {
+        let mut args: Vec<&str> = nats.to_vec();
+        args.extend(["publish", &topic, body]);
+        let out = run(&args, None);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let got: Vec<String> = (0..2)
+        .map(|_| messages.recv_timeout(BOUND).expect("a message over NATS"))
+        .collect();
+    assert_eq!(got, [r#"{"n":1}"#, r#"{"n":2}"#]);
+}
