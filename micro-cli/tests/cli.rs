@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use greeter::greeter::greeter_handler;
 use greeter::GreeterService;
 use micro::{plugins, Service};
+use micro_conformance::program::output_within;
 use micro_registry_etcd::testing::EtcdServer;
 use serde_json::Value;
 
@@ -27,41 +28,13 @@ fn micro(args: &[&str]) -> Command {
             cmd.env_remove(key);
         }
     }
-    cmd.args(args).stdin(Stdio::null());
+    cmd.args(args);
     cmd
 }
 
 /// Runs `micro` to its end (bounded), with `input` on its standard input.
 fn run(args: &[&str], input: Option<&str>) -> Output {
-    let mut cmd = micro(args);
-    if input.is_some() {
-        cmd.stdin(Stdio::piped());
-    }
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start micro");
-    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
-        use std::io::Write as _;
-        stdin
-            .write_all(text.as_bytes())
-            .expect("write micro's input");
-    }
-    let pid = child.id();
-    let (done, finished) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = done.send(child.wait_with_output());
-    });
-    match finished.recv_timeout(BOUND) {
-        Ok(output) => output.expect("micro's output"),
-        Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            panic!("micro {args:?} did not finish within {BOUND:?}");
-        }
-    }
+    output_within(micro(args), input.map(str::as_bytes), BOUND)
 }
 
 /// `&str`s of `args`, for [`run`].

@@ -6,10 +6,11 @@
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Output, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use micro_conformance::program::output_within;
 use micro_registry_etcd::testing::EtcdServer;
 use serde_json::Value;
 
@@ -112,27 +113,8 @@ fn micro(args: &[&str]) -> Output {
             cmd.env_remove(key);
         }
     }
-    let child = cmd
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start micro");
-    let pid = child.id();
-    let (done, finished) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = done.send(child.wait_with_output());
-    });
-    match finished.recv_timeout(BOUND) {
-        Ok(output) => output.expect("micro's output"),
-        Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            panic!("micro {args:?} did not finish within {BOUND:?}");
-        }
-    }
+    cmd.args(args);
+    output_within(cmd, None, BOUND)
 }
 
 #[tokio::test]

@@ -10,45 +10,47 @@ use std::time::Duration;
 /// How long a program may take to answer `--help` or refuse a flag.
 const LIMIT: Duration = Duration::from_secs(30);
 
-/// Runs `exe args` to its end, killing it (and failing) past [`LIMIT`]: a program that starts
-/// serving instead of answering never ends by itself.
-fn run(exe: &Path, args: &[&str]) -> Output {
-    let mut child = Command::new(exe)
-        .args(args)
-        .stdin(Stdio::null())
+/// Runs `command` to its end with `input` on its standard input and its output captured;
+/// kills it and panics past `limit` (a program that serves when it should answer never ends
+/// by itself).
+pub fn output_within(mut command: Command, input: Option<&[u8]>, limit: Duration) -> Output {
+    command
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()));
+        .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        use std::io::Write as _;
+        stdin
+            .write_all(input)
+            .unwrap_or_else(|e| panic!("writing to {command:?}: {e}"));
+    }
     let pid = child.id();
     let (done, finished) = mpsc::channel();
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
     std::thread::spawn(move || {
-        use std::io::Read as _;
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        if let Some(mut s) = stdout {
-            let _ = s.read_to_end(&mut out);
-        }
-        if let Some(mut s) = stderr {
-            let _ = s.read_to_end(&mut err);
-        }
-        let status = child.wait();
-        let _ = done.send(status.map(|status| Output {
-            status,
-            stdout: out,
-            stderr: err,
-        }));
+        let _ = done.send(child.wait_with_output());
     });
-    match finished.recv_timeout(LIMIT) {
-        Ok(output) => output.unwrap_or_else(|e| panic!("waiting for {}: {e}", exe.display())),
+    match finished.recv_timeout(limit) {
+        Ok(output) => output.unwrap_or_else(|e| panic!("waiting for {command:?}: {e}")),
         Err(_) => {
             let _ = Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
                 .status();
-            panic!("{} {args:?} did not end within {LIMIT:?}", exe.display());
+            panic!("{command:?} did not end within {limit:?}");
         }
     }
+}
+
+fn run(exe: &Path, args: &[&str]) -> Output {
+    let mut command = Command::new(exe);
+    command.args(args);
+    output_within(command, None, LIMIT)
 }
 
 /// Checks `--help` (listing Micro's flags and their variables when `micro_flags`), `--version`

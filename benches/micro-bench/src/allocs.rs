@@ -9,7 +9,7 @@
 //! allocated in the process (client, server, runtime) during those calls, divided by them.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -173,22 +173,12 @@ pub(crate) fn run(settings: &Settings) -> Section {
 
 /// Counts one stack in a child process.
 fn run_child(exe: &std::path::Path, stack: Stack, calls: usize) -> Result<Count, String> {
-    let output = Command::new(exe)
-        .args([CHILD_FLAG, stack.arg(), &calls.to_string()])
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        return Err(format!(
-            "the child exited with {}: {}",
-            output.status,
-            stdout.trim()
-        ));
-    }
-    let line = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(line).map_err(|e| format!("unreadable child result {line:?}: {e}"))
+    let args = [
+        CHILD_FLAG.to_string(),
+        stack.arg().to_string(),
+        calls.to_string(),
+    ];
+    rpc::child_result(exe, &args)
 }
 
 /// `micro-bench --allocs-row STACK CALLS`: counts one stack and prints its [`Count`] as JSON

@@ -321,15 +321,27 @@ fn run_child(
     concurrency: usize,
     settings: &Settings,
 ) -> Result<RowResult, String> {
-    let output = Command::new(exe)
-        .args([
+    child_result(
+        exe,
+        &[
             CHILD_FLAG.to_string(),
             stack.arg().to_string(),
             payload.to_string(),
             concurrency.to_string(),
             settings.rpc_warmup.as_millis().to_string(),
             settings.rpc_measure.as_millis().to_string(),
-        ])
+        ],
+    )
+}
+
+/// Runs this program as a child with `args` and reads the JSON line it ends its output with
+/// (the RPC rows' and the allocation counts' children).
+pub(crate) fn child_result<T: serde::de::DeserializeOwned>(
+    exe: &std::path::Path,
+    args: &[String],
+) -> Result<T, String> {
+    let output = Command::new(exe)
+        .args(args)
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()
