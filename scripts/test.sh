@@ -89,6 +89,9 @@ python3 -c "import grpc, grpc_tools.protoc, grpc_health.v1, grpc_reflection.v1al
     python3 -m pip install --quiet $python_grpc ||
     python3 -m pip install --quiet --break-system-packages $python_grpc
 
+log "curl, the independent HTTP client of the gateway tests"
+need_pkg curl curl
+
 log "h2load (nghttp2-client), the independent HTTP/2 load generator of the benchmark's server row"
 need_pkg h2load nghttp2-client
 

@@ -10,6 +10,7 @@
 //! micro subscribe orders.created --count 1                # print events as they come
 //! micro health greeter                                    # each node's health
 //! micro registry watch                                    # registry events as they happen
+//! micro gateway                                           # HTTP/JSON on 127.0.0.1:8080
 //! micro new orders --pubsub                              # a new service crate
 //! micro run                                               # run a workspace's services, live
 //! micro completions bash > /etc/bash_completion.d/micro
@@ -59,6 +60,10 @@
 //!   (`src/main.rs`), a test that serves and calls it in process, and a README. `--pubsub`
 //!   adds a subscriber to `NAME.events` and a test that publishes to it; `--micro-path`
 //!   depends on a local checkout of Micro rather than the crates.io release.
+//! - `gateway [--address 127.0.0.1:8080]`: the HTTP/JSON API gateway (`micro-gateway`):
+//!   `POST /api/{service}/{Type.Method}`, `POST /event/{topic}`, `GET /services`, until Ctrl-C.
+//!   `MICRO_GATEWAY_ADDRESS`, `MICRO_GATEWAY_TIMEOUT`, `MICRO_GATEWAY_MAX_BODY`,
+//!   `MICRO_GATEWAY_HEADERS`; loopback addresses only until it has authentication.
 //! - `run [PATHS]`: development mode. Builds and runs every crate with a binary in the
 //!   workspace of the current directory (or in the crate and workspace directories named),
 //!   prints each one's output behind `[name]`, rebuilds a crate when a file under its directory
@@ -142,6 +147,12 @@ enum Command {
         #[command(subcommand)]
         command: RegistryCommand,
     },
+    /// Serve the HTTP/JSON API gateway in front of the registry's services, until Ctrl-C
+    Gateway {
+        /// Where to listen (loopback only until the gateway has authentication)
+        #[arg(long, env = "MICRO_GATEWAY_ADDRESS", default_value = "127.0.0.1:8080")]
+        address: String,
+    },
     /// Build and run a workspace's services, restarting each when its sources change
     Run(run::RunArgs),
     /// Create a new service crate (proto, handler, server, test, README) that builds as made
@@ -217,6 +228,16 @@ async fn run(cli: Cli) -> Result<bool> {
             service: name,
             timeout,
         } => return call::health(&service, &name, timeout, out).await,
+        Command::Gateway { address } => {
+            let options = micro_gateway::GatewayOptions::from_env()?;
+            let gateway = micro_gateway::Gateway::bind(&address, &service, options).await?;
+            eprintln!(
+                "gateway at http://{} (Ctrl-C to stop)",
+                gateway.local_addr()
+            );
+            micro::shutdown_signal().await;
+            gateway.shutdown().await;
+        }
         Command::Registry {
             command:
                 RegistryCommand::Watch {

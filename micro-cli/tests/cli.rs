@@ -121,7 +121,9 @@ fn background(args: &[&str]) -> (Running, mpsc::Receiver<String>) {
         .recv_timeout(BOUND)
         .expect("micro said nothing on stderr");
     assert!(
-        first.starts_with("subscribed to") || first.starts_with("watching"),
+        first.starts_with("subscribed to")
+            || first.starts_with("watching")
+            || first.starts_with("gateway at"),
         "micro {args:?} did not start: {first}"
     );
     (Running(child), received)
@@ -242,6 +244,19 @@ async fn every_command_against_mucp_and_grpc_nodes_over_mdns() -> TestResult {
             .unwrap_or_default();
         assert_eq!(statuses.len(), 2, "{health}");
         assert!(statuses.iter().all(|(_, s)| *s == "SERVING"), "{health}");
+
+        // The gateway, in its own process, reaches the same nodes; curl calls it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let address = format!("127.0.0.1:{port}");
+        let (_gateway, _) = background(&strs(&with(&["gateway", "--address", &address])));
+        let mut curl = Command::new("curl");
+        curl.args(["-s", "--max-time", "20", "-d", r#"{"name":"Gateway"}"#])
+            .arg(format!("http://{address}/api/{name}/Greeter.Hello"));
+        let reply = output_within(curl, None, BOUND);
+        let reply: Value = serde_json::from_slice(&reply.stdout)?;
+        assert_eq!(reply["message"], "Hello Gateway", "{reply}");
 
         // What a user gets wrong: each a clear message and exit status 1 (2 for usage).
         let expect_failure = |args: Vec<String>, says: &str| {

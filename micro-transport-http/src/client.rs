@@ -423,7 +423,8 @@ impl Socket for StreamClientSocket {
     }
 }
 
-/// The error for an address that could not be reached: a retryable 500 naming the address.
+/// The error for an address that could not be reached: a retryable 503 naming the address (as
+/// the gRPC transport's), so that a gateway answers it as the unavailable backend it is.
 fn connect_error(addr: &str, cause: Option<&io::Error>, connect_timeout: Duration) -> Error {
     let why = match cause {
         None => format!("timed out after {connect_timeout:?}"),
@@ -434,7 +435,7 @@ fn connect_error(addr: &str, cause: Option<&io::Error>, connect_timeout: Duratio
         Some(e) if e.raw_os_error().is_some() => e.kind().to_string(),
         Some(e) => e.to_string(),
     };
-    Error::internal(ID, format!("connect to {addr}: {why}"))
+    Error::new(ID, 503, format!("connect to {addr}: {why}"))
 }
 
 /// The error for an exchange with `addr` that failed after connecting ("request to",

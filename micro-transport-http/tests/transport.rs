@@ -592,7 +592,7 @@ async fn a_dead_address_is_a_retryable_error_naming_it() {
     let e = micro_conformance::transport::call(&transport, &addr, message(&[], "hi"))
         .await
         .expect_err("nobody listens");
-    assert_eq!(e.code, 500);
+    assert_eq!(e.code, 503);
     assert!(e.is_retryable());
     assert_eq!(
         e.detail,
@@ -608,7 +608,7 @@ async fn a_dead_address_is_a_retryable_error_naming_it() {
     )
     .await
     .expect_err("nobody listens");
-    assert_eq!(e.code, 500);
+    assert_eq!(e.code, 503);
     assert_eq!(e.detail, format!("connect to {addr}: connection refused"));
 }
 
@@ -730,7 +730,7 @@ async fn the_connect_timeout_of_each_dial_applies() {
                 .err()
         };
         let e = e.expect("nobody accepts");
-        assert_eq!(e.code, 500);
+        assert_eq!(e.code, 503);
         assert_eq!(
             e.detail,
             format!("connect to {addr}: timed out after {limit}ms"),

@@ -1,0 +1,405 @@
+//! The API gateway of Micro for Rust: HTTP/JSON in front of a fleet's RPC services, for
+//! browsers, PHP, curl and everything else that does not speak mucp or gRPC.
+//!
+//! The gateway calls through Micro's client, so it reaches mucp and gRPC nodes, Micro's and Go
+//! Micro's, found in whatever registry the gateway's service is configured with. Start it from
+//! the command line with `micro gateway` (`--address`, `MICRO_GATEWAY_ADDRESS`, default
+//! `127.0.0.1:8080`) or in a program with [`Gateway::bind`].
+//!
+//! # Routes
+//!
+//! | route | what it does |
+//! |---|---|
+//! | `POST /api/{service}/{Type.Method}` | calls the endpoint with the JSON body (`{}` when empty); the reply's JSON is the response (Go Micro v6's route) |
+//! | `POST /api/{service}/{Type}/{Method}` | the same, Go Micro's other form |
+//! | `GET` on either | the query string is the request: `?name=John&count=3` is `{"name":"John","count":3}` (numbers and `true`/`false` as such, a repeated key as a list) |
+//! | `POST /event/{topic}` | publishes the JSON body on the broker (`Content-Type: application/json`), answers `202` |
+//! | `GET /services` | the services in the registry (Go Micro's JSON) |
+//! | `GET /services/{name}` | one service, every version with its nodes and endpoints |
+//! | `GET /health` | `{"status":"ok"}` |
+//!
+//! ```text
+//! curl -d '{"name":"John"}' http://127.0.0.1:8080/api/greeter/Greeter.Hello
+//! {"message":"Hello John"}
+//! ```
+//!
+//! # Errors
+//!
+//! A failed call answers with Go Micro's error JSON (`{"id":..,"code":..,"detail":..,"status":..}`)
+//! and the HTTP status of its code: `400` for a bad request (a body that is not JSON
+//! included), `404` for an unknown service or endpoint, `502`/`503` when no node could be
+//! reached, `504` when the call ran out of time (Micro's `408`), and the handler's own code
+//! otherwise.
+//!
+//! # Metadata
+//!
+//! Request headers on the allow-list ([`GatewayOptions::forward_headers`]: `Authorization`,
+//! `Trace-Id`, `X-Request-Id`, `Traceparent`, `Tracestate`, `Baggage` by default) travel to the
+//! service as metadata; the reply's metadata comes back as response headers. Hop-by-hop and
+//! `Micro-*` headers are never forwarded.
+//!
+//! # Limits
+//!
+//! Bodies are limited to [`GatewayOptions::max_body_bytes`] (1 MiB, `MICRO_GATEWAY_MAX_BODY`;
+//! larger ones get `413`), and every call to [`GatewayOptions::timeout`]
+//! (`MICRO_GATEWAY_TIMEOUT`, 10 s). The gateway has no authentication yet, so it serves
+//! loopback addresses only: binding another address is refused.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+use micro::core::headers;
+use micro::rpc::{self, CallOptions};
+use micro::{Error, Json, Metadata, Result, Service};
+use serde_json::Value;
+
+const ID: &str = "micro.gateway";
+const JSON: &str = "application/json";
+
+/// The gateway's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayOptions {
+    /// The largest request body; a larger one gets `413`. `MICRO_GATEWAY_MAX_BODY`, 1 MiB.
+    pub max_body_bytes: usize,
+    /// Each call's deadline (sent to the service). `MICRO_GATEWAY_TIMEOUT`, 10 s.
+    pub timeout: Duration,
+    /// Request headers passed to services as metadata, compared ignoring case.
+    /// `MICRO_GATEWAY_HEADERS` (comma separated) adds to the default list.
+    pub forward_headers: Vec<String>,
+}
+
+impl Default for GatewayOptions {
+    fn default() -> Self {
+        GatewayOptions {
+            max_body_bytes: 1024 * 1024,
+            timeout: Duration::from_secs(10),
+            forward_headers: [
+                "Authorization",
+                "Trace-Id",
+                "X-Request-Id",
+                "Traceparent",
+                "Tracestate",
+                "Baggage",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
+}
+
+impl GatewayOptions {
+    /// The defaults with the `MICRO_GATEWAY_*` variables over them; a bad value is a `400`
+    /// naming the variable.
+    pub fn from_env() -> Result<Self> {
+        let mut o = GatewayOptions::default();
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        if let Some(v) = var("MICRO_GATEWAY_MAX_BODY") {
+            o.max_body_bytes = micro::core::env::parse_size(&v).ok_or_else(|| {
+                micro::core::env::invalid("MICRO_GATEWAY_MAX_BODY", &v, "a size like 1MiB")
+            })?;
+        }
+        if let Some(v) = var("MICRO_GATEWAY_TIMEOUT") {
+            o.timeout = micro::config::parse_duration(&v).ok_or_else(|| {
+                micro::core::env::invalid("MICRO_GATEWAY_TIMEOUT", &v, "a duration like 10s")
+            })?;
+        }
+        if let Some(v) = var("MICRO_GATEWAY_HEADERS") {
+            o.forward_headers.extend(
+                v.split(',')
+                    .map(|h| h.trim().to_string())
+                    .filter(|h| !h.is_empty()),
+            );
+        }
+        Ok(o)
+    }
+}
+
+/// What every request shares.
+struct Shared {
+    service: Service,
+    opts: GatewayOptions,
+}
+
+/// The gateway's routes over `service`'s client, registry and broker, as a tower service for
+/// programs that serve it themselves.
+pub fn router(service: &Service, opts: GatewayOptions) -> Router {
+    let limit = opts.max_body_bytes;
+    let shared = Arc::new(Shared {
+        service: service.clone(),
+        opts,
+    });
+    Router::new()
+        .route("/api/{service}/{endpoint}", post(call_json).get(call_query))
+        .route(
+            "/api/{service}/{kind}/{method}",
+            post(call_json_split).get(call_query_split),
+        )
+        .route("/event/{topic}", post(publish))
+        .route("/services", get(services))
+        .route("/services/{name}", get(describe))
+        .route(
+            "/health",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .fallback(|| async {
+            failure(Error::not_found(
+                ID,
+                "no such route: see /services, /api/{service}/{Type.Method}, /event/{topic}",
+            ))
+        })
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(shared)
+}
+
+/// A running gateway; dropping it does not stop it, [`Gateway::shutdown`] does.
+#[derive(Debug)]
+pub struct Gateway {
+    local_addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Gateway {
+    /// Listens on `addr` (a loopback address, port 0 for any) and serves the gateway over
+    /// `service`. The service's broker is connected here, for `/event`.
+    pub async fn bind(addr: &str, service: &Service, opts: GatewayOptions) -> Result<Gateway> {
+        // Checked before binding: a public port is never opened, even for a moment.
+        let resolved: Vec<SocketAddr> = tokio::net::lookup_host(addr)
+            .await
+            .map_err(|e| Error::bad_request(ID, format!("cannot resolve {addr}: {e}")))?
+            .collect();
+        if resolved.is_empty() || resolved.iter().any(|a| !a.ip().is_loopback()) {
+            return Err(Error::bad_request(
+                ID,
+                format!(
+                    "refusing to serve {addr}: the gateway has no authentication yet, so it \
+                     serves loopback addresses only (127.0.0.1, ::1)"
+                ),
+            ));
+        }
+        let listener = tokio::net::TcpListener::bind(&resolved[..])
+            .await
+            .map_err(|e| Error::internal(ID, format!("listen on {addr}: {e}")))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| Error::internal(ID, format!("listen on {addr}: {e}")))?;
+        service.broker().connect().await?;
+        let app = router(service, opts);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "the gateway stopped serving");
+            }
+        });
+        Ok(Gateway {
+            local_addr,
+            stop,
+            task,
+        })
+    }
+
+    /// The address served, with the real port when 0 was asked for.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops taking connections and waits for requests under way.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+/// A Micro error as the gateway answers it: Go Micro's JSON with the status of its code.
+fn failure(e: Error) -> Response {
+    let status = match e.code {
+        // The service did not answer in time: the gateway's upstream timed out.
+        408 => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+    };
+    (status, [(http::header::CONTENT_TYPE, JSON)], e.to_json()).into_response()
+}
+
+async fn call_json(
+    State(shared): State<Arc<Shared>>,
+    Path((service, endpoint)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    call(&shared, service, endpoint, &headers, body).await
+}
+
+async fn call_json_split(
+    State(shared): State<Arc<Shared>>,
+    Path((service, kind, method)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    call(&shared, service, format!("{kind}.{method}"), &headers, body).await
+}
+
+async fn call_query(
+    State(shared): State<Arc<Shared>>,
+    Path((service, endpoint)): Path<(String, String)>,
+    Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Response {
+    let body = Bytes::from(query_json(query).to_string());
+    call(&shared, service, endpoint, &headers, body).await
+}
+
+async fn call_query_split(
+    State(shared): State<Arc<Shared>>,
+    Path((service, kind, method)): Path<(String, String, String)>,
+    Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Response {
+    let body = Bytes::from(query_json(query).to_string());
+    call(&shared, service, format!("{kind}.{method}"), &headers, body).await
+}
+
+/// A query string as a JSON object: numbers and booleans as such, repeated keys as lists.
+fn query_json(query: Vec<(String, String)>) -> Value {
+    let mut object: BTreeMap<String, Value> = BTreeMap::new();
+    for (key, text) in query {
+        let value = match serde_json::from_str::<Value>(&text) {
+            Ok(v @ (Value::Number(_) | Value::Bool(_))) => v,
+            _ => Value::String(text),
+        };
+        match object.get_mut(&key) {
+            Some(Value::Array(list)) => list.push(value),
+            Some(first) => *first = Value::Array(vec![first.take(), value]),
+            None => {
+                object.insert(key, value);
+            }
+        }
+    }
+    Value::Object(object.into_iter().collect())
+}
+
+/// One call: the JSON body to `endpoint` of `service`, the reply (or the error) back.
+async fn call(
+    shared: &Shared,
+    service: String,
+    endpoint: String,
+    headers: &HeaderMap,
+    mut body: Bytes,
+) -> Response {
+    let valid = |s: &str| !s.is_empty() && !s.starts_with('.') && !s.ends_with('.');
+    if !endpoint.contains('.') || !valid(&endpoint) {
+        return failure(Error::bad_request(
+            ID,
+            format!("{endpoint:?} is not an endpoint: name it Type.Method (Greeter.Hello)"),
+        ));
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        body = Bytes::from_static(b"{}");
+    }
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+        return failure(Error::bad_request(
+            ID,
+            format!("the request body is not JSON: {e}"),
+        ));
+    }
+    let request = rpc::Request {
+        service,
+        endpoint,
+        content_type: JSON.to_string(),
+        metadata: metadata_of(headers, &shared.opts.forward_headers),
+        body,
+        ..rpc::Request::default()
+    };
+    let options = CallOptions {
+        timeout: Some(shared.opts.timeout),
+        ..CallOptions::default()
+    };
+    match shared.service.client().call_raw(request, options).await {
+        Ok(reply) => {
+            let mut response = (
+                StatusCode::OK,
+                [(http::header::CONTENT_TYPE, JSON)],
+                reply.body,
+            )
+                .into_response();
+            for (key, value) in reply.metadata.iter() {
+                if headers::is_protocol(key) {
+                    continue;
+                }
+                if let (Ok(name), Ok(value)) =
+                    (HeaderName::try_from(key), HeaderValue::try_from(value))
+                {
+                    response.headers_mut().append(name, value);
+                }
+            }
+            response
+        }
+        Err(e) => failure(e),
+    }
+}
+
+/// The allowed request headers, as metadata.
+fn metadata_of(headers: &HeaderMap, allowed: &[String]) -> Metadata {
+    let mut metadata = Metadata::new();
+    for name in allowed {
+        if name.to_ascii_lowercase().starts_with("micro-") {
+            continue;
+        }
+        if let Some(value) = headers.get(name.as_str()).and_then(|v| v.to_str().ok()) {
+            metadata.insert(name.clone(), value.to_string());
+        }
+    }
+    metadata
+}
+
+async fn publish(
+    State(shared): State<Arc<Shared>>,
+    Path(topic): Path<String>,
+    body: Bytes,
+) -> Response {
+    let value: Value = match serde_json::from_slice(&body) {
+        Ok(value) => value,
+        Err(e) => {
+            return failure(Error::bad_request(
+                ID,
+                format!("the event is not JSON: {e}"),
+            ))
+        }
+    };
+    let client = shared.service.client().with_content_type(JSON);
+    match client.publish(&topic, &Json(value)).await {
+        Ok(()) => (
+            StatusCode::ACCEPTED,
+            [(http::header::CONTENT_TYPE, JSON)],
+            "{}",
+        )
+            .into_response(),
+        Err(e) => failure(e),
+    }
+}
+
+async fn services(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.service.registry().list_services().await {
+        Ok(list) => axum::Json(list).into_response(),
+        Err(e) => failure(e),
+    }
+}
+
+async fn describe(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+    match shared.service.registry().get_service(&name).await {
+        Ok(versions) => axum::Json(versions).into_response(),
+        Err(e) => failure(e),
+    }
+}

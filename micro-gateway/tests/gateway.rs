@@ -1,0 +1,246 @@
+//! The gateway over real sockets, driven by curl (an independent HTTP client): the greeter
+//! and the gateway share an in-memory registry and broker in this process, and curl runs as
+//! its own process against the gateway's loopback port.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use greeter::greeter::greeter_handler;
+use greeter::GreeterService;
+use micro::broker::MemoryBroker;
+use micro::core::registry::{Node, RegisterOptions, Service as Registration};
+use micro::core::Registry as _;
+use micro::registry::MemoryRegistry;
+use micro::{Event, Json, Request, Response, Service};
+use micro_conformance::program::output_within;
+use micro_gateway::{Gateway, GatewayOptions};
+use serde_json::Value;
+
+type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+const BOUND: Duration = Duration::from_secs(30);
+
+/// What curl got: status, headers (lower-cased names), body.
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// `curl -s -i <args> <url>`, parsed.
+fn curl(args: &[&str], url: &str) -> Answer {
+    let mut command = Command::new("curl");
+    command
+        .args(["-s", "-i", "--max-time", "20"])
+        .args(args)
+        .arg(url);
+    let out = output_within(command, None, BOUND);
+    assert!(out.status.success(), "curl {args:?} {url} failed: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Answer {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+/// A handler slower than the gateway's deadline.
+fn slow_handler() -> micro::Handler {
+    micro::Handler::new("Slow").unary("Wait", |_req: Request<Json<Value>>| {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok(Response::new(Json(Value::Null)))
+        }) as micro::BoxFuture<'static, micro::Result<Response<Json<Value>>>>
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_over_curl() -> TestResult {
+    let registry = Arc::new(MemoryRegistry::new());
+    let broker = Arc::new(MemoryBroker::new());
+    let greeter = Service::builder("greeter")
+        .ignore_env()
+        .registry(registry.clone())
+        .broker(broker.clone())
+        .handler(greeter_handler(GreeterService))
+        .handler(slow_handler())
+        .build()?;
+    greeter.start().await?;
+    // A subscriber that hands what it gets to the test.
+    let (seen, mut events) = tokio::sync::mpsc::channel::<Value>(4);
+    let listener = Service::builder("listener")
+        .ignore_env()
+        .registry(registry.clone())
+        .broker(broker.clone())
+        .subscriber("orders.created", move |e: Event<Json<Value>>| {
+            let seen = seen.clone();
+            Box::pin(async move {
+                let _ = seen.send(e.message.0).await;
+                Ok(())
+            }) as micro::BoxFuture<'static, micro::Result<()>>
+        })
+        .build()?;
+    listener.start().await?;
+    // A service whose only node is dead.
+    let mut ghost = Registration::new("ghost", "latest");
+    ghost.nodes.push(Node {
+        id: "ghost-1".into(),
+        address: "127.0.0.1:1".into(),
+        metadata: [("protocol".to_string(), "mucp".to_string())].into(),
+    });
+    registry
+        .register(&ghost, RegisterOptions::default())
+        .await?;
+
+    let gateway_service = Service::builder("micro.gateway")
+        .ignore_env()
+        .registry(registry.clone())
+        .broker(broker.clone())
+        .build()?;
+    let opts = GatewayOptions {
+        timeout: Duration::from_millis(500),
+        max_body_bytes: 64 * 1024,
+        ..GatewayOptions::default()
+    };
+    let gateway = Gateway::bind("127.0.0.1:0", &gateway_service, opts).await?;
+    let base = format!("http://{}", gateway.local_addr());
+
+    let checks = tokio::task::spawn_blocking(move || -> TestResult {
+        let api = |path: &str| format!("{base}{path}");
+        let post = |path: &str, body: &str, extra: &[&str]| {
+            let mut args = vec![
+                "-X",
+                "POST",
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                body,
+            ];
+            args.extend_from_slice(extra);
+            curl(&args, &api(path))
+        };
+
+        // Both of Go Micro's routes, metadata in and out.
+        let hello = post(
+            "/api/greeter/Greeter.Hello",
+            r#"{"name":"John"}"#,
+            &["-H", "Trace-Id: t-9"],
+        );
+        assert_eq!(hello.status, 200, "{}", hello.body);
+        assert_eq!(hello.json()["message"], "Hello John");
+        assert_eq!(hello.header("content-type"), Some("application/json"));
+        assert_eq!(hello.header("trace-id"), Some("t-9"), "{:?}", hello.headers);
+        let split = post("/api/greeter/Greeter/Hello", r#"{"name":"Jane"}"#, &[]);
+        assert_eq!(split.json()["message"], "Hello Jane");
+        let empty = post("/api/greeter/Greeter.Hello", "", &[]);
+        assert_eq!(
+            empty.status, 400,
+            "an empty body is {{}}: the greeter refuses an empty name"
+        );
+
+        // GET with the query string as the request.
+        let query = curl(&[], &api("/api/greeter/Greeter.Hello?name=Query"));
+        assert_eq!(query.status, 200, "{}", query.body);
+        assert_eq!(query.json()["message"], "Hello Query");
+
+        // Errors: Go Micro's JSON with a fitting status.
+        let refused = post("/api/greeter/Greeter.Hello", r#"{"name":""}"#, &[]);
+        assert_eq!(refused.status, 400);
+        assert_eq!(refused.json()["id"], "greeter.Greeter.Hello");
+        assert_eq!(refused.json()["detail"], "name must not be empty");
+        assert_eq!(post("/api/nobody/Greeter.Hello", "{}", &[]).status, 404);
+        assert_eq!(post("/api/greeter/Greeter.Nope", "{}", &[]).status, 404);
+        assert_eq!(post("/api/greeter/Hello", "{}", &[]).status, 400);
+        let not_json = post("/api/greeter/Greeter.Hello", "{name", &[]);
+        assert_eq!(not_json.status, 400);
+        assert!(not_json.body.contains("not JSON"), "{}", not_json.body);
+        let dead = post("/api/ghost/Ghost.Call", "{}", &[]);
+        assert!(
+            matches!(dead.status, 502 | 503),
+            "{} {}",
+            dead.status,
+            dead.body
+        );
+        let slow = post("/api/greeter/Slow.Wait", "{}", &[]);
+        assert_eq!(slow.status, 504, "{}", slow.body);
+        let big = format!(r#"{{"name":"{}"}}"#, "x".repeat(100 * 1024));
+        assert_eq!(post("/api/greeter/Greeter.Hello", &big, &[]).status, 413);
+        assert_eq!(curl(&[], &api("/nowhere")).status, 404);
+
+        // The registry, read through the gateway.
+        let services = curl(&[], &api("/services"));
+        let names: Vec<String> = services
+            .json()
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .filter_map(|s| s["name"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(names.iter().any(|n| n == "greeter"), "{}", services.body);
+        let described = curl(&[], &api("/services/greeter")).json();
+        let endpoints: Vec<&str> = described[0]["endpoints"]
+            .as_array()
+            .map(|e| e.iter().filter_map(|e| e["name"].as_str()).collect())
+            .unwrap_or_default();
+        assert!(endpoints.contains(&"Greeter.Hello"), "{described}");
+        assert_eq!(curl(&[], &api("/services/nobody")).status, 404);
+        assert_eq!(curl(&[], &api("/health")).json()["status"], "ok");
+
+        // Events.
+        let published = post("/event/orders.created", r#"{"id":"7"}"#, &[]);
+        assert_eq!(published.status, 202, "{}", published.body);
+        assert_eq!(post("/event/orders.created", "nope", &[]).status, 400);
+        Ok(())
+    })
+    .await?;
+    let event = tokio::time::timeout(BOUND, events.recv()).await;
+    gateway.shutdown().await;
+    listener.stop().await?;
+    greeter.stop().await?;
+    checks?;
+    assert_eq!(event.ok().flatten(), Some(serde_json::json!({"id": "7"})));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_public_address_is_refused_without_auth() -> TestResult {
+    let service = Service::builder("micro.gateway")
+        .ignore_env()
+        .registry(Arc::new(MemoryRegistry::new()))
+        .broker(Arc::new(MemoryBroker::new()))
+        .build()?;
+    let refused = Gateway::bind("0.0.0.0:0", &service, GatewayOptions::default())
+        .await
+        .err()
+        .ok_or("the gateway served a public address")?;
+    assert_eq!(refused.code, 400);
+    assert!(refused.detail.contains("loopback"), "{refused}");
+    Ok(())
+}
