@@ -105,8 +105,23 @@ pub(crate) async fn unary(service: &Service, args: CallArgs) -> Result<()> {
 }
 
 /// `micro stream`: a server stream when a request is given, else one request per line of
-/// standard input (client or bidirectional streaming); prints each reply on a line.
+/// standard input (client or bidirectional streaming); prints each reply on a line. With
+/// `--timeout`, the whole stream ends by then.
 pub(crate) async fn stream(service: &Service, args: CallArgs) -> Result<()> {
+    match args.timeout {
+        Some(limit) => tokio::time::timeout(limit, stream_all(service, args))
+            .await
+            .map_err(|_| {
+                Error::timeout(
+                    "micro.cli",
+                    format!("the stream did not end within {limit:?}"),
+                )
+            })?,
+        None => stream_all(service, args).await,
+    }
+}
+
+async fn stream_all(service: &Service, args: CallArgs) -> Result<()> {
     if args.content_type != JSON {
         return Err(Error::bad_request(
             "micro.cli",
@@ -129,7 +144,8 @@ pub(crate) async fn stream(service: &Service, args: CallArgs) -> Result<()> {
         }
         None => {
             let input = read_stdin(STDIN_LIMIT).await?;
-            let text = String::from_utf8_lossy(&input);
+            let text = String::from_utf8(input)
+                .map_err(|_| Error::bad_request("micro.cli", "standard input is not UTF-8 text"))?;
             let mut messages = Vec::new();
             for (n, line) in text.lines().enumerate() {
                 if !line.trim().is_empty() {
@@ -147,7 +163,9 @@ pub(crate) async fn stream(service: &Service, args: CallArgs) -> Result<()> {
         }
     };
     while let Some(Json(reply)) = stream.recv().await? {
-        println!("{reply}");
+        if !output::line(&reply.to_string()) {
+            break;
+        }
     }
     Ok(())
 }

@@ -203,8 +203,11 @@ async fn run(cli: Cli) -> Result<bool> {
         }
         Command::New(args) => {
             let dir = new::create(args)?;
-            println!("created {}", dir.display());
-            println!("next: cd {} && cargo test && cargo run", dir.display());
+            output::line(&format!("created {}", dir.display()));
+            output::line(&format!(
+                "next: cd {} && cargo test && cargo run",
+                dir.display()
+            ));
             return Ok(true);
         }
         _ => {}

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use heck::{ToSnakeCase as _, ToUpperCamelCase as _};
 use micro::{Error, Result};
 
 /// What `new` takes.
@@ -44,6 +45,30 @@ const PUBSUB_LIB: &str = include_str!("../templates/pubsub_lib.rs.tmpl");
 const PUBSUB_TEST: &str = include_str!("../templates/pubsub_test.rs.tmpl");
 const PUBSUB_README: &str = include_str!("../templates/pubsub_readme.tmpl");
 
+/// Names that would clash with what the crate needs or with cargo's own.
+const RESERVED: [&str; 11] = [
+    "micro",
+    "micro_build",
+    "build",
+    "deps",
+    "examples",
+    "incremental",
+    "test",
+    "std",
+    "core",
+    "alloc",
+    "proc_macro",
+];
+
+/// Rust's keywords, strict and reserved: not a module name.
+const KEYWORDS: [&str; 51] = [
+    "as", "break", "const", "continue", "crate", "else", "enum", "extern", "false", "fn", "for",
+    "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub", "ref", "return",
+    "self", "static", "struct", "super", "trait", "true", "type", "unsafe", "use", "where",
+    "while", "async", "await", "dyn", "abstract", "become", "box", "do", "final", "macro",
+    "override", "priv", "typeof", "unsized", "virtual", "yield", "try", "gen",
+];
+
 fn invalid(detail: String) -> Error {
     Error::bad_request("micro.new", detail)
 }
@@ -74,6 +99,13 @@ pub(crate) fn create(args: NewArgs) -> Result<PathBuf> {
         return Err(invalid(format!(
             "{package:?} cannot be the proto package here: use lower case letters, digits and \
              '_' (one name, no dots)"
+        )));
+    }
+    let taken = |ident: &str| RESERVED.contains(&ident) || KEYWORDS.contains(&ident);
+    if taken(&name.replace('-', "_")) || taken(name) || taken(&package) {
+        return Err(invalid(format!(
+            "{name:?} (package {package:?}) is a Rust keyword or a name cargo or Micro keeps \
+             for itself: choose another"
         )));
     }
     let root = args.dir.join(name);
@@ -109,13 +141,14 @@ pub(crate) fn create(args: NewArgs) -> Result<PathBuf> {
             "micro-build = \"0.1\"".to_string(),
         ),
     };
-    let service = upper_camel(name);
+    // As prost and micro-build name things, so that the template names what they generate.
+    let service = name.to_upper_camel_case().to_upper_camel_case();
     let vars: Vec<(&str, String)> = vec![
         ("{{name}}", name.to_string()),
         ("{{crate}}", name.replace('-', "_")),
         ("{{package}}", package.clone()),
         ("{{Service}}", service.clone()),
-        ("{{service_fn}}", snake(&service)),
+        ("{{service_fn}}", service.to_snake_case()),
         ("{{micro_dep}}", micro_dep),
         ("{{micro_build_dep}}", micro_build_dep),
         (
@@ -170,51 +203,15 @@ fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).map_err(fail)
 }
 
-/// `order-api` -> `OrderApi`.
-fn upper_camel(name: &str) -> String {
-    name.split(['-', '_'])
-        .filter(|part| !part.is_empty())
-        .map(|part| {
-            let mut chars = part.chars();
-            chars
-                .next()
-                .map(|first| first.to_ascii_uppercase().to_string() + chars.as_str())
-                .unwrap_or_default()
-        })
-        .collect()
-}
-
-/// `OrderApi` -> `order_api`, as micro-build names the registration function.
-fn snake(camel: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in camel.chars().enumerate() {
-        if c.is_ascii_uppercase() {
-            if i > 0 {
-                out.push('_');
-            }
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn names() {
-        assert_eq!(upper_camel("order-api"), "OrderApi");
-        assert_eq!(upper_camel("demo"), "Demo");
-        assert_eq!(snake("OrderApi"), "order_api");
-        assert_eq!(snake("Demo2x"), "demo2x");
-    }
-
-    #[test]
     fn bad_names_are_refused() {
-        for name in ["Demo", "1demo", "de mo", "demo-", "", "a.b"] {
+        for name in [
+            "Demo", "1demo", "de mo", "demo-", "", "a.b", "type", "micro", "build",
+        ] {
             let args = NewArgs {
                 name: name.into(),
                 package: None,

@@ -11,6 +11,14 @@ pub(crate) enum Output {
     Json,
 }
 
+/// Prints one line on standard output; `false` once nobody reads it any more (`| head -1`),
+/// so that a command that goes on printing can stop cleanly instead of panicking.
+pub(crate) fn line(text: &str) -> bool {
+    use std::io::Write as _;
+
+    writeln!(std::io::stdout().lock(), "{text}").is_ok()
+}
+
 /// Prints `rows` under `header`, each column as wide as its widest cell.
 pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
@@ -28,7 +36,7 @@ pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) {
                 text.push_str(&format!("{cell:<width$}  "));
             }
         }
-        println!("{}", text.trim_end());
+        line(text.trim_end());
     };
     line(header.to_vec());
     for row in rows {
@@ -39,7 +47,9 @@ pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) {
 /// Prints `value` as pretty JSON.
 pub(crate) fn json(value: &impl serde::Serialize) {
     match serde_json::to_string_pretty(value) {
-        Ok(text) => println!("{text}"),
+        Ok(text) => {
+            line(&text);
+        }
         Err(e) => eprintln!("micro: cannot print JSON: {e}"),
     }
 }

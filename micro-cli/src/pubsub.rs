@@ -5,9 +5,9 @@ use std::sync::Arc;
 use micro::core::broker::{Delivery, SubscribeOptions};
 use micro::{Error, Json, Result, Service};
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
-use crate::output::Output;
+use crate::output::{self, Output};
 use crate::{bounded, read_stdin};
 
 /// The largest message read from standard input.
@@ -41,16 +41,19 @@ pub(crate) async fn subscribe(
 ) -> Result<()> {
     let broker = service.broker();
     bounded("connecting to the broker", broker.connect()).await?;
-    // The handler only hands deliveries over; printing happens here, in order.
-    let (deliveries, mut received) = mpsc::channel::<Delivery>(64);
+    // The handler hands each delivery over and waits until it is printed: the broker acks a
+    // message only once it is out (a message not printed when the command stops is nacked).
+    let (deliveries, mut received) = mpsc::channel::<(Delivery, oneshot::Sender<()>)>(1);
     let handler: micro::core::broker::Handler = Arc::new(move |delivery: Delivery| {
         let deliveries = deliveries.clone();
         Box::pin(async move {
-            // A full queue makes the broker wait (and redeliver where it can), nothing is lost.
+            let stopping = || Error::new("micro.cli", 503, "the subscriber is stopping");
+            let (printed, done) = oneshot::channel();
             deliveries
-                .send(delivery)
+                .send((delivery, printed))
                 .await
-                .map_err(|_| Error::new("micro.cli", 503, "the subscriber is stopping"))
+                .map_err(|_| stopping())?;
+            done.await.map_err(|_| stopping())
         })
     });
     let options = SubscribeOptions {
@@ -68,22 +71,30 @@ pub(crate) async fn subscribe(
             delivery = received.recv() => delivery,
             _ = tokio::signal::ctrl_c() => break,
         };
-        let Some(delivery) = delivery else { break };
-        print_delivery(&delivery, out);
+        let Some((delivery, printed)) = delivery else {
+            break;
+        };
+        if !print_delivery(&delivery, out) {
+            break;
+        }
+        let _ = printed.send(());
         seen += 1;
     }
+    // Deliveries still waiting are refused (nacked), not acked unprinted.
+    received.close();
     let unsubscribed = bounded("unsubscribing", subscription.unsubscribe()).await;
     let _ = broker.disconnect().await;
     unsubscribed
 }
 
-fn print_delivery(delivery: &Delivery, out: Output) {
+/// Prints a delivery; `false` once standard output is closed.
+fn print_delivery(delivery: &Delivery, out: Output) -> bool {
     let body = &delivery.message.body;
     let parsed = serde_json::from_slice::<Value>(body).ok();
     match out {
         Output::Table => match parsed {
-            Some(value) => println!("{value}"),
-            None => println!("{}", String::from_utf8_lossy(body)),
+            Some(value) => output::line(&value.to_string()),
+            None => output::line(&String::from_utf8_lossy(body)),
         },
         Output::Json => {
             let header: serde_json::Map<String, Value> = delivery
@@ -95,7 +106,7 @@ fn print_delivery(delivery: &Delivery, out: Output) {
             let body =
                 parsed.unwrap_or_else(|| Value::String(String::from_utf8_lossy(body).into()));
             let line = serde_json::json!({"topic": delivery.topic, "header": header, "body": body});
-            println!("{line}");
+            output::line(&line.to_string())
         }
     }
 }

@@ -59,21 +59,21 @@ pub(crate) async fn describe(service: &Service, name: &str, out: Output) -> Resu
     }
     for (i, version) in versions.iter().enumerate() {
         if i > 0 {
-            println!();
+            output::line("");
         }
-        println!("service  {}", version.name);
-        println!("version  {}", version.version);
+        output::line(&format!("service  {}", version.name));
+        output::line(&format!("version  {}", version.version));
         if !version.metadata.is_empty() {
-            println!("metadata {}", pairs(&version.metadata));
+            output::line(&format!("metadata {}", pairs(&version.metadata)));
         }
-        println!();
+        output::line("");
         let nodes: Vec<Vec<String>> = version
             .nodes
             .iter()
             .map(|n| vec![n.id.clone(), n.address.clone(), pairs(&n.metadata)])
             .collect();
         output::table(&["NODE", "ADDRESS", "METADATA"], &nodes);
-        println!();
+        output::line("");
         let endpoints: Vec<Vec<String>> = version
             .endpoints
             .iter()
@@ -112,36 +112,44 @@ pub(crate) async fn watch(
         };
         match event {
             Some(Ok(event)) => {
-                print_event(&event, out);
+                if !print_event(&event, out) {
+                    break;
+                }
                 seen += 1;
             }
             // The watch goes on after a backend hiccup; say so and keep going.
             Some(Err(e)) => eprintln!("micro: the watch reported: {e}"),
-            None => break,
+            None => {
+                return Err(micro::Error::new(
+                    "micro.cli",
+                    503,
+                    format!("the {} registry ended the watch", service.registry().name()),
+                ))
+            }
         }
     }
     Ok(())
 }
 
-fn print_event(event: &Event, out: Output) {
+/// Prints an event; `false` once standard output is closed.
+fn print_event(event: &Event, out: Output) -> bool {
     match out {
-        Output::Json => match serde_json::to_string(
-            &serde_json::json!({"action": event.kind.to_string(), "service": event.service}),
-        ) {
-            Ok(line) => println!("{line}"),
-            Err(e) => eprintln!("micro: cannot print JSON: {e}"),
-        },
+        Output::Json => {
+            let json =
+                serde_json::json!({"action": event.kind.to_string(), "service": event.service});
+            output::line(&json.to_string())
+        }
         Output::Table => {
             let s = &event.service;
             if s.nodes.is_empty() {
-                println!("{} {} {}", event.kind, s.name, s.version);
+                return output::line(&format!("{} {} {}", event.kind, s.name, s.version));
             }
-            for node in &s.nodes {
-                println!(
+            s.nodes.iter().all(|node| {
+                output::line(&format!(
                     "{} {} {} {} {}",
                     event.kind, s.name, s.version, node.id, node.address
-                );
-            }
+                ))
+            })
         }
     }
 }

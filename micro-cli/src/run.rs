@@ -62,18 +62,30 @@ pub(crate) async fn run(args: RunArgs, env: Vec<(&'static str, String)>) -> Resu
                 .join(", ")
         )));
     }
-    let (changed, mut changes) = mpsc::unbounded_channel();
+    // Listening for Ctrl-C and SIGTERM from here on: a signal during the first builds still
+    // stops what has started.
+    let (stopping, mut stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        micro::shutdown_signal().await;
+        let _ = stopping.send(true);
+    });
+    let (changed, mut changes) = mpsc::channel(64);
     let _watcher = watch(&targets, changed)?;
     let mut children: Vec<Option<Child>> = Vec::new();
     for target in &targets {
-        children.push(start(target, &env).await);
+        let started = tokio::select! {
+            child = start(target, &env) => child,
+            _ = stop.wait_for(|stopped| *stopped) => None,
+        };
+        children.push(started);
+        if *stop.borrow() {
+            break;
+        }
     }
-    let stop = micro::shutdown_signal();
-    tokio::pin!(stop);
-    loop {
+    while !*stop.borrow() {
         let first = tokio::select! {
             first = changes.recv() => first,
-            _ = &mut stop => break,
+            _ = stop.wait_for(|stopped| *stopped) => break,
         };
         let Some(first) = first else { break };
         let mut touched = BTreeSet::from([first]);
@@ -84,13 +96,22 @@ pub(crate) async fn run(args: RunArgs, env: Vec<(&'static str, String)>) -> Resu
         for i in touched {
             let target = &targets[i];
             say(&target.name, "sources changed: rebuilding");
-            if build(target).await {
-                if let Some(child) = children[i].take() {
+            let before = built_at(target);
+            let built = tokio::select! {
+                built = build(target) => built,
+                _ = stop.wait_for(|stopped| *stopped) => break,
+            };
+            if !built {
+                say(&target.name, "the build failed: the running version stays");
+            } else if built_at(target) == before && children.get(i).is_some_and(Option::is_some) {
+                say(&target.name, "the binary did not change: not restarted");
+            } else {
+                if let Some(child) = children.get_mut(i).and_then(Option::take) {
                     stop_child(&target.name, child).await;
                 }
-                children[i] = spawn(target, &env);
-            } else {
-                say(&target.name, "the build failed: the running version stays");
+                if let Some(slot) = children.get_mut(i) {
+                    *slot = spawn(target, &env);
+                }
             }
         }
     }
@@ -100,6 +121,17 @@ pub(crate) async fn run(args: RunArgs, env: Vec<(&'static str, String)>) -> Resu
         }
     }
     Ok(())
+}
+
+/// When the target's binary was last written, if it exists.
+fn built_at(target: &Target) -> Option<std::time::SystemTime> {
+    std::fs::metadata(binary(target))
+        .and_then(|m| m.modified())
+        .ok()
+}
+
+fn binary(target: &Target) -> PathBuf {
+    target.target_dir.join("debug").join(&target.bin)
 }
 
 fn invalid(detail: String) -> Error {
@@ -183,44 +215,49 @@ fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string())
 }
 
-/// Watches every target's directory (its `target/` aside); sends the index of a target whose
-/// sources changed.
-fn watch(
-    targets: &[Target],
-    changed: mpsc::UnboundedSender<usize>,
-) -> Result<notify::RecommendedWatcher> {
-    let dirs: Vec<(PathBuf, PathBuf)> = targets
-        .iter()
-        .map(|t| (t.dir.clone(), t.target_dir.clone()))
-        .collect();
+/// The files cargo builds a crate from, under its directory: what is watched.
+const INPUTS: [&str; 4] = ["src", "proto", "build.rs", "Cargo.toml"];
+
+/// Watches the inputs of every target's crate ([`INPUTS`]); sends the index of each target
+/// whose crate changed. Hidden files and editors' backups do not count.
+fn watch(targets: &[Target], changed: mpsc::Sender<usize>) -> Result<notify::RecommendedWatcher> {
+    let dirs: Vec<PathBuf> = targets.iter().map(|t| t.dir.clone()).collect();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
         if matches!(event.kind, notify::EventKind::Access(_)) {
             return;
         }
         for path in &event.paths {
-            let source = |(dir, target): &(PathBuf, PathBuf)| {
-                path.starts_with(dir)
-                    && !path.starts_with(target)
-                    && !path.starts_with(dir.join("target"))
-            };
-            // The deepest directory owns the file (a member inside a workspace root).
-            let owner = dirs
-                .iter()
-                .enumerate()
-                .filter(|(_, d)| source(d))
-                .max_by_key(|(_, (dir, _))| dir.components().count());
-            if let Some((i, _)) = owner {
-                let _ = changed.send(i);
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            if name.starts_with('.') || name.ends_with('~') || name.ends_with(".swp") {
+                continue;
+            }
+            let input =
+                |dir: &PathBuf| INPUTS.iter().any(|input| path.starts_with(dir.join(input)));
+            // Every binary of the crate the file belongs to; a full queue already holds it.
+            for (i, _) in dirs.iter().enumerate().filter(|(_, dir)| input(dir)) {
+                let _ = changed.try_send(i);
             }
         }
     })
     .map_err(|e| invalid(format!("cannot watch the sources: {e}")))?;
+    // The crate's directory itself without descending (editors replace `Cargo.toml` and
+    // `build.rs` rather than write them in place), and the source directories whole.
     let mut watched = BTreeSet::new();
     for target in targets {
-        if watched.insert(target.dir.clone()) {
-            notify::Watcher::watch(&mut watcher, &target.dir, notify::RecursiveMode::Recursive)
-                .map_err(|e| invalid(format!("cannot watch {}: {e}", target.dir.display())))?;
+        let dirs = [
+            (target.dir.clone(), notify::RecursiveMode::NonRecursive),
+            (target.dir.join("src"), notify::RecursiveMode::Recursive),
+            (target.dir.join("proto"), notify::RecursiveMode::Recursive),
+        ];
+        for (path, mode) in dirs {
+            if path.is_dir() && watched.insert(path.clone()) {
+                notify::Watcher::watch(&mut watcher, &path, mode)
+                    .map_err(|e| invalid(format!("cannot watch {}: {e}", path.display())))?;
+            }
         }
     }
     Ok(watcher)
@@ -265,7 +302,7 @@ async fn start(target: &Target, env: &[(&'static str, String)]) -> Option<Child>
 
 /// Starts the built binary with its output forwarded line by line behind its name.
 fn spawn(target: &Target, env: &[(&'static str, String)]) -> Option<Child> {
-    let exe = target.target_dir.join("debug").join(&target.bin);
+    let exe = binary(target);
     let mut command = Command::new(&exe);
     command
         .current_dir(&target.dir)

@@ -776,12 +776,14 @@ impl Socket for ServerSocket {
 /// Server reflection (v1, v1alpha) over the handlers' file descriptor sets and the health
 /// service's.
 fn reflection(sets: &[Bytes]) -> Result<(TonicService, TonicService)> {
+    // The handlers' files first: of two files with one name, reflection keeps the first.
     let builder = || {
-        sets.iter().fold(
-            tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
-            |builder, set| builder.register_encoded_file_descriptor_set(set),
-        )
+        sets.iter()
+            .fold(
+                tonic_reflection::server::Builder::configure(),
+                |builder, set| builder.register_encoded_file_descriptor_set(set),
+            )
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     let invalid = |e: tonic_reflection::server::Error| {
         Error::internal(
