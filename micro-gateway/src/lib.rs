@@ -35,15 +35,24 @@
 //!
 //! Request headers on the allow-list ([`GatewayOptions::forward_headers`]: `Authorization`,
 //! `Trace-Id`, `X-Request-Id`, `Traceparent`, `Tracestate`, `Baggage` by default) travel to the
-//! service as metadata; the reply's metadata comes back as response headers. Hop-by-hop and
-//! `Micro-*` headers are never forwarded.
+//! service as metadata; the reply's metadata comes back as response headers. Hop-by-hop,
+//! framing (`Content-Length`, `Content-Type`, `Transfer-Encoding`, ...), `Host` and `Micro-*`
+//! headers never cross, either way, whatever the allow-list says.
 //!
 //! # Limits
 //!
 //! Bodies are limited to [`GatewayOptions::max_body_bytes`] (1 MiB, `MICRO_GATEWAY_MAX_BODY`;
-//! larger ones get `413`), and every call to [`GatewayOptions::timeout`]
-//! (`MICRO_GATEWAY_TIMEOUT`, 10 s). The gateway has no authentication yet, so it serves
-//! loopback addresses only: binding another address is refused.
+//! larger ones get `413`), and every call, publication and registry read to
+//! [`GatewayOptions::timeout`] (`MICRO_GATEWAY_TIMEOUT`, 10 s; past it `504`).
+//!
+//! # Who may call
+//!
+//! The gateway has no authentication yet, so it serves this machine's programs only: binding
+//! a non-loopback address is refused, a request must name a loopback `Host` (against DNS
+//! rebinding), and a browser request must come from a loopback page (`Origin`,
+//! `Sec-Fetch-Site`), so a web page opened elsewhere cannot make a local browser call
+//! services; otherwise `403`. Connection limits and slow-client timeouts are not built yet
+//! (the hardening issue covers every server).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -62,6 +71,26 @@ use micro::{Error, Json, Metadata, Result, Service};
 use serde_json::Value;
 
 const ID: &str = "micro.gateway";
+/// How long [`Gateway::shutdown`] waits for requests under way.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
+/// Headers that belong to one HTTP hop or to the message's framing, or that Micro keeps for
+/// itself: never passed between a caller and a service, whatever the allow-list says.
+const NEVER_FORWARDED: [&str; 14] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "expect",
+];
 const JSON: &str = "application/json";
 
 /// The gateway's settings.
@@ -155,11 +184,84 @@ pub fn router(service: &Service, opts: GatewayOptions) -> Router {
                 "no such route: see /services, /api/{service}/{Type.Method}, /event/{topic}",
             ))
         })
+        .layer(axum::middleware::map_response(errors_as_json))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(local_callers_only))
         .with_state(shared)
 }
 
-/// A running gateway; dropping it does not stop it, [`Gateway::shutdown`] does.
+/// Until the gateway has authentication it serves this machine's own programs only: a
+/// request must name a loopback host (no DNS rebinding), and a browser's request must come
+/// from a loopback page (no cross-site requests from a page the user opened elsewhere).
+async fn local_callers_only(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !from_this_machine(request.headers()) {
+        return failure(Error::forbidden(
+            ID,
+            "the gateway answers programs on this machine only (loopback Host and Origin) \
+             until it has authentication",
+        ));
+    }
+    next.run(request).await
+}
+
+fn from_this_machine(headers: &HeaderMap) -> bool {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let loopback = |host: &str| {
+        let host = host.rsplit_once(':').map_or(host, |(h, port)| {
+            if port.chars().all(|c| c.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        });
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    };
+    let host_ok = header(http::header::HOST.as_str()).is_none_or(loopback);
+    let origin_ok = header(http::header::ORIGIN.as_str()).is_none_or(|origin| {
+        let host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+        loopback(host)
+    });
+    let site_ok =
+        header("sec-fetch-site").is_none_or(|site| site != "cross-site" && site != "same-site");
+    host_ok && origin_ok && site_ok
+}
+
+/// Errors that axum answers itself (413 for a large body, 405, a bad query string) as Go
+/// Micro's error JSON, like every other error of the gateway.
+async fn errors_as_json(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(JSON.as_bytes()));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let detail = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "the request body is larger than the gateway accepts",
+        StatusCode::METHOD_NOT_ALLOWED => "this route does not take that method",
+        _ => status
+            .canonical_reason()
+            .unwrap_or("the request cannot be answered"),
+    };
+    let error = Error::new(ID, i32::from(status.as_u16()), detail);
+    (
+        status,
+        [(http::header::CONTENT_TYPE, JSON)],
+        error.to_json(),
+    )
+        .into_response()
+}
+
+/// A running gateway; dropping it does not stop it (it serves until the runtime ends),
+/// [`Gateway::shutdown`] does.
 #[derive(Debug)]
 pub struct Gateway {
     local_addr: SocketAddr,
@@ -197,7 +299,10 @@ impl Gateway {
         let task = tokio::spawn(async move {
             let served = axum::serve(listener, app)
                 .with_graceful_shutdown(async {
-                    let _ = stopped.await;
+                    // A dropped `Gateway` (no shutdown asked for) keeps serving.
+                    if stopped.await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
                 })
                 .await;
             if let Err(e) = served {
@@ -216,10 +321,17 @@ impl Gateway {
         self.local_addr
     }
 
-    /// Stops taking connections and waits for requests under way.
+    /// Stops taking connections and waits for requests under way, at most
+    /// [`SHUTDOWN_WAIT`]; connections still open then are closed.
     pub async fn shutdown(self) {
         let _ = self.stop.send(());
-        let _ = self.task.await;
+        let mut task = self.task;
+        if tokio::time::timeout(SHUTDOWN_WAIT, &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
     }
 }
 
@@ -228,6 +340,9 @@ fn failure(e: Error) -> Response {
     let status = match e.code {
         // The service did not answer in time: the gateway's upstream timed out.
         408 => StatusCode::GATEWAY_TIMEOUT,
+        // The caller's body is checked before any call: a 413 here is the service's reply
+        // that was too large for the transport, a bad answer from upstream.
+        413 => StatusCode::BAD_GATEWAY,
         _ => StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
     };
     (status, [(http::header::CONTENT_TYPE, JSON)], e.to_json()).into_response()
@@ -275,8 +390,10 @@ async fn call_query_split(
 fn query_json(query: Vec<(String, String)>) -> Value {
     let mut object: BTreeMap<String, Value> = BTreeMap::new();
     for (key, text) in query {
+        // Only where the JSON reads back as the same text: `007`, `1.50` and integers beyond
+        // 64 bits stay strings.
         let value = match serde_json::from_str::<Value>(&text) {
-            Ok(v @ (Value::Number(_) | Value::Bool(_))) => v,
+            Ok(v @ (Value::Number(_) | Value::Bool(_))) if same_text(&v, &text) => v,
             _ => Value::String(text),
         };
         match object.get_mut(&key) {
@@ -288,6 +405,12 @@ fn query_json(query: Vec<(String, String)>) -> Value {
         }
     }
     Value::Object(object.into_iter().collect())
+}
+
+/// Whether `value` written as JSON is exactly `text`.
+fn same_text(value: &Value, text: &str) -> bool {
+    let written = value.to_string();
+    written == text
 }
 
 /// One call: the JSON body to `endpoint` of `service`, the reply (or the error) back.
@@ -335,7 +458,7 @@ async fn call(
             )
                 .into_response();
             for (key, value) in reply.metadata.iter() {
-                if headers::is_protocol(key) {
+                if !forwardable(key) {
                     continue;
                 }
                 if let (Ok(name), Ok(value)) =
@@ -350,11 +473,20 @@ async fn call(
     }
 }
 
+/// Whether a header may cross the gateway at all.
+fn forwardable(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    !NEVER_FORWARDED.contains(&lower.as_str())
+        && !lower.starts_with("micro-")
+        && !lower.starts_with("x-micro-")
+        && !headers::is_protocol(name)
+}
+
 /// The allowed request headers, as metadata.
 fn metadata_of(headers: &HeaderMap, allowed: &[String]) -> Metadata {
     let mut metadata = Metadata::new();
     for name in allowed {
-        if name.to_ascii_lowercase().starts_with("micro-") {
+        if !forwardable(name) {
             continue;
         }
         if let Some(value) = headers.get(name.as_str()).and_then(|v| v.to_str().ok()) {
@@ -379,7 +511,13 @@ async fn publish(
         }
     };
     let client = shared.service.client().with_content_type(JSON);
-    match client.publish(&topic, &Json(value)).await {
+    match bounded(
+        &shared.opts,
+        "publishing",
+        client.publish(&topic, &Json(value)),
+    )
+    .await
+    {
         Ok(()) => (
             StatusCode::ACCEPTED,
             [(http::header::CONTENT_TYPE, JSON)],
@@ -390,15 +528,34 @@ async fn publish(
     }
 }
 
+/// `f` within the gateway's timeout; past it, a 408 (answered as 504).
+async fn bounded<T>(
+    opts: &GatewayOptions,
+    what: &str,
+    f: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::time::timeout(opts.timeout, f)
+        .await
+        .map_err(|_| Error::timeout(ID, format!("{what} took longer than {:?}", opts.timeout)))?
+}
+
 async fn services(State(shared): State<Arc<Shared>>) -> Response {
-    match shared.service.registry().list_services().await {
+    let registry = shared.service.registry();
+    match bounded(&shared.opts, "listing services", registry.list_services()).await {
         Ok(list) => axum::Json(list).into_response(),
         Err(e) => failure(e),
     }
 }
 
 async fn describe(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
-    match shared.service.registry().get_service(&name).await {
+    let registry = shared.service.registry();
+    match bounded(
+        &shared.opts,
+        "reading the registry",
+        registry.get_service(&name),
+    )
+    .await
+    {
         Ok(versions) => axum::Json(versions).into_response(),
         Err(e) => failure(e),
     }

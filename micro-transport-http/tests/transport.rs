@@ -685,7 +685,7 @@ async fn shutdown_lets_the_request_in_flight_finish() {
     let e = micro_conformance::transport::call(&transport, &addr, message(&[], "late"))
         .await
         .expect_err("the listener is gone");
-    assert_eq!(e.code, 500);
+    assert_eq!(e.code, 503);
 }
 
 #[tokio::test]

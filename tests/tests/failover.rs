@@ -169,5 +169,5 @@ async fn a_stopped_server_deregisters_and_refuses_new_calls() {
     let err = within("call to a stopped server", greeter.hello(req))
         .await
         .expect_err("refused");
-    assert_eq!(err.code, 500, "a transport error: {err}");
+    assert_eq!(err.code, 503, "a transport error: {err}");
 }
