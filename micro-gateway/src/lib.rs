@@ -12,6 +12,7 @@
 //! |---|---|
 //! | `POST /api/{service}/{Type.Method}` | calls the endpoint with the JSON body (`{}` when empty); the reply's JSON is the response (Go Micro v6's route) |
 //! | `POST /api/{service}/{Type}/{Method}` | the same, Go Micro's other form |
+//! | either, with `Accept: text/event-stream` | a server-streaming endpoint as Server-Sent Events: one `data:` event per reply, an `error` event (Go Micro's error JSON) if it fails |
 //! | `GET` on either | the query string is the request: `?name=John&count=3` is `{"name":"John","count":3}` (numbers and `true`/`false` as such, a repeated key as a list) |
 //! | `POST /event/{topic}` | publishes the JSON body on the broker (`Content-Type: application/json`), answers `202` |
 //! | `GET /services` | the services in the registry (Go Micro's JSON) |
@@ -437,11 +438,19 @@ async fn call(
             format!("the request body is not JSON: {e}"),
         ));
     }
+    let metadata = metadata_of(headers, &shared.opts.forward_headers);
+    let wants_events = headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/event-stream"));
+    if wants_events {
+        return server_stream(shared, service, endpoint, metadata, body).await;
+    }
     let request = rpc::Request {
         service,
         endpoint,
         content_type: JSON.to_string(),
-        metadata: metadata_of(headers, &shared.opts.forward_headers),
+        metadata,
         body,
         ..rpc::Request::default()
     };
@@ -471,6 +480,65 @@ async fn call(
         }
         Err(e) => failure(e),
     }
+}
+
+/// A server-streaming call answered as Server-Sent Events: one `data:` event per reply (its
+/// JSON), then the stream ends; an error, before or during the stream, is an `error` event
+/// with Go Micro's error JSON. The whole stream is bounded by the gateway's timeout.
+async fn server_stream(
+    shared: &Shared,
+    service: String,
+    endpoint: String,
+    metadata: Metadata,
+    body: Bytes,
+) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures_util::StreamExt as _;
+
+    let message: Value = match serde_json::from_slice(&body) {
+        Ok(message) => message,
+        Err(e) => {
+            return failure(Error::bad_request(
+                ID,
+                format!("the request is not JSON: {e}"),
+            ))
+        }
+    };
+    let mut opener = micro::Request::new(());
+    *opener.metadata_mut() = metadata;
+    let client = shared.service.client().with_content_type(JSON);
+    let opened = async {
+        let mut stream = client
+            .stream::<Json<Value>, Json<Value>>(&service, &endpoint, opener)
+            .await?;
+        stream.send(&Json(message)).await?;
+        stream.close_send().await?;
+        Ok::<_, Error>(stream)
+    };
+    let stream = match bounded(&shared.opts, "opening the stream", opened).await {
+        Ok(stream) => stream,
+        Err(e) => return failure(e),
+    };
+    let deadline = tokio::time::Instant::now() + shared.opts.timeout;
+    let limit = shared.opts.timeout;
+    // `Some(stream)` while replies may come; an error ends it after one `error` event.
+    let events = futures_util::stream::unfold(Some(stream), move |state| async move {
+        let mut stream = state?;
+        let next = tokio::time::timeout_at(deadline, stream.recv()).await;
+        let event = match next {
+            Ok(Ok(Some(Json(reply)))) => {
+                return Some((Event::default().data(reply.to_string()), Some(stream)))
+            }
+            Ok(Ok(None)) => return None,
+            Ok(Err(e)) => e,
+            Err(_) => Error::timeout(ID, format!("the stream did not end within {limit:?}")),
+        };
+        Some((Event::default().event("error").data(event.to_json()), None))
+    })
+    .map(Ok::<_, std::convert::Infallible>);
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 /// Whether a header may cross the gateway at all.

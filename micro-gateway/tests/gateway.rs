@@ -226,6 +226,34 @@ async fn every_route_over_curl() -> TestResult {
         );
         assert_eq!(local_page.status, 200, "{}", local_page.body);
 
+        // A server stream as Server-Sent Events, and a failing one as an error event.
+        let sse = ["-N", "-H", "Accept: text/event-stream"];
+        let streamed = post(
+            "/api/greeter/Greeter.Stream",
+            r#"{"name":"S","count":3}"#,
+            &sse,
+        );
+        assert_eq!(streamed.status, 200, "{}", streamed.body);
+        assert_eq!(streamed.header("content-type"), Some("text/event-stream"));
+        let data: Vec<&str> = streamed
+            .body
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .collect();
+        assert_eq!(
+            data,
+            [
+                r#"{"message":"Hello S #1"}"#,
+                r#"{"message":"Hello S #2"}"#,
+                r#"{"message":"Hello S #3"}"#
+            ],
+            "{}",
+            streamed.body
+        );
+        let failed = post("/api/greeter/Greeter.Nope", "{}", &sse);
+        assert!(failed.body.contains("event: error"), "{}", failed.body);
+        assert!(failed.body.contains(r#""code":404"#), "{}", failed.body);
+
         // Query values keep their text unless it is a number or boolean exactly.
         let padded = curl(&[], &api("/api/greeter/Greeter.Hello?name=007"));
         assert_eq!(padded.json()["message"], "Hello 007", "{}", padded.body);
