@@ -129,18 +129,15 @@ async fn stream_all(service: &Service, args: CallArgs) -> Result<()> {
         ));
     }
     let client = service.client().with_content_type(JSON);
-    let mut opener = Request::new(());
-    *opener.metadata_mut() = args.metadata();
-    *opener.options_mut() = args.options();
     let mut stream = match &args.request {
         Some(text) => {
             let message = parse_json(text.as_bytes(), "the request")?;
-            let mut stream = client
-                .stream::<Json<Value>, Json<Value>>(&args.service, &args.endpoint, opener)
-                .await?;
-            stream.send(&Json(message)).await?;
-            stream.close_send().await?;
-            stream
+            let mut request = Request::new(Json(message));
+            *request.metadata_mut() = args.metadata();
+            *request.options_mut() = args.options();
+            client
+                .server_stream::<Json<Value>, Json<Value>>(&args.service, &args.endpoint, request)
+                .await?
         }
         None => {
             let input = read_stdin(STDIN_LIMIT).await?;
@@ -152,6 +149,9 @@ async fn stream_all(service: &Service, args: CallArgs) -> Result<()> {
                     messages.push(parse_json(line.as_bytes(), &format!("line {}", n + 1))?);
                 }
             }
+            let mut opener = Request::new(());
+            *opener.metadata_mut() = args.metadata();
+            *opener.options_mut() = args.options();
             let mut stream = client
                 .stream::<Json<Value>, Json<Value>>(&args.service, &args.endpoint, opener)
                 .await?;

@@ -3,11 +3,14 @@
 //! http broker and a registry watch. Output and exit status are checked, and so are the
 //! errors a user meets (unknown service or endpoint, bad JSON, a dead node, a usage error).
 
+mod common;
+
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::micro;
 use greeter::greeter::greeter_handler;
 use greeter::GreeterService;
 use micro::{plugins, Service};
@@ -19,18 +22,6 @@ use serde_json::Value;
 const BOUND: Duration = Duration::from_secs(30);
 
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
-
-/// `micro` with `args`, in an environment that names no plugin (the test's flags do).
-fn micro(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_micro"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("MICRO_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.args(args);
-    cmd
-}
 
 /// Runs `micro` to its end (bounded), with `input` on its standard input.
 fn run(args: &[&str], input: Option<&str>) -> Output {

@@ -4,9 +4,11 @@
 //! JSON codec's trailing newline, errors in `Micro-Error`, a bare string for an unknown
 //! method) and records what `micro` sent.
 
+mod common;
+
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -107,14 +109,7 @@ fn serve(stream: TcpStream, seen: Seen) {
 }
 
 fn micro(args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_micro"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("MICRO_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.args(args);
-    output_within(cmd, None, BOUND)
+    output_within(common::micro(args), None, BOUND)
 }
 
 #[tokio::test]

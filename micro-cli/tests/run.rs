@@ -2,6 +2,8 @@
 //! loopback): both services start and log behind their names, a source change restarts only
 //! the service it belongs to, and SIGINT stops both, which deregister.
 
+mod common;
+
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -98,14 +100,7 @@ async fn run_builds_restarts_on_change_and_stops_cleanly() -> Result<(), Box<dyn
     )?;
     std::fs::copy(checkout.join("Cargo.lock"), root.path().join("Cargo.lock"))?;
 
-    let mut command = Command::new(env!("CARGO_BIN_EXE_micro"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("MICRO_") {
-            command.env_remove(key);
-        }
-    }
-    let mut child = command
-        .arg("run")
+    let mut child = common::micro(&["run"])
         .current_dir(root.path())
         .env(
             "CARGO_TARGET_DIR",

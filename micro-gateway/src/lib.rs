@@ -408,6 +408,11 @@ fn query_json(query: Vec<(String, String)>) -> Value {
     Value::Object(object.into_iter().collect())
 }
 
+/// The 400 for a body that does not parse as JSON.
+fn not_json(what: &str, e: &serde_json::Error) -> Error {
+    Error::bad_request(ID, format!("{what} is not JSON: {e}"))
+}
+
 /// Whether `value` written as JSON is exactly `text`.
 fn same_text(value: &Value, text: &str) -> bool {
     let written = value.to_string();
@@ -432,19 +437,17 @@ async fn call(
     if body.iter().all(u8::is_ascii_whitespace) {
         body = Bytes::from_static(b"{}");
     }
-    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
-        return failure(Error::bad_request(
-            ID,
-            format!("the request body is not JSON: {e}"),
-        ));
-    }
     let metadata = metadata_of(headers, &shared.opts.forward_headers);
     let wants_events = headers
         .get(http::header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|accept| accept.contains("text/event-stream"));
     if wants_events {
-        return server_stream(shared, service, endpoint, metadata, body).await;
+        // A stream sends the request as a value: parsed there, once.
+        return server_stream(shared, service, endpoint, metadata, &body).await;
+    }
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+        return failure(not_json("the request body", &e));
     }
     let request = rpc::Request {
         service,
@@ -490,31 +493,19 @@ async fn server_stream(
     service: String,
     endpoint: String,
     metadata: Metadata,
-    body: Bytes,
+    body: &[u8],
 ) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
     use futures_util::StreamExt as _;
 
-    let message: Value = match serde_json::from_slice(&body) {
+    let message: Value = match serde_json::from_slice(body) {
         Ok(message) => message,
-        Err(e) => {
-            return failure(Error::bad_request(
-                ID,
-                format!("the request is not JSON: {e}"),
-            ))
-        }
+        Err(e) => return failure(not_json("the request body", &e)),
     };
-    let mut opener = micro::Request::new(());
-    *opener.metadata_mut() = metadata;
+    let mut request = micro::Request::new(Json(message));
+    *request.metadata_mut() = metadata;
     let client = shared.service.client().with_content_type(JSON);
-    let opened = async {
-        let mut stream = client
-            .stream::<Json<Value>, Json<Value>>(&service, &endpoint, opener)
-            .await?;
-        stream.send(&Json(message)).await?;
-        stream.close_send().await?;
-        Ok::<_, Error>(stream)
-    };
+    let opened = client.server_stream::<Json<Value>, Json<Value>>(&service, &endpoint, request);
     let stream = match bounded(&shared.opts, "opening the stream", opened).await {
         Ok(stream) => stream,
         Err(e) => return failure(e),
@@ -571,12 +562,7 @@ async fn publish(
 ) -> Response {
     let value: Value = match serde_json::from_slice(&body) {
         Ok(value) => value,
-        Err(e) => {
-            return failure(Error::bad_request(
-                ID,
-                format!("the event is not JSON: {e}"),
-            ))
-        }
+        Err(e) => return failure(not_json("the event", &e)),
     };
     let client = shared.service.client().with_content_type(JSON);
     match bounded(

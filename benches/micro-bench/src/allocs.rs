@@ -193,33 +193,7 @@ pub(crate) fn child_main(args: &[String]) -> ExitCode {
         println!("bad arguments {args:?}: want STACK CALLS");
         return ExitCode::from(2);
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            println!("cannot start the tokio runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let limit = Duration::from_secs(120);
-    let result = runtime.block_on(async {
-        tokio::time::timeout(limit, count(stack, calls))
-            .await
-            .unwrap_or_else(|_| Err(format!("the count did not finish within {limit:?}")))
-    });
-    match result.and_then(|c| serde_json::to_string(&c).map_err(|e| e.to_string())) {
-        Ok(line) => {
-            println!("{line}");
-            // Do not wait for servers and connections to wind down.
-            std::process::exit(0);
-        }
-        Err(e) => {
-            println!("{e}");
-            std::process::exit(1);
-        }
-    }
+    rpc::child_answer(Duration::from_secs(120), "the count", count(stack, calls))
 }
 
 /// Warms `stack` up, then counts the blocks allocated by `calls` calls.

@@ -378,6 +378,25 @@ pub(crate) fn child_main(args: &[String]) -> ExitCode {
         println!("bad arguments {args:?}: want STACK PAYLOAD CONCURRENCY WARMUP_MS MEASURE_MS");
         return ExitCode::from(2);
     };
+    // Setup, warm-up and measurement, with room for a slow start; a stuck call cannot hold
+    // the row forever.
+    let limit = warmup + measure + Duration::from_secs(30);
+    child_answer(limit, "the row", async move {
+        let mut r = row(stack, payload, concurrency, warmup, measure).await?;
+        r.peak_kib = status_kib("VmHWM");
+        r.base_kib = base_kib;
+        Ok(r)
+    })
+}
+
+/// The child side of [`child_result`]: runs `work` within `limit` on a multi-thread runtime,
+/// prints its result as one JSON line (or the error) and exits, without waiting for servers
+/// and connections to wind down.
+pub(crate) fn child_answer<T: Serialize>(
+    limit: Duration,
+    what: &str,
+    work: impl std::future::Future<Output = Result<T, String>>,
+) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -388,26 +407,17 @@ pub(crate) fn child_main(args: &[String]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Setup, warm-up and measurement, with room for a slow start; a stuck call cannot hold
-    // the row forever.
-    let limit = warmup + measure + Duration::from_secs(30);
     let result = runtime.block_on(async {
-        tokio::time::timeout(limit, row(stack, payload, concurrency, warmup, measure))
+        tokio::time::timeout(limit, work)
             .await
-            .unwrap_or_else(|_| Err(format!("the row did not finish within {limit:?}")))
+            .unwrap_or_else(|_| Err(format!("{what} did not finish within {limit:?}")))
     });
-    match result {
-        Ok(mut r) => {
-            r.peak_kib = status_kib("VmHWM");
-            r.base_kib = base_kib;
-            match serde_json::to_string(&r) {
-                Ok(line) => println!("{line}"),
-                Err(e) => {
-                    println!("cannot encode the result: {e}");
-                    return ExitCode::FAILURE;
-                }
-            }
-            // Do not wait for servers and connections to wind down.
+    let line = result.and_then(|r| {
+        serde_json::to_string(&r).map_err(|e| format!("cannot encode the result: {e}"))
+    });
+    match line {
+        Ok(line) => {
+            println!("{line}");
             std::process::exit(0);
         }
         Err(e) => {
