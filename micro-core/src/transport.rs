@@ -132,6 +132,10 @@ pub trait Socket: Send + fmt::Debug {
     async fn send(&mut self, msg: Message) -> Result<()>;
 
     /// The next message from the peer; `None` once the peer has finished sending.
+    ///
+    /// Must be cancel-safe: a `recv` dropped before it finished (the other branch of a
+    /// `select!` won) loses no message, so that callers can send while they wait for
+    /// replies.
     async fn recv(&mut self) -> Result<Option<Message>>;
 
     /// Ends this side's sending; the peer's `recv` then returns `None`.

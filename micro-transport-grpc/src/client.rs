@@ -679,37 +679,25 @@ impl ClientSocket {
         }))
     }
 
-    async fn until_deadline(&self) {
-        match self.deadline {
-            Some((at, _)) => tokio::time::sleep_until(at).await,
-            None => std::future::pending().await,
-        }
-    }
-
-    async fn recv_stream(
-        &mut self,
-        mut replies: Box<Streaming<Bytes>>,
-        mut metadata: Option<Metadata>,
-        content_type: &'static str,
-    ) -> Result<Option<Message>> {
-        let next = tokio::select! {
-            next = replies.message() => next,
-            _ = self.until_deadline() => return self.deadline_passed(),
-        };
+    /// What one reply read from the stream means: the message (with the response metadata on
+    /// the first), the end, or the status that ended the call.
+    fn received(&mut self, next: std::result::Result<Option<Bytes>, Status>) -> Result<Option<Message>> {
         let mut header = self.header();
-        header.insert_static(headers::CONTENT_TYPE, content_type);
+        let State::Receiving {
+            metadata,
+            content_type,
+            ..
+        } = &mut self.state
+        else {
+            return Ok(None);
+        };
+        header.insert_static(headers::CONTENT_TYPE, *content_type);
         match next {
             Ok(Some(body)) => {
-                if let Some(first) = metadata.take() {
-                    let mut with_metadata = first;
-                    with_metadata.extend_from(&header);
-                    header = with_metadata;
+                if let Some(mut first) = metadata.take() {
+                    first.extend_from(&header);
+                    header = first;
                 }
-                self.state = State::Receiving {
-                    replies,
-                    metadata,
-                    content_type,
-                };
                 Ok(Some(Message { header, body }))
             }
             Ok(None) => {
@@ -759,21 +747,23 @@ impl Socket for ClientSocket {
         }
     }
 
+    /// Cancel-safe: each await polls what `self.state` holds in place, so a `recv` given up
+    /// for another branch of a `select!` loses nothing.
     async fn recv(&mut self) -> Result<Option<Message>> {
+        let deadline = self.deadline.map(|(at, _)| at);
         loop {
-            match std::mem::replace(&mut self.state, State::Done) {
+            match &mut self.state {
                 State::Idle => {
-                    self.state = State::Idle;
                     return Err(Error::internal(
                         ID,
                         "recv on a gRPC socket before anything was sent",
                     ));
                 }
                 State::Done => return Ok(None),
-                State::Calling(mut task) => {
+                State::Calling(task) => {
                     let joined = tokio::select! {
-                        joined = &mut task => joined,
-                        _ = self.until_deadline() => {
+                        joined = &mut *task => joined,
+                        _ = crate::server::until(deadline) => {
                             task.abort();
                             return self.deadline_passed();
                         }
@@ -792,19 +782,20 @@ impl Socket for ClientSocket {
                         }
                         Ok(Err(status)) => return self.failed(status),
                         Err(e) => {
+                            self.state = State::Done;
                             return Err(Error::internal(
                                 ID,
                                 format!("the call {} to {} failed: {e}", self.path, self.addr),
-                            ))
+                            ));
                         }
                     }
                 }
-                State::Receiving {
-                    replies,
-                    metadata,
-                    content_type,
-                } => {
-                    return self.recv_stream(replies, metadata, content_type).await;
+                State::Receiving { replies, .. } => {
+                    let next = tokio::select! {
+                        next = replies.message() => next,
+                        _ = crate::server::until(deadline) => return self.deadline_passed(),
+                    };
+                    return self.received(next);
                 }
             }
         }

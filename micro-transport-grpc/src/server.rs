@@ -600,7 +600,7 @@ async fn run_until_first_reply(
 }
 
 /// Completes at `deadline`, or never without one.
-async fn until(deadline: Option<Instant>) {
+pub(crate) async fn until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,

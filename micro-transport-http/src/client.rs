@@ -361,15 +361,20 @@ impl Socket for StreamClientSocket {
         Ok(())
     }
 
+    /// Cancel-safe, as [`Socket::recv`] asks.
     async fn recv(&mut self) -> Result<Option<Message>> {
         if !self.started {
             self.start(&Metadata::new())?;
         }
         if self.reader.is_none() {
-            let Some(reply) = self.reply.take() else {
+            // Polled where it lies and taken once it has answered: a `recv` given up for
+            // another branch of a `select!` loses nothing.
+            let Some(pending) = self.reply.as_mut() else {
                 return Err(self.closed_error());
             };
-            let reply = reply.await.map_err(|e| {
+            let reply = pending.await;
+            self.reply = None;
+            let reply = reply.map_err(|e| {
                 let recorded = self.tls_failure.as_ref().and_then(|f| f.get());
                 match (&self.tls, recorded) {
                     (Some(tls), Some(cause)) => Error::internal(

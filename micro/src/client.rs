@@ -742,6 +742,9 @@ impl<Req: Message, Rsp: Message + Default> Stream<Req, Rsp> {
     }
 
     /// The next reply; `None` once the server has ended the stream.
+    ///
+    /// Cancel-safe: race it against [`Stream::send`]'s inputs in `select!` to send and
+    /// receive at the same time on a bidirectional stream; a `recv` given up loses nothing.
     pub async fn recv(&mut self) -> Result<Option<Rsp>> {
         if self.finished {
             return Ok(None);

@@ -398,3 +398,53 @@ async fn a_panicking_handler_fails_only_its_own_call() {
         service.stop().await.expect("stop");
     }
 }
+
+/// A caller may race a stream's `recv` against other work in `select!` (the gateway's
+/// WebSocket bridge does): a `recv` given up before its reply came loses nothing, on either
+/// transport, whether the stream's response head or a later reply was under way.
+#[tokio::test]
+async fn a_stream_recv_given_up_in_select_loses_nothing() {
+    for transport in ["http", "grpc"] {
+        let registry = MemoryRegistry::new();
+        let service = common::builder("greeter", &registry)
+            .transport(micro::plugins::transport(transport).expect("transport"))
+            .handler(greeter::greeter::greeter_handler(greeter::GreeterService))
+            .build()
+            .expect("build");
+        service.start().await.expect("start");
+        let caller = common::builder("caller", &registry)
+            .transport(micro::plugins::transport(transport).expect("transport"))
+            .build()
+            .expect("build the caller");
+        let greeter = GreeterClient::new("greeter", caller.client());
+        let mut chat = within("open", greeter.chat(())).await.expect("open");
+        let mut given_up = 0;
+        for name in ["a", "b", "c", "d"] {
+            chat.send(&HelloRequest { name: name.into() })
+                .await
+                .expect("send");
+            // The other branch is ready at once, so `recv` is dropped unfinished until
+            // its reply is there.
+            let reply = within("recv", async {
+                loop {
+                    tokio::select! {
+                        biased;
+                        r = chat.recv() => break r,
+                        () = tokio::task::yield_now() => given_up += 1,
+                    }
+                }
+            })
+            .await
+            .expect("recv");
+            assert_eq!(
+                reply.expect("a reply").message,
+                format!("Hello {name}"),
+                "{transport}"
+            );
+        }
+        assert!(given_up > 0, "{transport}: recv was never given up");
+        chat.close_send().await.expect("close");
+        assert!(within("end", chat.recv()).await.expect("end").is_none());
+        service.stop().await.expect("stop");
+    }
+}
