@@ -14,6 +14,8 @@
 //! | `POST /api/{service}/{Type}/{Method}` | the same, Go Micro's other form |
 //! | either, with `Accept: text/event-stream` | a server-streaming endpoint as Server-Sent Events: one `data:` event per reply, an `error` event (Go Micro's error JSON) if it fails |
 //! | `GET` on either | the query string is the request: `?name=John&count=3` is `{"name":"John","count":3}` (numbers and `true`/`false` as such, a repeated key as a list) |
+//! | `GET` on either, upgraded to a WebSocket | any stream (server, client, bidirectional): one JSON text message per message each way; see below |
+//! | `GET /openapi.json` | an OpenAPI 3.1 document of every endpoint in the registry, with the request and response schemas the services registered; rebuilt when the registry changes |
 //! | `POST /event/{topic}` | publishes the JSON body on the broker (`Content-Type: application/json`), answers `202` |
 //! | `GET /services` | the services in the registry (Go Micro's JSON) |
 //! | `GET /services/{name}` | one service, every version with its nodes and endpoints |
@@ -23,6 +25,18 @@
 //! curl -d '{"name":"John"}' http://127.0.0.1:8080/api/greeter/Greeter.Hello
 //! {"message":"Hello John"}
 //! ```
+//!
+//! # Streams over WebSocket
+//!
+//! Open a WebSocket on the endpoint's route (`ws://127.0.0.1:8080/api/greeter/Greeter.Chat`).
+//! Each text message you send is one request message (JSON); the query string of the
+//! upgrade, if any, is the first. An empty text message ends your messages (the service's
+//! `recv` sees the end; a client stream answers then). Each reply arrives as one text
+//! message, while you are still sending. The service ending the stream closes the
+//! WebSocket with `1000`; an error closes it with `4000 +` its HTTP status (`4404`, `4504`,
+//! ...) and the detail as the reason; a message that is not JSON with `4400`; nothing sent
+//! either way for the gateway's timeout with `4504`. An unknown service is refused before the
+//! upgrade, with its HTTP status. Messages are limited like bodies.
 //!
 //! # Errors
 //!
@@ -60,6 +74,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod openapi;
+mod ws;
+
+use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -156,15 +174,36 @@ impl GatewayOptions {
 struct Shared {
     service: Service,
     opts: GatewayOptions,
+    /// The OpenAPI document as last built, with the registry generation it was built at.
+    openapi: std::sync::Mutex<Option<(u64, Bytes)>>,
+    /// Bumped by every registry change the watch sees; `None` while nothing watches (the
+    /// document is then built for every request).
+    generation: Arc<std::sync::atomic::AtomicU64>,
+    watched: Arc<std::sync::atomic::AtomicBool>,
+    /// Dropped with the router: ends the registry watch.
+    _unwatch: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// The gateway's routes over `service`'s client, registry and broker, as a tower service for
 /// programs that serve it themselves.
 pub fn router(service: &Service, opts: GatewayOptions) -> Router {
     let limit = opts.max_body_bytes;
+    let generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let watched = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let unwatch = tokio::runtime::Handle::try_current().ok().map(|runtime| {
+        let (unwatch, stop) = tokio::sync::oneshot::channel();
+        let registry = service.registry().clone();
+        let (generation, watched) = (generation.clone(), watched.clone());
+        runtime.spawn(watch_registry(registry, generation, watched, stop));
+        unwatch
+    });
     let shared = Arc::new(Shared {
         service: service.clone(),
         opts,
+        openapi: std::sync::Mutex::new(None),
+        generation,
+        watched,
+        _unwatch: unwatch,
     });
     Router::new()
         .route("/api/{service}/{endpoint}", post(call_json).get(call_query))
@@ -173,6 +212,7 @@ pub fn router(service: &Service, opts: GatewayOptions) -> Router {
             post(call_json_split).get(call_query_split),
         )
         .route("/event/{topic}", post(publish))
+        .route("/openapi.json", get(openapi_document))
         .route("/services", get(services))
         .route("/services/{name}", get(describe))
         .route(
@@ -338,15 +378,24 @@ impl Gateway {
 
 /// A Micro error as the gateway answers it: Go Micro's JSON with the status of its code.
 fn failure(e: Error) -> Response {
-    let status = match e.code {
+    (
+        status_of(&e),
+        [(http::header::CONTENT_TYPE, JSON)],
+        e.to_json(),
+    )
+        .into_response()
+}
+
+/// The HTTP status the gateway answers a Micro error with.
+fn status_of(e: &Error) -> StatusCode {
+    match e.code {
         // The service did not answer in time: the gateway's upstream timed out.
         408 => StatusCode::GATEWAY_TIMEOUT,
         // The caller's body is checked before any call: a 413 here is the service's reply
         // that was too large for the transport, a bad answer from upstream.
         413 => StatusCode::BAD_GATEWAY,
         _ => StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-    };
-    (status, [(http::header::CONTENT_TYPE, JSON)], e.to_json()).into_response()
+    }
 }
 
 async fn call_json(
@@ -372,19 +421,61 @@ async fn call_query(
     Path((service, endpoint)): Path<(String, String)>,
     Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
+    upgrade: std::result::Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let body = Bytes::from(query_json(query).to_string());
-    call(&shared, service, endpoint, &headers, body).await
+    match upgrade {
+        Ok(upgrade) => websocket(shared, service, endpoint, query, &headers, upgrade).await,
+        Err(_) => {
+            let body = Bytes::from(query_json(query).to_string());
+            call(&shared, service, endpoint, &headers, body).await
+        }
+    }
 }
 
 async fn call_query_split(
     State(shared): State<Arc<Shared>>,
     Path((service, kind, method)): Path<(String, String, String)>,
-    Query(query): Query<Vec<(String, String)>>,
+    query: Query<Vec<(String, String)>>,
     headers: HeaderMap,
+    upgrade: std::result::Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let body = Bytes::from(query_json(query).to_string());
-    call(&shared, service, format!("{kind}.{method}"), &headers, body).await
+    let endpoint = format!("{kind}.{method}");
+    call_query(
+        State(shared),
+        Path((service, endpoint)),
+        query,
+        headers,
+        upgrade,
+    )
+    .await
+}
+
+/// A stream over WebSocket: opened before the upgrade, so that an unknown service or a
+/// refused stream is an HTTP error; then carried by [`ws::bridge`].
+async fn websocket(
+    shared: Arc<Shared>,
+    service: String,
+    endpoint: String,
+    query: Vec<(String, String)>,
+    headers: &HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if let Err(e) = check_endpoint(&endpoint) {
+        return failure(e);
+    }
+    let first = (!query.is_empty()).then(|| query_json(query));
+    let mut opener = micro::Request::new(());
+    *opener.metadata_mut() = metadata_of(headers, &shared.opts.forward_headers);
+    let client = shared.service.client().with_content_type(JSON);
+    let opened = client.stream::<Json<Value>, Json<Value>>(&service, &endpoint, opener);
+    let stream = match bounded(&shared.opts, "opening the stream", opened).await {
+        Ok(stream) => stream,
+        Err(e) => return failure(e),
+    };
+    let idle = shared.opts.timeout;
+    upgrade
+        .max_message_size(shared.opts.max_body_bytes)
+        .on_upgrade(move |socket| ws::bridge(socket, stream, first, idle))
 }
 
 /// A query string as a JSON object: numbers and booleans as such, repeated keys as lists.
@@ -409,7 +500,7 @@ fn query_json(query: Vec<(String, String)>) -> Value {
 }
 
 /// The 400 for a body that does not parse as JSON.
-fn not_json(what: &str, e: &serde_json::Error) -> Error {
+pub(crate) fn not_json(what: &str, e: &serde_json::Error) -> Error {
     Error::bad_request(ID, format!("{what} is not JSON: {e}"))
 }
 
@@ -417,6 +508,18 @@ fn not_json(what: &str, e: &serde_json::Error) -> Error {
 fn same_text(value: &Value, text: &str) -> bool {
     let written = value.to_string();
     written == text
+}
+
+/// An endpoint must read `Type.Method`.
+fn check_endpoint(endpoint: &str) -> Result<()> {
+    let valid = |s: &str| !s.is_empty() && !s.starts_with('.') && !s.ends_with('.');
+    if endpoint.contains('.') && valid(endpoint) {
+        return Ok(());
+    }
+    Err(Error::bad_request(
+        ID,
+        format!("{endpoint:?} is not an endpoint: name it Type.Method (Greeter.Hello)"),
+    ))
 }
 
 /// One call: the JSON body to `endpoint` of `service`, the reply (or the error) back.
@@ -427,12 +530,8 @@ async fn call(
     headers: &HeaderMap,
     mut body: Bytes,
 ) -> Response {
-    let valid = |s: &str| !s.is_empty() && !s.starts_with('.') && !s.ends_with('.');
-    if !endpoint.contains('.') || !valid(&endpoint) {
-        return failure(Error::bad_request(
-            ID,
-            format!("{endpoint:?} is not an endpoint: name it Type.Method (Greeter.Hello)"),
-        ));
+    if let Err(e) = check_endpoint(&endpoint) {
+        return failure(e);
     }
     if body.iter().all(u8::is_ascii_whitespace) {
         body = Bytes::from_static(b"{}");
@@ -613,4 +712,91 @@ async fn describe(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -
         Ok(versions) => axum::Json(versions).into_response(),
         Err(e) => failure(e),
     }
+}
+
+/// Follows the registry, bumping `generation` on every change, until `stop` fires or its
+/// sender is dropped. `watched` says whether the watch is running (the OpenAPI document is
+/// kept between requests only then).
+async fn watch_registry(
+    registry: Arc<dyn micro::core::Registry>,
+    generation: Arc<std::sync::atomic::AtomicU64>,
+    watched: Arc<std::sync::atomic::AtomicBool>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    use futures_util::StreamExt as _;
+    use std::sync::atomic::Ordering;
+
+    let mut changes = tokio::select! {
+        watch = registry.watch(None) => match watch {
+            Ok(changes) => changes,
+            Err(e) => {
+                tracing::warn!(error = %e, "the gateway cannot watch the registry: it builds the OpenAPI document for every request");
+                return;
+            }
+        },
+        _ = &mut stop => return,
+    };
+    // Changes between the watch's start and now are covered: nothing was kept before it.
+    generation.fetch_add(1, Ordering::SeqCst);
+    watched.store(true, Ordering::SeqCst);
+    loop {
+        tokio::select! {
+            change = changes.next() => match change {
+                Some(Ok(_)) => {
+                    generation.fetch_add(1, Ordering::SeqCst);
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "the gateway's registry watch failed");
+                    break;
+                }
+                None => break,
+            },
+            _ = &mut stop => break,
+        }
+    }
+    watched.store(false, Ordering::SeqCst);
+}
+
+/// `GET /openapi.json`: kept until the registry changes.
+async fn openapi_document(State(shared): State<Arc<Shared>>) -> Response {
+    use std::sync::atomic::Ordering;
+
+    let watched = shared.watched.load(Ordering::SeqCst);
+    let generation = shared.generation.load(Ordering::SeqCst);
+    let kept = shared
+        .openapi
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let body = match kept {
+        Some((built, body)) if watched && built == generation => body,
+        _ => {
+            let services =
+                match bounded(&shared.opts, "reading the registry", every_service(&shared)).await {
+                    Ok(services) => services,
+                    Err(e) => return failure(e),
+                };
+            let doc = openapi::document(&services, false, &|_| true);
+            let body = Bytes::from(doc.to_string());
+            *shared.openapi.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((generation, body.clone()));
+            body
+        }
+    };
+    ([(http::header::CONTENT_TYPE, JSON)], body).into_response()
+}
+
+/// Every service with its endpoints: the listing may leave endpoints out, so each is read.
+async fn every_service(shared: &Shared) -> Result<Vec<micro::core::registry::Service>> {
+    let registry = shared.service.registry();
+    let mut services = Vec::new();
+    for listed in registry.list_services().await? {
+        match registry.get_service(&listed.name).await {
+            Ok(versions) => services.extend(versions),
+            // Gone since the listing.
+            Err(e) if e.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(services)
 }

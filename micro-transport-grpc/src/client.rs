@@ -681,7 +681,10 @@ impl ClientSocket {
 
     /// What one reply read from the stream means: the message (with the response metadata on
     /// the first), the end, or the status that ended the call.
-    fn received(&mut self, next: std::result::Result<Option<Bytes>, Status>) -> Result<Option<Message>> {
+    fn received(
+        &mut self,
+        next: std::result::Result<Option<Bytes>, Status>,
+    ) -> Result<Option<Message>> {
         let mut header = self.header();
         let State::Receiving {
             metadata,
