@@ -82,15 +82,19 @@ if ! port_open 4222; then
     wait_port 4222 NATS
 fi
 
-log "python grpcio, the standard gRPC client the gRPC tests call Micro services with"
+log "python: grpcio (the standard gRPC client of the gRPC tests), openapi-spec-validator (checks the gateway's OpenAPI document)"
 need_pkg python3 python3
-python_grpc="grpcio grpcio-tools grpcio-health-checking grpcio-reflection"
-python3 -c "import grpc, grpc_tools.protoc, grpc_health.v1, grpc_reflection.v1alpha" 2>/dev/null ||
-    python3 -m pip install --quiet $python_grpc ||
-    python3 -m pip install --quiet --break-system-packages $python_grpc
+python_pkgs="grpcio grpcio-tools grpcio-health-checking grpcio-reflection openapi-spec-validator"
+python3 -c "import grpc, grpc_tools.protoc, grpc_health.v1, grpc_reflection.v1alpha, openapi_spec_validator" 2>/dev/null ||
+    python3 -m pip install --quiet $python_pkgs ||
+    python3 -m pip install --quiet --break-system-packages $python_pkgs
 
 log "curl, the independent HTTP client of the gateway tests"
 need_pkg curl curl
+
+log "php with curl, which runs the PHP example against the gateway"
+need_pkg php php-cli
+need_deb php-curl
 
 log "h2load (nghttp2-client), the independent HTTP/2 load generator of the benchmark's server row"
 need_pkg h2load nghttp2-client

@@ -61,9 +61,9 @@
 //!   adds a subscriber to `NAME.events` and a test that publishes to it; `--micro-path`
 //!   depends on a local checkout of Micro rather than the crates.io release.
 //! - `gateway [--address 127.0.0.1:8080]`: the HTTP/JSON API gateway (`micro-gateway`):
-//!   `POST /api/{service}/{Type.Method}`, `POST /event/{topic}`, `GET /services`, until Ctrl-C.
-//!   `MICRO_GATEWAY_ADDRESS`, `MICRO_GATEWAY_TIMEOUT`, `MICRO_GATEWAY_MAX_BODY`,
-//!   `MICRO_GATEWAY_HEADERS`; loopback addresses only until it has authentication.
+//!   `POST /api/{service}/{Type.Method}` (SSE and WebSocket for streams), `POST /event/{topic}`,
+//!   `GET /services`, `GET /openapi.json`, until Ctrl-C. `micro gateway --help` lists its
+//!   `MICRO_GATEWAY_*` settings; a non-loopback address needs authentication.
 //! - `run [PATHS]`: development mode. Builds and runs every crate with a binary in the
 //!   workspace of the current directory (or in the crate and workspace directories named),
 //!   prints each one's output behind `[name]`, rebuilds a crate when a file under its directory
@@ -148,8 +148,10 @@ enum Command {
         command: RegistryCommand,
     },
     /// Serve the HTTP/JSON API gateway in front of the registry's services, until Ctrl-C
+    #[command(after_help = micro_gateway::ENVIRONMENT)]
     Gateway {
-        /// Where to listen (loopback only until the gateway has authentication)
+        /// Where to listen (a non-loopback address needs authentication: MICRO_GATEWAY_TOKENS,
+        /// MICRO_GATEWAY_JWT_SECRET or MICRO_GATEWAY_JWT_KEY)
         #[arg(long, env = "MICRO_GATEWAY_ADDRESS", default_value = "127.0.0.1:8080")]
         address: String,
     },

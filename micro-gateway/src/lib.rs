@@ -56,26 +56,61 @@
 //!
 //! # Limits
 //!
-//! Bodies are limited to [`GatewayOptions::max_body_bytes`] (1 MiB, `MICRO_GATEWAY_MAX_BODY`;
-//! larger ones get `413`), and every call, publication and registry read to
-//! [`GatewayOptions::timeout`] (`MICRO_GATEWAY_TIMEOUT`, 10 s; past it `504`).
+//! | limit | setting | default | past it |
+//! |---|---|---|---|
+//! | request body, WebSocket message | [`GatewayOptions::max_body_bytes`], `MICRO_GATEWAY_MAX_BODY` | 1 MiB | `413` |
+//! | each call, stream opening, publication, registry read; WebSocket silence | [`GatewayOptions::timeout`], `MICRO_GATEWAY_TIMEOUT` | 10 s | `504` (close `4504`) |
+//! | connections at once | [`GatewayOptions::max_connections`], `MICRO_GATEWAY_MAX_CONNECTIONS` | 1024 | wait to be accepted |
+//! | a request's head; a kept-alive connection's wait for the next | [`GatewayOptions::header_timeout`], `MICRO_GATEWAY_HEADER_TIMEOUT` | 30 s | connection closed |
+//! | header lines | [`GatewayOptions::max_headers`] | 100 | `431` |
+//! | requests per second per client (token subject, else address) | [`GatewayOptions::rate_limit`], `MICRO_GATEWAY_RATE_LIMIT` | none | `429` |
 //!
 //! # Who may call
 //!
-//! The gateway has no authentication yet, so it serves this machine's programs only: binding
-//! a non-loopback address is refused, a request must name a loopback `Host` (against DNS
-//! rebinding), and a browser request must come from a loopback page (`Origin`,
-//! `Sec-Fetch-Site`), so a web page opened elsewhere cannot make a local browser call
-//! services; otherwise `403`. Connection limits and slow-client timeouts are not built yet
-//! (the hardening issue covers every server).
+//! **Without authentication** (the default) the gateway serves this machine's programs only:
+//! binding a non-loopback address is refused, a request must name a loopback `Host` (against
+//! DNS rebinding), and a browser's request must come from a loopback page or a listed origin
+//! (`Origin`, `Sec-Fetch-Site`), so that a web page opened elsewhere cannot make a local
+//! browser call services; otherwise `403`.
+//!
+//! **With authentication** ([`Auth`]) any address may be bound, and every route but
+//! `/health` needs `Authorization: Bearer <token>` (`401` without a good one) unless a rule
+//! makes it public; a rule may ask for a scope (`403` without it). Tokens are fixed ones
+//! (`MICRO_GATEWAY_TOKENS="s3cret admin,other"`: each token with the scopes it grants) or
+//! JSON Web Tokens (`MICRO_GATEWAY_JWT_SECRET` for HS256, `MICRO_GATEWAY_JWT_KEY` for an
+//! RS256 public key file), checked by `micro-wrapper-auth`'s verifiers. Rules:
+//! `MICRO_GATEWAY_PUBLIC="Greeter.Hello,Gateway.OpenAPI"`,
+//! `MICRO_GATEWAY_SCOPES="Greeter.*=greet,Event.*=publish"`. The token also goes on to the
+//! service as `Authorization` metadata, so services can check it again.
+//!
+//! **Browsers**: pages on loopback origins and on the origins in
+//! `MICRO_GATEWAY_CORS_ORIGINS` (comma separated, `*` for any) may call; CORS preflights are
+//! answered for them (methods `GET`, `POST`; headers `Content-Type`, `Accept` and the
+//! forwarded ones). Other origins get `403`.
+//!
+//! ```no_run
+//! use micro_gateway::{Auth, Gateway, GatewayOptions};
+//! # async fn run(service: micro::Service) -> micro::Result<()> {
+//! let auth = Auth::tokens([("s3cret", vec!["admin".to_string()])])
+//!     .public("Greeter.Hello")
+//!     .require_scope("Admin.*", "admin");
+//! let opts = GatewayOptions { auth: Some(auth), ..GatewayOptions::default() };
+//! let gateway = Gateway::bind("0.0.0.0:8080", &service, opts).await?;
+//! # gateway.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod access;
 mod openapi;
 mod ws;
+
+pub use access::Auth;
 
 use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -90,6 +125,23 @@ use micro::{Error, Json, Metadata, Result, Service};
 use serde_json::Value;
 
 const ID: &str = "micro.gateway";
+
+/// The gateway's settings, for a program's `--help`.
+pub const ENVIRONMENT: &str = "\
+Gateway settings:
+  MICRO_GATEWAY_ADDRESS          where to listen (127.0.0.1:8080; non-loopback needs auth)
+  MICRO_GATEWAY_TIMEOUT          each call, publication, registry read (10s)
+  MICRO_GATEWAY_MAX_BODY         largest body or WebSocket message (1MiB)
+  MICRO_GATEWAY_HEADERS          more request headers passed on as metadata (comma separated)
+  MICRO_GATEWAY_MAX_CONNECTIONS  connections at once (1024)
+  MICRO_GATEWAY_HEADER_TIMEOUT   time for a request head; idle keep-alive (30s)
+  MICRO_GATEWAY_RATE_LIMIT       requests per second per client (0: none)
+  MICRO_GATEWAY_CORS_ORIGINS     origins whose pages may call, besides loopback (* for any)
+  MICRO_GATEWAY_TOKENS           fixed bearer tokens, each with its scopes (\"tok scope,tok2\")
+  MICRO_GATEWAY_JWT_SECRET       HS256 secret of the JWTs to accept
+  MICRO_GATEWAY_JWT_KEY          file with the RS256 public key (PEM) of the JWTs to accept
+  MICRO_GATEWAY_PUBLIC           endpoints anyone may call (Greeter.Hello,Gateway.OpenAPI)
+  MICRO_GATEWAY_SCOPES           scopes endpoints need (Greeter.*=greet,Event.*=publish)";
 /// How long [`Gateway::shutdown`] waits for requests under way.
 pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 /// Headers that belong to one HTTP hop or to the message's framing, or that Micro keeps for
@@ -113,7 +165,7 @@ const NEVER_FORWARDED: [&str; 14] = [
 const JSON: &str = "application/json";
 
 /// The gateway's settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct GatewayOptions {
     /// The largest request body; a larger one gets `413`. `MICRO_GATEWAY_MAX_BODY`, 1 MiB.
     pub max_body_bytes: usize,
@@ -122,6 +174,23 @@ pub struct GatewayOptions {
     /// Request headers passed to services as metadata, compared ignoring case.
     /// `MICRO_GATEWAY_HEADERS` (comma separated) adds to the default list.
     pub forward_headers: Vec<String>,
+    /// Bearer-token authentication ([`Auth::from_env`]). Without it the gateway serves this
+    /// machine's programs only; with it, any address may be bound.
+    pub auth: Option<Auth>,
+    /// Origins whose web pages may call the gateway (`https://app.example.com`), besides
+    /// loopback pages; `*` for any. `MICRO_GATEWAY_CORS_ORIGINS`, comma separated.
+    pub cors_origins: Vec<String>,
+    /// Requests per second each client may make (its token's subject, else its address);
+    /// 0 for no limit. `MICRO_GATEWAY_RATE_LIMIT`, 0.
+    pub rate_limit: u32,
+    /// Connections served at once; more wait to be accepted. `MICRO_GATEWAY_MAX_CONNECTIONS`,
+    /// 1024.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's head, and how long a kept-alive
+    /// connection may wait for its next request. `MICRO_GATEWAY_HEADER_TIMEOUT`, 30 s.
+    pub header_timeout: Duration,
+    /// The most header lines a request may have (more: `431`). 100.
+    pub max_headers: usize,
 }
 
 impl Default for GatewayOptions {
@@ -139,6 +208,12 @@ impl Default for GatewayOptions {
             ]
             .map(String::from)
             .to_vec(),
+            auth: None,
+            cors_origins: Vec::new(),
+            rate_limit: 0,
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(30),
+            max_headers: 100,
         }
     }
 }
@@ -159,13 +234,35 @@ impl GatewayOptions {
                 micro::core::env::invalid("MICRO_GATEWAY_TIMEOUT", &v, "a duration like 10s")
             })?;
         }
+        let list = |v: &str| -> Vec<String> {
+            v.split(',')
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .collect()
+        };
         if let Some(v) = var("MICRO_GATEWAY_HEADERS") {
-            o.forward_headers.extend(
-                v.split(',')
-                    .map(|h| h.trim().to_string())
-                    .filter(|h| !h.is_empty()),
-            );
+            o.forward_headers.extend(list(&v));
         }
+        if let Some(v) = var("MICRO_GATEWAY_CORS_ORIGINS") {
+            o.cors_origins = list(&v);
+        }
+        let number = |name: &str, v: &str| {
+            v.trim()
+                .parse::<u32>()
+                .map_err(|_| micro::core::env::invalid(name, v, "a whole number"))
+        };
+        if let Some(v) = var("MICRO_GATEWAY_RATE_LIMIT") {
+            o.rate_limit = number("MICRO_GATEWAY_RATE_LIMIT", &v)?;
+        }
+        if let Some(v) = var("MICRO_GATEWAY_MAX_CONNECTIONS") {
+            o.max_connections = number("MICRO_GATEWAY_MAX_CONNECTIONS", &v)?.max(1) as usize;
+        }
+        if let Some(v) = var("MICRO_GATEWAY_HEADER_TIMEOUT") {
+            o.header_timeout = micro::config::parse_duration(&v).ok_or_else(|| {
+                micro::core::env::invalid("MICRO_GATEWAY_HEADER_TIMEOUT", &v, "a duration like 30s")
+            })?;
+        }
+        o.auth = Auth::from_env()?;
         Ok(o)
     }
 }
@@ -174,6 +271,7 @@ impl GatewayOptions {
 struct Shared {
     service: Service,
     opts: GatewayOptions,
+    limiter: Option<access::Limiter>,
     /// The OpenAPI document as last built, with the registry generation it was built at.
     openapi: std::sync::Mutex<Option<(u64, Bytes)>>,
     /// Bumped by every registry change the watch sees; `None` while nothing watches (the
@@ -197,8 +295,10 @@ pub fn router(service: &Service, opts: GatewayOptions) -> Router {
         runtime.spawn(watch_registry(registry, generation, watched, stop));
         unwatch
     });
+    let cors = cors(&opts);
     let shared = Arc::new(Shared {
         service: service.clone(),
+        limiter: access::Limiter::new(opts.rate_limit),
         opts,
         openapi: std::sync::Mutex::new(None),
         generation,
@@ -227,51 +327,92 @@ pub fn router(service: &Service, opts: GatewayOptions) -> Router {
         })
         .layer(axum::middleware::map_response(errors_as_json))
         .layer(DefaultBodyLimit::max(limit))
-        .layer(axum::middleware::from_fn(local_callers_only))
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            browser_checks,
+        ))
+        .layer(cors)
         .with_state(shared)
 }
 
-/// Until the gateway has authentication it serves this machine's own programs only: a
-/// request must name a loopback host (no DNS rebinding), and a browser's request must come
-/// from a loopback page (no cross-site requests from a page the user opened elsewhere).
-async fn local_callers_only(
+/// Cross-origin requests from allowed pages: loopback pages, and the listed origins.
+fn cors(opts: &GatewayOptions) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+
+    let allowed = opts.cors_origins.clone();
+    let mut headers = vec![http::header::CONTENT_TYPE, http::header::ACCEPT];
+    headers.extend(
+        opts.forward_headers
+            .iter()
+            .filter_map(|h| HeaderName::try_from(h.as_str()).ok()),
+    );
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(move |origin, _| {
+            origin
+                .to_str()
+                .is_ok_and(|o| access::origin_allowed(o, &allowed))
+        }))
+        .allow_methods([http::Method::GET, http::Method::POST])
+        .allow_headers(headers)
+        .max_age(Duration::from_secs(600))
+}
+
+/// What a handler knows of its caller.
+struct Caller {
+    headers: HeaderMap,
+    peer: Option<std::net::IpAddr>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _: &S,
+    ) -> std::result::Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<SocketAddr>>()
+            .map(|info| info.0.ip());
+        Ok(Caller {
+            headers: parts.headers.clone(),
+            peer,
+        })
+    }
+}
+
+impl Shared {
+    /// Lets `caller` reach `endpoint`, or says why not (`401`, `403`, `429`).
+    async fn admit(&self, caller: &Caller, endpoint: &str) -> Result<()> {
+        access::admit(
+            self.opts.auth.as_ref(),
+            self.limiter.as_ref(),
+            &caller.headers,
+            caller.peer,
+            endpoint,
+        )
+        .await
+    }
+}
+
+/// Browsers' requests come from allowed pages only; without auth, requests must also name a
+/// loopback host (no DNS rebinding) and come from no other site.
+async fn browser_checks(
+    State(shared): State<Arc<Shared>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if !from_this_machine(request.headers()) {
-        return failure(Error::forbidden(
-            ID,
-            "the gateway answers programs on this machine only (loopback Host and Origin) \
-             until it has authentication",
-        ));
+    let authenticated = shared.opts.auth.is_some();
+    if !access::browser_allowed(request.headers(), &shared.opts.cors_origins, authenticated) {
+        let why = if authenticated {
+            "the page's origin may not call the gateway (see MICRO_GATEWAY_CORS_ORIGINS)"
+        } else {
+            "without authentication the gateway answers this machine's programs and allowed \
+             pages only (loopback Host, allowed Origin)"
+        };
+        return failure(Error::forbidden(ID, why));
     }
     next.run(request).await
-}
-
-fn from_this_machine(headers: &HeaderMap) -> bool {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let loopback = |host: &str| {
-        let host = host.rsplit_once(':').map_or(host, |(h, port)| {
-            if port.chars().all(|c| c.is_ascii_digit()) {
-                h
-            } else {
-                host
-            }
-        });
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        host.eq_ignore_ascii_case("localhost")
-            || host
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
-    };
-    let host_ok = header(http::header::HOST.as_str()).is_none_or(loopback);
-    let origin_ok = header(http::header::ORIGIN.as_str()).is_none_or(|origin| {
-        let host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
-        loopback(host)
-    });
-    let site_ok =
-        header("sec-fetch-site").is_none_or(|site| site != "cross-site" && site != "same-site");
-    host_ok && origin_ok && site_ok
 }
 
 /// Errors that axum answers itself (413 for a large body, 405, a bad query string) as Go
@@ -311,20 +452,24 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Listens on `addr` (a loopback address, port 0 for any) and serves the gateway over
-    /// `service`. The service's broker is connected here, for `/event`.
+    /// Listens on `addr` (port 0 for any) and serves the gateway over `service`. Without
+    /// [`GatewayOptions::auth`] only loopback addresses may be bound. The service's broker is
+    /// connected here, for `/event`.
     pub async fn bind(addr: &str, service: &Service, opts: GatewayOptions) -> Result<Gateway> {
-        // Checked before binding: a public port is never opened, even for a moment.
+        // Checked before binding: a public port is never opened without auth, even for a
+        // moment.
         let resolved: Vec<SocketAddr> = tokio::net::lookup_host(addr)
             .await
             .map_err(|e| Error::bad_request(ID, format!("cannot resolve {addr}: {e}")))?
             .collect();
-        if resolved.is_empty() || resolved.iter().any(|a| !a.ip().is_loopback()) {
+        let public = resolved.iter().any(|a| !a.ip().is_loopback());
+        if resolved.is_empty() || (public && opts.auth.is_none()) {
             return Err(Error::bad_request(
                 ID,
                 format!(
-                    "refusing to serve {addr}: the gateway has no authentication yet, so it \
-                     serves loopback addresses only (127.0.0.1, ::1)"
+                    "refusing to serve {addr} without authentication: set MICRO_GATEWAY_TOKENS, \
+                     MICRO_GATEWAY_JWT_SECRET or MICRO_GATEWAY_JWT_KEY, or serve a loopback \
+                     address (127.0.0.1, ::1)"
                 ),
             ));
         }
@@ -335,21 +480,16 @@ impl Gateway {
             .local_addr()
             .map_err(|e| Error::internal(ID, format!("listen on {addr}: {e}")))?;
         service.broker().connect().await?;
+        let limits = (opts.max_connections, opts.header_timeout, opts.max_headers);
         let app = router(service, opts);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    // A dropped `Gateway` (no shutdown asked for) keeps serving.
-                    if stopped.await.is_err() {
-                        std::future::pending::<()>().await;
-                    }
-                })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "the gateway stopped serving");
+        let stopped = async {
+            // A dropped `Gateway` (no shutdown asked for) keeps serving.
+            if stopped.await.is_err() {
+                std::future::pending::<()>().await;
             }
-        });
+        };
+        let task = tokio::spawn(serve(listener, app, limits, stopped));
         Ok(Gateway {
             local_addr,
             stop,
@@ -372,6 +512,91 @@ impl Gateway {
             .is_err()
         {
             task.abort();
+        }
+    }
+}
+
+/// Accepts connections until `stopped`, at most `max_connections` at once, each with a
+/// deadline for every request head (which also closes idle kept-alive connections); then
+/// lets requests under way finish. Aborting the task closes every connection.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    (max_connections, header_timeout, max_headers): (usize, Duration, usize),
+    stopped: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+    // HTTP/1.1 (with WebSocket upgrades), what browsers, PHP and curl speak to a plain-text
+    // gateway.
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_headers(max_headers)
+        .keep_alive(true);
+    let builder = Arc::new(builder);
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(stopped);
+    loop {
+        let accepted = tokio::select! {
+            () = &mut stopped => break,
+            // Finished connections are reaped as they end.
+            Some(_) = connections.join_next() => continue,
+            accepted = accept(&listener, &slots) => accepted,
+        };
+        let Some((stream, peer, slot)) = accepted else {
+            continue;
+        };
+        let app = app
+            .clone()
+            .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+        let service = hyper_util::service::TowerToHyperService::new(app);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        connections.spawn(async move {
+            // The head deadline starts once the first byte is in: a client that sends
+            // nothing is cut off here.
+            let mut first = [0u8; 1];
+            let arrived = tokio::time::timeout(header_timeout, stream.peek(&mut first)).await;
+            if !matches!(arrived, Ok(Ok(1))) {
+                return;
+            }
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(connection.into_owned()).await {
+                tracing::debug!(%peer, error = %e, "a gateway connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// The next connection, once a slot is free; `None` (after a pause) when accepting failed.
+async fn accept(
+    listener: &tokio::net::TcpListener,
+    slots: &Arc<tokio::sync::Semaphore>,
+) -> Option<(
+    tokio::net::TcpStream,
+    SocketAddr,
+    tokio::sync::OwnedSemaphorePermit,
+)> {
+    let slot = slots.clone().acquire_owned().await.ok()?;
+    match listener.accept().await {
+        Ok((stream, peer)) => {
+            let _ = stream.set_nodelay(true);
+            Some((stream, peer, slot))
+        }
+        Err(e) => {
+            // Usually out of file descriptors: pause rather than spin.
+            tracing::warn!(error = %e, "the gateway could not accept a connection");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            None
         }
     }
 }
@@ -401,33 +626,33 @@ fn status_of(e: &Error) -> StatusCode {
 async fn call_json(
     State(shared): State<Arc<Shared>>,
     Path((service, endpoint)): Path<(String, String)>,
-    headers: HeaderMap,
+    caller: Caller,
     body: Bytes,
 ) -> Response {
-    call(&shared, service, endpoint, &headers, body).await
+    call(&shared, service, endpoint, &caller, body).await
 }
 
 async fn call_json_split(
     State(shared): State<Arc<Shared>>,
     Path((service, kind, method)): Path<(String, String, String)>,
-    headers: HeaderMap,
+    caller: Caller,
     body: Bytes,
 ) -> Response {
-    call(&shared, service, format!("{kind}.{method}"), &headers, body).await
+    call(&shared, service, format!("{kind}.{method}"), &caller, body).await
 }
 
 async fn call_query(
     State(shared): State<Arc<Shared>>,
     Path((service, endpoint)): Path<(String, String)>,
     Query(query): Query<Vec<(String, String)>>,
-    headers: HeaderMap,
+    caller: Caller,
     upgrade: std::result::Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     match upgrade {
-        Ok(upgrade) => websocket(shared, service, endpoint, query, &headers, upgrade).await,
+        Ok(upgrade) => websocket(shared, service, endpoint, query, &caller, upgrade).await,
         Err(_) => {
             let body = Bytes::from(query_json(query).to_string());
-            call(&shared, service, endpoint, &headers, body).await
+            call(&shared, service, endpoint, &caller, body).await
         }
     }
 }
@@ -436,7 +661,7 @@ async fn call_query_split(
     State(shared): State<Arc<Shared>>,
     Path((service, kind, method)): Path<(String, String, String)>,
     query: Query<Vec<(String, String)>>,
-    headers: HeaderMap,
+    caller: Caller,
     upgrade: std::result::Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let endpoint = format!("{kind}.{method}");
@@ -444,7 +669,7 @@ async fn call_query_split(
         State(shared),
         Path((service, endpoint)),
         query,
-        headers,
+        caller,
         upgrade,
     )
     .await
@@ -457,15 +682,18 @@ async fn websocket(
     service: String,
     endpoint: String,
     query: Vec<(String, String)>,
-    headers: &HeaderMap,
+    caller: &Caller,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     if let Err(e) = check_endpoint(&endpoint) {
         return failure(e);
     }
+    if let Err(e) = shared.admit(caller, &endpoint).await {
+        return failure(e);
+    }
     let first = (!query.is_empty()).then(|| query_json(query));
     let mut opener = micro::Request::new(());
-    *opener.metadata_mut() = metadata_of(headers, &shared.opts.forward_headers);
+    *opener.metadata_mut() = metadata_of(&caller.headers, &shared.opts.forward_headers);
     let client = shared.service.client().with_content_type(JSON);
     let opened = client.stream::<Json<Value>, Json<Value>>(&service, &endpoint, opener);
     let stream = match bounded(&shared.opts, "opening the stream", opened).await {
@@ -527,17 +755,21 @@ async fn call(
     shared: &Shared,
     service: String,
     endpoint: String,
-    headers: &HeaderMap,
+    caller: &Caller,
     mut body: Bytes,
 ) -> Response {
     if let Err(e) = check_endpoint(&endpoint) {
         return failure(e);
     }
+    if let Err(e) = shared.admit(caller, &endpoint).await {
+        return failure(e);
+    }
     if body.iter().all(u8::is_ascii_whitespace) {
         body = Bytes::from_static(b"{}");
     }
-    let metadata = metadata_of(headers, &shared.opts.forward_headers);
-    let wants_events = headers
+    let metadata = metadata_of(&caller.headers, &shared.opts.forward_headers);
+    let wants_events = caller
+        .headers
         .get(http::header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|accept| accept.contains("text/event-stream"));
@@ -657,8 +889,12 @@ fn metadata_of(headers: &HeaderMap, allowed: &[String]) -> Metadata {
 async fn publish(
     State(shared): State<Arc<Shared>>,
     Path(topic): Path<String>,
+    caller: Caller,
     body: Bytes,
 ) -> Response {
+    if let Err(e) = shared.admit(&caller, &format!("Event.{topic}")).await {
+        return failure(e);
+    }
     let value: Value = match serde_json::from_slice(&body) {
         Ok(value) => value,
         Err(e) => return failure(not_json("the event", &e)),
@@ -692,7 +928,10 @@ async fn bounded<T>(
         .map_err(|_| Error::timeout(ID, format!("{what} took longer than {:?}", opts.timeout)))?
 }
 
-async fn services(State(shared): State<Arc<Shared>>) -> Response {
+async fn services(State(shared): State<Arc<Shared>>, caller: Caller) -> Response {
+    if let Err(e) = shared.admit(&caller, "Gateway.Services").await {
+        return failure(e);
+    }
     let registry = shared.service.registry();
     match bounded(&shared.opts, "listing services", registry.list_services()).await {
         Ok(list) => axum::Json(list).into_response(),
@@ -700,7 +939,14 @@ async fn services(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
-async fn describe(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+async fn describe(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    caller: Caller,
+) -> Response {
+    if let Err(e) = shared.admit(&caller, "Gateway.Services").await {
+        return failure(e);
+    }
     let registry = shared.service.registry();
     match bounded(
         &shared.opts,
@@ -758,9 +1004,12 @@ async fn watch_registry(
 }
 
 /// `GET /openapi.json`: kept until the registry changes.
-async fn openapi_document(State(shared): State<Arc<Shared>>) -> Response {
+async fn openapi_document(State(shared): State<Arc<Shared>>, caller: Caller) -> Response {
     use std::sync::atomic::Ordering;
 
+    if let Err(e) = shared.admit(&caller, "Gateway.OpenAPI").await {
+        return failure(e);
+    }
     let watched = shared.watched.load(Ordering::SeqCst);
     let generation = shared.generation.load(Ordering::SeqCst);
     let kept = shared
@@ -776,7 +1025,10 @@ async fn openapi_document(State(shared): State<Arc<Shared>>) -> Response {
                     Ok(services) => services,
                     Err(e) => return failure(e),
                 };
-            let doc = openapi::document(&services, false, &|_| true);
+            let auth = shared.opts.auth.as_ref();
+            let doc = openapi::document(&services, auth.is_some(), &|endpoint| {
+                auth.is_some_and(|a| a.is_public(endpoint))
+            });
             let body = Bytes::from(doc.to_string());
             *shared.openapi.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some((generation, body.clone()));

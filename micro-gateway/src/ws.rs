@@ -48,7 +48,7 @@ async fn carry(
     idle: std::time::Duration,
 ) -> Result<()> {
     if let Some(first) = first {
-        stream.send(&Json(first)).await?;
+        send(&mut stream, first, idle).await?;
     }
     let mut sending = true;
     loop {
@@ -70,7 +70,7 @@ async fn carry(
                 }
                 let value: Value = serde_json::from_slice(&text)
                     .map_err(|e| not_json("a WebSocket message", &e))?;
-                stream.send(&Json(value)).await?;
+                send(&mut stream, value, idle).await?;
             }
             reply = stream.recv() => match reply? {
                 Some(Json(reply)) => {
@@ -87,6 +87,18 @@ async fn carry(
                 ));
             }
         }
+    }
+}
+
+/// Sends one message. When the service has already ended the stream, the send fails for
+/// want of a peer; the stream's last message tells the real reason.
+async fn send(stream: &mut Opened, message: Value, idle: std::time::Duration) -> Result<()> {
+    let Err(refused) = stream.send(&Json(message)).await else {
+        return Ok(());
+    };
+    match tokio::time::timeout(idle, stream.recv()).await {
+        Ok(Err(why)) => Err(why),
+        _ => Err(refused),
     }
 }
 

@@ -2,7 +2,6 @@
 //! and the gateway share an in-memory registry and broker in this process, and curl runs as
 //! its own process against the gateway's loopback port.
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,67 +12,12 @@ use micro::core::registry::{Node, RegisterOptions, Service as Registration};
 use micro::core::Registry as _;
 use micro::registry::MemoryRegistry;
 use micro::{Event, Json, Request, Response, Service};
-use micro_conformance::program::output_within;
 use micro_gateway::{Gateway, GatewayOptions};
 use serde_json::Value;
 
-type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+mod common;
 
-const BOUND: Duration = Duration::from_secs(30);
-
-/// What curl got: status, headers (lower-cased names), body.
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or(Value::Null)
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// `curl -s -i <args> <url>`, parsed.
-fn curl(args: &[&str], url: &str) -> Answer {
-    let mut command = Command::new("curl");
-    command
-        .args(["-s", "-i", "--max-time", "20"])
-        .args(args)
-        .arg(url);
-    let out = output_within(command, None, BOUND);
-    assert!(out.status.success(), "curl {args:?} {url} failed: {out:?}");
-    let mut text = String::from_utf8_lossy(&out.stdout).to_string();
-    // An interim `100 Continue` comes before the real head.
-    while text.starts_with("HTTP/1.1 100") {
-        text = text
-            .split_once("\r\n\r\n")
-            .map_or(String::new(), |(_, rest)| rest.to_string());
-    }
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(": "))
-        .map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    Answer {
-        status,
-        headers,
-        body: body.to_string(),
-    }
-}
+use common::{curl, TestResult, BOUND};
 
 /// A handler slower than the gateway's deadline.
 fn slow_handler() -> micro::Handler {
