@@ -12,7 +12,7 @@
 //! |---|---|
 //! | `POST /api/{service}/{Type.Method}` | calls the endpoint with the JSON body (`{}` when empty); the reply's JSON is the response (Go Micro v6's route) |
 //! | `POST /api/{service}/{Type}/{Method}` | the same, Go Micro's other form |
-//! | either, with `Accept: text/event-stream` | a server-streaming endpoint as Server-Sent Events: one `data:` event per reply, an `error` event (Go Micro's error JSON) if it fails |
+//! | either, with `Accept: text/event-stream` | a server-streaming endpoint as Server-Sent Events: one `data:` event per reply; failing before the first reply, the error's HTTP status as a call's; failing later, an `error` event (Go Micro's error JSON) |
 //! | `GET` on either | the query string is the request: `?name=John&count=3` is `{"name":"John","count":3}` (numbers and `true`/`false` as such, a repeated key as a list) |
 //! | `GET` on either, upgraded to a WebSocket | any stream (server, client, bidirectional): one JSON text message per message each way; see below |
 //! | `GET /openapi.json` | an OpenAPI 3.1 document of every endpoint in the registry, with the request and response schemas the services registered; rebuilt when the registry changes |
@@ -20,6 +20,7 @@
 //! | `GET /services` | the services in the registry (Go Micro's JSON) |
 //! | `GET /services/{name}` | one service, every version with its nodes and endpoints |
 //! | `GET /health` | `{"status":"ok"}` |
+//! | any other path, with [`GatewayOptions::path_routes`] | Micro v3's path routes: `/greeter/say/hello` is `greeter`'s `Say.Hello`, `/foo/bar` `foo`'s `Foo.Bar`, `/foo` `Foo.Call`, `/v1/foo/bar` `v1.foo`'s `Foo.Bar`; kebab-case segments camel-cased; [`GatewayOptions::namespace`] goes before the service name |
 //!
 //! ```text
 //! curl -d '{"name":"John"}' http://127.0.0.1:8080/api/greeter/Greeter.Hello
@@ -141,7 +142,9 @@ Gateway settings:
   MICRO_GATEWAY_JWT_SECRET       HS256 secret of the JWTs to accept
   MICRO_GATEWAY_JWT_KEY          file with the RS256 public key (PEM) of the JWTs to accept
   MICRO_GATEWAY_PUBLIC           endpoints anyone may call (Greeter.Hello,Gateway.OpenAPI)
-  MICRO_GATEWAY_SCOPES           scopes endpoints need (Greeter.*=greet,Event.*=publish)";
+  MICRO_GATEWAY_SCOPES           scopes endpoints need (Greeter.*=greet,Event.*=publish)
+  MICRO_GATEWAY_PATHS            v3: Micro v3's path routes too (/greeter/say/hello); api: not
+  MICRO_GATEWAY_NAMESPACE        put before path routes' service names (go.micro.api)";
 /// How long [`Gateway::shutdown`] waits for requests under way.
 pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 /// Headers that belong to one HTTP hop or to the message's framing, or that Micro keeps for
@@ -191,6 +194,13 @@ pub struct GatewayOptions {
     pub header_timeout: Duration,
     /// The most header lines a request may have (more: `431`). 100.
     pub max_headers: usize,
+    /// Micro v3's path routes for every other path: `/greeter/say/hello` calls `greeter`'s
+    /// `Say.Hello`, `/foo/bar` `foo`'s `Foo.Bar`, `/v1/foo/bar` `v1.foo`'s `Foo.Bar`,
+    /// kebab-case segments camel-cased. `MICRO_GATEWAY_PATHS=v3`; off by default.
+    pub path_routes: bool,
+    /// Put before the service name of path routes (`go.micro.api` makes `/greeter/...` call
+    /// `go.micro.api.greeter`). `MICRO_GATEWAY_NAMESPACE`; none by default.
+    pub namespace: String,
 }
 
 impl Default for GatewayOptions {
@@ -214,6 +224,8 @@ impl Default for GatewayOptions {
             max_connections: 1024,
             header_timeout: Duration::from_secs(30),
             max_headers: 100,
+            path_routes: false,
+            namespace: String::new(),
         }
     }
 }
@@ -261,6 +273,22 @@ impl GatewayOptions {
             o.header_timeout = micro::config::parse_duration(&v).ok_or_else(|| {
                 micro::core::env::invalid("MICRO_GATEWAY_HEADER_TIMEOUT", &v, "a duration like 30s")
             })?;
+        }
+        if let Some(v) = var("MICRO_GATEWAY_PATHS") {
+            o.path_routes = match v.trim() {
+                "v3" => true,
+                "api" => false,
+                _ => {
+                    return Err(micro::core::env::invalid(
+                        "MICRO_GATEWAY_PATHS",
+                        &v,
+                        "v3 (path routes too) or api (only /api/...)",
+                    ))
+                }
+            };
+        }
+        if let Some(v) = var("MICRO_GATEWAY_NAMESPACE") {
+            o.namespace = v.trim().to_string();
         }
         o.auth = Auth::from_env()?;
         Ok(o)
@@ -319,12 +347,7 @@ pub fn router(service: &Service, opts: GatewayOptions) -> Router {
             "/health",
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
         )
-        .fallback(|| async {
-            failure(Error::not_found(
-                ID,
-                "no such route: see /services, /api/{service}/{Type.Method}, /event/{topic}",
-            ))
-        })
+        .fallback(by_path)
         .layer(axum::middleware::map_response(errors_as_json))
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(
@@ -738,6 +761,82 @@ fn same_text(value: &Value, text: &str) -> bool {
     written == text
 }
 
+/// Every path no other route takes: Micro v3's path routes when they are on, else `404`.
+async fn by_path(
+    State(shared): State<Arc<Shared>>,
+    method: http::Method,
+    uri: http::Uri,
+    query: Query<Vec<(String, String)>>,
+    caller: Caller,
+    upgrade: std::result::Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    body: Bytes,
+) -> Response {
+    let route = shared
+        .opts
+        .path_routes
+        .then(|| route_of(uri.path(), &shared.opts.namespace))
+        .flatten();
+    let Some((service, endpoint)) = route else {
+        return failure(Error::not_found(
+            ID,
+            "no such route: see /services, /api/{service}/{Type.Method}, /event/{topic}",
+        ));
+    };
+    match method {
+        http::Method::GET => {
+            call_query(
+                State(shared),
+                Path((service, endpoint)),
+                query,
+                caller,
+                upgrade,
+            )
+            .await
+        }
+        http::Method::POST => call(&shared, service, endpoint, &caller, body).await,
+        _ => failure(Error::new(ID, 405, "path routes take GET and POST")),
+    }
+}
+
+/// Micro v3's path resolution: the service and endpoint a path names, if any.
+fn route_of(path: &str, namespace: &str) -> Option<(String, String)> {
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    let versioned =
+        |p: &str| p.len() > 1 && p.starts_with('v') && p[1..].chars().all(|c| c.is_ascii_digit());
+    let (service, handler, rest) = match parts.as_slice() {
+        [] => return None,
+        [version, name, rest @ ..] if versioned(version) => {
+            (format!("{version}.{name}"), *name, rest)
+        }
+        [name, rest @ ..] => (name.to_string(), *name, rest),
+    };
+    let endpoint = match rest {
+        [] => format!("{}.Call", camel(handler)),
+        [method] => format!("{}.{}", camel(handler), camel(method)),
+        [.., kind, method] => format!("{}.{}", camel(kind), camel(method)),
+    };
+    let service = match namespace {
+        "" => service,
+        ns => format!("{ns}.{service}"),
+    };
+    Some((service, endpoint))
+}
+
+/// `say-hello` and `say_hello` as `SayHello`; `hello` as `Hello`.
+fn camel(segment: &str) -> String {
+    segment
+        .split(['-', '_'])
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            let mut chars = w.chars();
+            chars
+                .next()
+                .map(|c| c.to_uppercase().chain(chars).collect::<String>())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
 /// An endpoint must read `Type.Method`.
 fn check_endpoint(endpoint: &str) -> Result<()> {
     let valid = |s: &str| !s.is_empty() && !s.starts_with('.') && !s.ends_with('.');
@@ -843,21 +942,31 @@ async fn server_stream(
     };
     let deadline = tokio::time::Instant::now() + shared.opts.timeout;
     let limit = shared.opts.timeout;
+    let late = move || Error::timeout(ID, format!("the stream did not end within {limit:?}"));
+    // A stream that fails before its first reply (an unknown endpoint, a refused request)
+    // is answered with the error's HTTP status, as a call would be.
+    let mut stream = stream;
+    let first = match tokio::time::timeout_at(deadline, stream.recv()).await {
+        Ok(Ok(first)) => first,
+        Ok(Err(e)) => return failure(e),
+        Err(_) => return failure(late()),
+    };
+    let reply = |Json(reply): Json<Value>| Event::default().data(reply.to_string());
+    let rest = first.is_some().then_some(stream);
+    let head = futures_util::stream::iter(first.map(reply));
     // `Some(stream)` while replies may come; an error ends it after one `error` event.
-    let events = futures_util::stream::unfold(Some(stream), move |state| async move {
+    let tail = futures_util::stream::unfold(rest, move |state| async move {
         let mut stream = state?;
         let next = tokio::time::timeout_at(deadline, stream.recv()).await;
         let event = match next {
-            Ok(Ok(Some(Json(reply)))) => {
-                return Some((Event::default().data(reply.to_string()), Some(stream)))
-            }
+            Ok(Ok(Some(next))) => return Some((reply(next), Some(stream))),
             Ok(Ok(None)) => return None,
             Ok(Err(e)) => e,
-            Err(_) => Error::timeout(ID, format!("the stream did not end within {limit:?}")),
+            Err(_) => late(),
         };
         Some((Event::default().event("error").data(event.to_json()), None))
-    })
-    .map(Ok::<_, std::convert::Infallible>);
+    });
+    let events = head.chain(tail).map(Ok::<_, std::convert::Infallible>);
     Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response()
@@ -1051,4 +1160,30 @@ async fn every_service(shared: &Shared) -> Result<Vec<micro::core::registry::Ser
         }
     }
     Ok(services)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_of;
+
+    #[test]
+    fn micro_v3_path_routes() {
+        let route = |p: &str, ns: &str| route_of(p, ns).map(|(s, e)| format!("{s} {e}"));
+        assert_eq!(
+            route("/greeter/say/hello", ""),
+            Some("greeter Say.Hello".into())
+        );
+        assert_eq!(route("/foo/bar", ""), Some("foo Foo.Bar".into()));
+        assert_eq!(route("/v1/foo/bar", ""), Some("v1.foo Foo.Bar".into()));
+        assert_eq!(route("/foo", ""), Some("foo Foo.Call".into()));
+        assert_eq!(
+            route("/greeter/say-hello/to-all", ""),
+            Some("greeter SayHello.ToAll".into())
+        );
+        assert_eq!(
+            route("/greeter/Greeter/Hello", "go.micro.api"),
+            Some("go.micro.api.greeter Greeter.Hello".into())
+        );
+        assert_eq!(route("/", ""), None);
+    }
 }

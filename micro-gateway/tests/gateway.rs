@@ -19,14 +19,27 @@ mod common;
 
 use common::{curl, TestResult, BOUND};
 
-/// A handler slower than the gateway's deadline.
+/// A handler slower than the gateway's deadline: `Wait` answers late, `Trickle` streams one
+/// reply, then nothing.
 fn slow_handler() -> micro::Handler {
-    micro::Handler::new("Slow").unary("Wait", |_req: Request<Json<Value>>| {
-        Box::pin(async {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            Ok(Response::new(Json(Value::Null)))
-        }) as micro::BoxFuture<'static, micro::Result<Response<Json<Value>>>>
-    })
+    micro::Handler::new("Slow")
+        .unary("Wait", |_req: Request<Json<Value>>| {
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                Ok(Response::new(Json(Value::Null)))
+            }) as micro::BoxFuture<'static, micro::Result<Response<Json<Value>>>>
+        })
+        .server_stream(
+            "Trickle",
+            |_req: Request<Json<Value>>,
+             mut stream: micro::ServerStream<Json<Value>, Json<Value>>| {
+                Box::pin(async move {
+                    stream.send(&Json(serde_json::json!({"n": 1}))).await?;
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    Ok(())
+                }) as micro::BoxFuture<'static, micro::Result<()>>
+            },
+        )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,9 +207,19 @@ async fn every_route_over_curl() -> TestResult {
             "{}",
             streamed.body
         );
+        // Failing before the first reply is an HTTP error, as a call's would be.
         let failed = post("/api/greeter/Greeter.Nope", "{}", &sse);
-        assert!(failed.body.contains("event: error"), "{}", failed.body);
-        assert!(failed.body.contains(r#""code":404"#), "{}", failed.body);
+        assert_eq!(failed.status, 404, "{}", failed.body);
+        assert_eq!(failed.json()["code"], 404, "{}", failed.body);
+        // Failing later is an error event after the replies.
+        let late = post("/api/greeter/Slow.Trickle", "{}", &sse);
+        assert_eq!(late.status, 200, "{}", late.body);
+        let (replies, error) = late
+            .body
+            .split_once("event: error")
+            .ok_or("no error event")?;
+        assert!(replies.contains(r#"data: {"n":1}"#), "{}", late.body);
+        assert!(error.contains(r#""code":408"#), "{}", late.body);
 
         // Query values keep their text unless it is a number or boolean exactly.
         let padded = curl(&[], &api("/api/greeter/Greeter.Hello?name=007"));
@@ -253,5 +276,49 @@ async fn a_public_address_is_refused_without_auth() -> TestResult {
         .ok_or("the gateway served a public address")?;
     assert_eq!(refused.code, 400);
     assert!(refused.detail.contains("loopback"), "{refused}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn micro_v3_path_routes_with_a_namespace() -> TestResult {
+    let registry = Arc::new(MemoryRegistry::new());
+    let broker = Arc::new(MemoryBroker::new());
+    let greeter = Service::builder("go.micro.api.greeter")
+        .ignore_env()
+        .registry(registry.clone())
+        .broker(broker.clone())
+        .handler(greeter_handler(GreeterService))
+        .build()?;
+    greeter.start().await?;
+    let gateway_service = Service::builder("micro.gateway")
+        .ignore_env()
+        .registry(registry)
+        .broker(broker)
+        .build()?;
+    let opts = GatewayOptions {
+        path_routes: true,
+        namespace: "go.micro.api".into(),
+        ..GatewayOptions::default()
+    };
+    let gateway = Gateway::bind("127.0.0.1:0", &gateway_service, opts).await?;
+    let base = format!("http://{}", gateway.local_addr());
+    tokio::task::spawn_blocking(move || {
+        let hello = curl(
+            &["-d", r#"{"name":"V3"}"#],
+            &format!("{base}/greeter/greeter/hello"),
+        );
+        assert_eq!(hello.status, 200, "{}", hello.body);
+        assert_eq!(hello.json()["message"], "Hello V3");
+        let query = curl(&[], &format!("{base}/greeter/Greeter/Hello?name=Q"));
+        assert_eq!(query.json()["message"], "Hello Q", "{}", query.body);
+        // The fixed routes keep their meaning.
+        assert_eq!(curl(&[], &format!("{base}/health")).status, 200);
+        // A path naming no service is the registry's 404.
+        let nobody = curl(&["-d", "{}"], &format!("{base}/nobody/home"));
+        assert_eq!(nobody.status, 404, "{}", nobody.body);
+    })
+    .await?;
+    gateway.shutdown().await;
+    greeter.stop().await?;
     Ok(())
 }
