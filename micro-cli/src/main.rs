@@ -64,7 +64,9 @@
 //!   `POST /api/{service}/{Type.Method}` (SSE and WebSocket for streams), `POST /event/{topic}`,
 //!   `GET /services`, `GET /openapi.json`, until Ctrl-C. `micro gateway --help` lists its
 //!   `MICRO_GATEWAY_*` settings; a non-loopback address needs authentication.
-//! - `run [PATHS]`: development mode. Builds and runs every crate with a binary in the
+//! - `run [PATHS] [--gateway-address 127.0.0.1:8080] [--no-gateway]`: development mode.
+//!   Serves the API gateway in front of the services (as `micro gateway` does; a taken
+//!   port is an error before anything builds), then builds and runs every crate with a binary in the
 //!   workspace of the current directory (or in the crate and workspace directories named),
 //!   prints each one's output behind `[name]`, rebuilds a crate when a file under its directory
 //!   changes and restarts it if the build succeeds (a failed build leaves the running version
@@ -200,7 +202,38 @@ async fn run(cli: Cli) -> Result<bool> {
         }
         Command::Run(args) => {
             let env = cli.micro.env();
-            run::run(args, env).await?;
+            // The gateway first: a port already taken stops `micro run` before any build.
+            let gateway = if args.no_gateway {
+                None
+            } else {
+                let service = Service::builder("micro.gateway")
+                    .config(cli.micro.config()?)
+                    .build()?;
+                let options = micro_gateway::GatewayOptions::from_env()?;
+                let gateway =
+                    micro_gateway::Gateway::bind(&args.gateway_address, &service, options)
+                        .await
+                        .map_err(|e| {
+                            micro::Error::new(
+                                "micro.run",
+                                e.code,
+                                format!(
+                                    "the gateway: {} (--gateway-address, or --no-gateway)",
+                                    e.detail
+                                ),
+                            )
+                        })?;
+                output::line(&format!(
+                    "[gateway] micro: serving http://{}",
+                    gateway.local_addr()
+                ));
+                Some(gateway)
+            };
+            let ran = run::run(args, env).await;
+            if let Some(gateway) = gateway {
+                gateway.shutdown().await;
+            }
+            ran?;
             return Ok(true);
         }
         Command::New(args) => {

@@ -100,7 +100,7 @@ async fn run_builds_restarts_on_change_and_stops_cleanly() -> Result<(), Box<dyn
     )?;
     std::fs::copy(checkout.join("Cargo.lock"), root.path().join("Cargo.lock"))?;
 
-    let mut child = common::micro(&["run"])
+    let mut child = common::micro(&["run", "--gateway-address", "127.0.0.1:0"])
         .current_dir(root.path())
         .env(
             "CARGO_TARGET_DIR",
@@ -130,6 +130,19 @@ async fn run_builds_restarts_on_change_and_stops_cleanly() -> Result<(), Box<dyn
         |a, b| a.len() == 1 && b.len() == 1,
     )
     .await;
+
+    // The gateway in front of them lists them.
+    let printed = lines.lock().map_err(|e| e.to_string())?.clone();
+    let gateway = printed
+        .iter()
+        .find_map(|l| l.strip_prefix("[gateway] micro: serving "))
+        .ok_or_else(|| format!("no gateway line in:\n{}", printed.join("\n")))?
+        .to_string();
+    let listed = Command::new("curl")
+        .args(["-s", "--max-time", "20", &format!("{gateway}/services")])
+        .output()?;
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.contains(&format!("\"{alpha_name}\"")), "{listed}");
 
     // Changing alpha's source restarts alpha (a new node id) and leaves beta alone.
     let lib = root.path().join(&alpha_name).join("src/lib.rs");

@@ -6,37 +6,16 @@ mod common;
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::{curl, TestResult, BOUND};
-use greeter::greeter::greeter_handler;
-use greeter::GreeterService;
 use micro::auth::{JwtSigner, JwtVerifier};
-use micro::broker::MemoryBroker;
-use micro::registry::MemoryRegistry;
 use micro::Service;
 use micro_gateway::{Auth, Gateway, GatewayOptions};
 use serde_json::json;
 
-/// A greeter and a gateway over it with `opts`; the greeter lives as long as the registry's
-/// services (stopped by the runtime at the test's end).
 async fn gateway(opts: GatewayOptions) -> Result<(Gateway, Service), micro::Error> {
-    let registry = Arc::new(MemoryRegistry::new());
-    let broker = Arc::new(MemoryBroker::new());
-    let greeter = Service::builder("greeter")
-        .ignore_env()
-        .registry(registry.clone())
-        .broker(broker.clone())
-        .handler(greeter_handler(GreeterService))
-        .build()?;
-    greeter.start().await?;
-    let service = Service::builder("micro.gateway")
-        .ignore_env()
-        .registry(registry)
-        .broker(broker)
-        .build()?;
-    Ok((Gateway::bind("127.0.0.1:0", &service, opts).await?, greeter))
+    common::greeter_behind_gateway("greeter", opts).await
 }
 
 fn bearer(token: &str) -> String {

@@ -12,9 +12,9 @@ use greeter::GreeterService;
 use micro::broker::MemoryBroker;
 use micro::core::Registry;
 use micro::registry::MemoryRegistry;
-use micro::{Event, Json, Service};
+use micro::Service;
 use micro_gateway::{Gateway, GatewayOptions};
-use serde_json::{json, Value};
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_and_streams_reach_a_grpc_node() -> TestResult {
@@ -78,18 +78,12 @@ async fn events_reach_a_subscriber_on_nats() -> TestResult {
     let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
     let nats = || micro::plugins::broker("nats", Some(&address), &registry);
     let topic = format!("gateway.test.{}", std::process::id());
-    let (seen, mut events) = tokio::sync::mpsc::channel::<Value>(4);
+    let (collect, mut events) = common::collector();
     let listener = Service::builder("listener")
         .ignore_env()
         .registry(registry.clone())
         .broker(nats()?)
-        .subscriber(&topic, move |e: Event<Json<Value>>| {
-            let seen = seen.clone();
-            Box::pin(async move {
-                let _ = seen.send(e.message.0).await;
-                Ok(())
-            }) as micro::BoxFuture<'static, micro::Result<()>>
-        })
+        .subscriber(&topic, collect)
         .build()?;
     listener.start().await?;
     let gateway_service = Service::builder("micro.gateway")

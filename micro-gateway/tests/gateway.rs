@@ -11,7 +11,7 @@ use micro::broker::MemoryBroker;
 use micro::core::registry::{Node, RegisterOptions, Service as Registration};
 use micro::core::Registry as _;
 use micro::registry::MemoryRegistry;
-use micro::{Event, Json, Request, Response, Service};
+use micro::{Json, Request, Response, Service};
 use micro_gateway::{Gateway, GatewayOptions};
 use serde_json::Value;
 
@@ -55,18 +55,12 @@ async fn every_route_over_curl() -> TestResult {
         .build()?;
     greeter.start().await?;
     // A subscriber that hands what it gets to the test.
-    let (seen, mut events) = tokio::sync::mpsc::channel::<Value>(4);
+    let (collect, mut events) = common::collector();
     let listener = Service::builder("listener")
         .ignore_env()
         .registry(registry.clone())
         .broker(broker.clone())
-        .subscriber("orders.created", move |e: Event<Json<Value>>| {
-            let seen = seen.clone();
-            Box::pin(async move {
-                let _ = seen.send(e.message.0).await;
-                Ok(())
-            }) as micro::BoxFuture<'static, micro::Result<()>>
-        })
+        .subscriber("orders.created", collect)
         .build()?;
     listener.start().await?;
     // A service whose only node is dead.
@@ -281,26 +275,12 @@ async fn a_public_address_is_refused_without_auth() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn micro_v3_path_routes_with_a_namespace() -> TestResult {
-    let registry = Arc::new(MemoryRegistry::new());
-    let broker = Arc::new(MemoryBroker::new());
-    let greeter = Service::builder("go.micro.api.greeter")
-        .ignore_env()
-        .registry(registry.clone())
-        .broker(broker.clone())
-        .handler(greeter_handler(GreeterService))
-        .build()?;
-    greeter.start().await?;
-    let gateway_service = Service::builder("micro.gateway")
-        .ignore_env()
-        .registry(registry)
-        .broker(broker)
-        .build()?;
     let opts = GatewayOptions {
         path_routes: true,
         namespace: "go.micro.api".into(),
         ..GatewayOptions::default()
     };
-    let gateway = Gateway::bind("127.0.0.1:0", &gateway_service, opts).await?;
+    let (gateway, greeter) = common::greeter_behind_gateway("go.micro.api.greeter", opts).await?;
     let base = format!("http://{}", gateway.local_addr());
     tokio::task::spawn_blocking(move || {
         let hello = curl(

@@ -14,13 +14,15 @@ use std::time::Duration;
 use greeter::greeter::greeter_handler;
 use greeter::GreeterService;
 use micro::registry::MemoryRegistry;
-use micro::{Event, Json, Service};
+use micro::Service;
 use micro_conformance::program::output_within;
 use micro_conformance::services_required;
 use micro_gateway::{Gateway, GatewayOptions};
-use serde_json::{json, Value};
+use serde_json::json;
 
-type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+mod common;
+
+use common::TestResult;
 
 /// How long the PHP client may take in all (it bounds each of its requests too).
 const CLIENT_LIMIT: Duration = Duration::from_secs(60);
@@ -71,15 +73,9 @@ async fn the_php_example_calls_streams_and_publishes_through_the_gateway() -> Te
         .handler(greeter_handler(GreeterService))
         .build()?;
     greeter.start().await?;
-    let (seen, mut events) = tokio::sync::mpsc::channel::<Value>(4);
+    let (collect, mut events) = common::collector();
     let listener = service("listener", &registry)
-        .subscriber(TOPIC, move |e: Event<Json<Value>>| {
-            let seen = seen.clone();
-            Box::pin(async move {
-                let _ = seen.send(e.message.0).await;
-                Ok(())
-            }) as micro::BoxFuture<'static, micro::Result<()>>
-        })
+        .subscriber(TOPIC, collect)
         .build()?;
     listener.start().await?;
     let gateway_service = service("micro.gateway", &registry).build()?;

@@ -1,25 +1,21 @@
 //! Every stream kind over WebSocket, through a real gateway to the greeter, with
 //! tokio-tungstenite as the client.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use greeter::greeter::greeter_handler;
-use greeter::GreeterService;
-use micro::broker::MemoryBroker;
-use micro::registry::MemoryRegistry;
-use micro::Service;
-use micro_gateway::{Gateway, GatewayOptions};
+use micro_gateway::GatewayOptions;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
-type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+mod common;
+
+use common::TestResult;
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-const BOUND: Duration = Duration::from_secs(20);
+use common::BOUND;
 
 /// The next message, bounded.
 async fn next(socket: &mut Socket) -> Message {
@@ -51,25 +47,11 @@ async fn send(socket: &mut Socket, text: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_stream_kind_over_websocket() -> TestResult {
-    let registry = Arc::new(MemoryRegistry::new());
-    let broker = Arc::new(MemoryBroker::new());
-    let greeter = Service::builder("greeter")
-        .ignore_env()
-        .registry(registry.clone())
-        .broker(broker.clone())
-        .handler(greeter_handler(GreeterService))
-        .build()?;
-    greeter.start().await?;
-    let gateway_service = Service::builder("micro.gateway")
-        .ignore_env()
-        .registry(registry.clone())
-        .broker(broker)
-        .build()?;
     let opts = GatewayOptions {
         timeout: Duration::from_secs(2),
         ..GatewayOptions::default()
     };
-    let gateway = Gateway::bind("127.0.0.1:0", &gateway_service, opts).await?;
+    let (gateway, greeter) = common::greeter_behind_gateway("greeter", opts).await?;
     let base = format!("ws://{}/api/greeter", gateway.local_addr());
     let connect = |path: &str| tokio_tungstenite::connect_async(format!("{base}{path}"));
 

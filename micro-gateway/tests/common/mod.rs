@@ -65,3 +65,49 @@ pub fn curl(args: &[&str], url: &str) -> Answer {
         body: body.to_string(),
     }
 }
+
+/// A started greeter called `name` and a gateway over it with `opts`, sharing an in-memory
+/// registry and broker.
+pub async fn greeter_behind_gateway(
+    name: &str,
+    opts: micro_gateway::GatewayOptions,
+) -> Result<(micro_gateway::Gateway, micro::Service), micro::Error> {
+    use std::sync::Arc;
+
+    let registry = Arc::new(micro::registry::MemoryRegistry::new());
+    let broker = Arc::new(micro::broker::MemoryBroker::new());
+    let greeter = micro::Service::builder(name)
+        .ignore_env()
+        .registry(registry.clone())
+        .broker(broker.clone())
+        .handler(greeter::greeter::greeter_handler(greeter::GreeterService))
+        .build()?;
+    greeter.start().await?;
+    let service = micro::Service::builder("micro.gateway")
+        .ignore_env()
+        .registry(registry)
+        .broker(broker)
+        .build()?;
+    let gateway = micro_gateway::Gateway::bind("127.0.0.1:0", &service, opts).await?;
+    Ok((gateway, greeter))
+}
+
+/// A subscriber's handler.
+pub type Subscriber = Box<
+    dyn Fn(micro::Event<micro::Json<Value>>) -> micro::BoxFuture<'static, micro::Result<()>>
+        + Send
+        + Sync,
+>;
+
+/// A subscriber that hands each event's JSON to the returned channel.
+pub fn collector() -> (Subscriber, tokio::sync::mpsc::Receiver<Value>) {
+    let (seen, events) = tokio::sync::mpsc::channel::<Value>(4);
+    let handler = move |e: micro::Event<micro::Json<Value>>| {
+        let seen = seen.clone();
+        Box::pin(async move {
+            let _ = seen.send(e.message.0).await;
+            Ok(())
+        }) as micro::BoxFuture<'static, micro::Result<()>>
+    };
+    (Box::new(handler), events)
+}
