@@ -7,7 +7,11 @@ use serde::{Deserialize, Serialize};
 ///
 /// It travels in the `Micro-Error` header as JSON, e.g.
 /// `{"id":"greeter.Greeter.Hello","code":400,"detail":"name is empty","status":"Bad Request"}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+///
+/// `Debug` reads like `Display` (`400 Bad Request from greeter.Greeter.Hello: name is empty`),
+/// so that `fn main() -> micro::Result<()>` ends with a line a person can read; `{:#?}` shows
+/// the fields.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Error {
     /// Who raised the error, usually `<service>.<Endpoint>` or `micro.client`.
     #[serde(default)]
@@ -190,6 +194,21 @@ impl fmt::Display for Error {
     }
 }
 
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if f.alternate() {
+            f.debug_struct("Error")
+                .field("id", &self.id)
+                .field("code", &self.code)
+                .field("detail", &self.detail)
+                .field("status", &self.status)
+                .finish()
+        } else {
+            fmt::Display::fmt(self, f)
+        }
+    }
+}
+
 impl std::error::Error for Error {}
 
 /// The standard text of an HTTP status code, as Go Micro puts it in `status`.
@@ -221,6 +240,15 @@ pub fn status_text(code: i32) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_reads_like_display_for_main() {
+        let e = Error::bad_request("greeter.Greeter.Hello", "name is empty");
+        let shown = "400 Bad Request from greeter.Greeter.Hello: name is empty";
+        assert_eq!(format!("{e:?}"), shown);
+        assert_eq!(e.to_string(), shown);
+        assert!(format!("{e:#?}").contains("detail: \"name is empty\""));
+    }
 
     #[test]
     fn json_matches_go_micro() {

@@ -63,7 +63,7 @@ pub use handler::{Handler, ServerCall, ServerStream};
 pub use micro_core::{rpc, transport, BoxFuture, BoxStream, Error, Message, Metadata, Result};
 pub use pubsub::Event;
 pub use request::{IntoRequest, Request, Response};
-pub use service::{shutdown_signal, Service, ServiceBuilder};
+pub use service::{log_to_stderr, shutdown_signal, Service, ServiceBuilder};
 
 /// The interface crate, for plugin authors.
 pub use micro_core as core;

@@ -198,6 +198,11 @@ impl Server {
         &self.inner.opts
     }
 
+    /// The transport's name (`http`, `grpc`).
+    pub fn transport_name(&self) -> &str {
+        self.inner.transport.name()
+    }
+
     /// The service as registered (with this node), once started.
     pub fn registration(&self) -> Option<Service> {
         self.running().as_ref().map(|r| r.record.clone())
@@ -266,7 +271,7 @@ impl rpc::Server for Server {
             o.registry_timeout,
         ));
         listener.set_serving(true);
-        tracing::info!(service = %o.name, id = %o.id, %address, transport = self.inner.transport.name(), "serving");
+        tracing::debug!(service = %o.name, id = %o.id, %address, transport = self.inner.transport.name(), "serving");
         *self.running() = Some(Running {
             listener,
             record,

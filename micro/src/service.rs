@@ -536,6 +536,21 @@ impl Service {
             self.undo_start().await;
             return Err(e);
         }
+        // One line that says what this process is and which plugins it runs on.
+        let node = i
+            .server
+            .registration()
+            .and_then(|r| r.nodes.into_iter().next());
+        tracing::info!(
+            service = %self.name(),
+            id = node.as_ref().map_or("", |n| n.id.as_str()),
+            address = node.as_ref().map_or("", |n| n.address.as_str()),
+            transport = i.server.transport_name(),
+            registry = i.registry.name(),
+            broker = i.broker.name(),
+            codec = %i.client.options().content_type,
+            "serving"
+        );
         for hook in &i.after_start {
             hook().await?;
         }
@@ -609,8 +624,10 @@ impl Service {
         Ok(())
     }
 
-    /// Starts, serves until SIGINT or SIGTERM, then stops gracefully.
+    /// Starts, serves until SIGINT or SIGTERM, then stops gracefully. Logs to standard error
+    /// (`RUST_LOG`, `info` by default) unless the program has set up `tracing` itself.
     pub async fn run(&self) -> Result<()> {
+        log_to_stderr();
         self.run_until(shutdown_signal()).await
     }
 
@@ -621,6 +638,22 @@ impl Service {
         tracing::info!(service = %self.name(), "stopping");
         self.stop().await
     }
+}
+
+/// Installs a `tracing` subscriber writing to standard error, filtered by `RUST_LOG` (`info`
+/// when unset), unless one is installed already.
+pub fn log_to_stderr() {
+    if tracing::dispatcher::has_been_set() {
+        return;
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Another thread may have won the race: its subscriber stays.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -83,14 +83,7 @@ impl Greeter for GreeterService {
 /// Sends logs to stderr, filtered by `RUST_LOG` (`info` when unset), for the example programs.
 /// Calling it twice is harmless.
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Fails only when a subscriber is already installed, which is fine.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    micro::log_to_stderr();
 }
 
 fn greeting(name: &str) -> HelloReply {
