@@ -96,12 +96,49 @@ pub struct CallOptions {
     pub timeout: Option<Duration>,
     /// Retries after the first attempt; the client's default if None.
     pub retries: Option<u32>,
+    /// Which failures are retried; the client's default if None.
+    pub retry: Option<RetryPolicy>,
     /// Call this address instead of asking the selector.
     pub address: Option<String>,
     /// Selector filters.
     pub filters: Vec<Filter>,
     /// The proto service of the endpoint, for [`Request::proto_service`].
     pub proto_service: Option<String>,
+}
+
+/// Which failed attempts a client tries again (on another node, after a backoff).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RetryPolicy {
+    /// Only attempts that cannot have run a handler: the node could not be reached, or it
+    /// answered `503` (shed before the handler, or draining). A handler never runs twice
+    /// for one call. The default (`MICRO_CLIENT_RETRY=unreached`).
+    #[default]
+    Unreached,
+    /// Go Micro's policy: also timeouts (`408`) and server errors (`500`, `502`, `504`), so a
+    /// slow or failing handler may run again. For idempotent endpoints
+    /// (`MICRO_CLIENT_RETRY=gomicro`).
+    GoMicro,
+}
+
+impl RetryPolicy {
+    /// Whether an attempt that failed with `error` is tried again; `reached` says whether
+    /// the node answered at all.
+    pub fn retries(self, error: &crate::Error, reached: bool) -> bool {
+        match self {
+            _ if !reached => error.is_retryable() || error.code == 503,
+            RetryPolicy::Unreached => error.code == 503,
+            RetryPolicy::GoMicro => error.is_retryable(),
+        }
+    }
+
+    /// The policy named `unreached` or `gomicro`.
+    pub fn parse(name: &str) -> Option<RetryPolicy> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "unreached" => Some(RetryPolicy::Unreached),
+            "gomicro" | "go-micro" => Some(RetryPolicy::GoMicro),
+            _ => None,
+        }
+    }
 }
 
 /// One call on its way through the client's middleware (tower layers see this): the encoded

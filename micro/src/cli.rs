@@ -116,6 +116,14 @@ pub struct Flags {
         global = true
     )]
     pub client_retries: Option<String>,
+    /// What is retried: unreached (default), gomicro [env: MICRO_CLIENT_RETRY]
+    #[arg(
+        long = "client_retry",
+        alias = "client-retry",
+        value_name = "POLICY",
+        global = true
+    )]
+    pub client_retry: Option<String>,
     /// A call's deadline (5s) [env: MICRO_CLIENT_REQUEST_TIMEOUT]
     #[arg(
         long = "client_request_timeout",
@@ -174,6 +182,7 @@ impl Flags {
             "transport" => &self.transport,
             "selector" => &self.selector,
             "client_retries" => &self.client_retries,
+            "client_retry" => &self.client_retry,
             "client_request_timeout" => &self.client_request_timeout,
             "register_ttl" => &self.register_ttl,
             "register_interval" => &self.register_interval,

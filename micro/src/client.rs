@@ -27,6 +27,9 @@ use crate::BoxFuture;
 pub struct ClientOptions {
     /// Retries after a failed first attempt (`client_retries`, default 1).
     pub retries: u32,
+    /// Which failures are retried (`client_retry`): by default only those that cannot have
+    /// run a handler ([`rpc::RetryPolicy`]).
+    pub retry: rpc::RetryPolicy,
     /// The default deadline of a call (`client_request_timeout`, default 5 s).
     pub request_timeout: Duration,
     /// How long connecting to a node may take.
@@ -39,6 +42,7 @@ impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
             retries: 1,
+            retry: rpc::RetryPolicy::default(),
             request_timeout: Duration::from_secs(5),
             dial_timeout: Duration::from_secs(5),
             content_type: "application/protobuf".into(),
@@ -557,6 +561,7 @@ async fn dispatch(
     let timeout = options.timeout.unwrap_or(parts.opts.request_timeout);
     let deadline = Instant::now() + timeout;
     let retries = options.retries.unwrap_or(parts.opts.retries);
+    let policy = options.retry.unwrap_or(parts.opts.retry);
     let mut picker = picker_for(parts, &request.service, &options).await?;
     let mut attempt = 0;
     loop {
@@ -584,7 +589,7 @@ async fn dispatch(
             number: attempt,
         };
         let result = tokio::time::timeout(remaining, parts.attempt.clone().oneshot(try_once)).await;
-        let err = match result {
+        let (err, reached) = match result {
             Ok(Ok(rsp)) => {
                 parts
                     .selector
@@ -595,13 +600,13 @@ async fn dispatch(
                 parts
                     .selector
                     .mark(&request.service, &node, Outcome::Success);
-                e
+                (e, true)
             }
             Ok(Err(AttemptError::Unreachable(e))) => {
                 parts
                     .selector
                     .mark(&request.service, &node, Outcome::Failure);
-                e
+                (e, false)
             }
             Err(_) => {
                 // No answer within the deadline: a node that hangs is as bad as one that is
@@ -612,7 +617,7 @@ async fn dispatch(
                 return Err(deadline_error(&request, timeout));
             }
         };
-        if !err.is_retryable() || attempt >= retries {
+        if !policy.retries(&err, reached) || attempt >= retries {
             return Err(err);
         }
         tracing::debug!(target = %target(&request), node = %node.address, error = %err, attempt, "retrying");

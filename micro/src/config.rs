@@ -13,6 +13,7 @@
 //! | `MICRO_TRANSPORT` | `--transport` | `http` (default), `grpc` |
 //! | `MICRO_SELECTOR` | `--selector` | `random` (default), `roundrobin`, `p2c` |
 //! | `MICRO_CLIENT_RETRIES` | `--client_retries` | retries after a failed call (1) |
+//! | `MICRO_CLIENT_RETRY` | `--client_retry` | what is retried: `unreached` (default: only calls no handler can have run) or `gomicro` (timeouts and server errors too) |
 //! | `MICRO_CLIENT_REQUEST_TIMEOUT` | `--client_request_timeout` | a call's deadline (`5s`) |
 //! | `MICRO_REGISTER_TTL` | `--register_ttl` | registration lifetime, seconds or a duration (90) |
 //! | `MICRO_REGISTER_INTERVAL` | `--register_interval` | re-registration period (30) |
@@ -50,6 +51,8 @@ pub struct Config {
     pub selector: Option<String>,
     /// `MICRO_CLIENT_RETRIES`.
     pub client_retries: Option<u32>,
+    /// `MICRO_CLIENT_RETRY`.
+    pub client_retry: Option<micro_core::rpc::RetryPolicy>,
     /// `MICRO_CLIENT_REQUEST_TIMEOUT`.
     pub client_request_timeout: Option<Duration>,
     /// `MICRO_REGISTER_TTL`.
@@ -71,6 +74,7 @@ pub(crate) const KEYS: &[(&str, &str)] = &[
     ("transport", "MICRO_TRANSPORT"),
     ("selector", "MICRO_SELECTOR"),
     ("client_retries", "MICRO_CLIENT_RETRIES"),
+    ("client_retry", "MICRO_CLIENT_RETRY"),
     ("client_request_timeout", "MICRO_CLIENT_REQUEST_TIMEOUT"),
     ("register_ttl", "MICRO_REGISTER_TTL"),
     ("register_interval", "MICRO_REGISTER_INTERVAL"),
@@ -152,6 +156,12 @@ impl Config {
                     .map_err(|_| env::invalid(&label, &v, "a whole number"))
             })
             .transpose()?;
+        let client_retry = read("client_retry")
+            .map(|(label, v)| {
+                micro_core::rpc::RetryPolicy::parse(&v)
+                    .ok_or_else(|| env::invalid(&label, &v, "unreached or gomicro"))
+            })
+            .transpose()?;
         Ok(Config {
             server_name: text("server_name"),
             server_version: text("server_version"),
@@ -164,6 +174,7 @@ impl Config {
             transport: text("transport"),
             selector: text("selector"),
             client_retries,
+            client_retry,
             client_request_timeout: duration("client_request_timeout")?,
             register_ttl: duration("register_ttl")?,
             register_interval: duration("register_interval")?,
@@ -184,6 +195,7 @@ impl Config {
             transport: over.transport.or(self.transport),
             selector: over.selector.or(self.selector),
             client_retries: over.client_retries.or(self.client_retries),
+            client_retry: over.client_retry.or(self.client_retry),
             client_request_timeout: over.client_request_timeout.or(self.client_request_timeout),
             register_ttl: over.register_ttl.or(self.register_ttl),
             register_interval: over.register_interval.or(self.register_interval),
@@ -216,8 +228,10 @@ mod tests {
             "--client_request_timeout=250ms",
             "--register_ttl",
             "10",
+            "--client_retry=gomicro",
         ]))
         .expect("valid flags");
+        assert_eq!(c.client_retry, Some(micro_core::rpc::RetryPolicy::GoMicro));
         assert_eq!(c.registry.as_deref(), Some("memory"));
         assert_eq!(c.server_address.as_deref(), Some("127.0.0.1:9090"));
         assert_eq!(c.client_retries, Some(3));
@@ -260,6 +274,12 @@ mod tests {
     fn bad_values_are_clear_errors() {
         let err = Config::from_args(args(&["--client_retries", "many"])).expect_err("not a number");
         assert!(err.detail.contains("--client_retries"), "{}", err.detail);
+        let err = Config::from_args(args(&["--client_retry", "always"])).expect_err("no policy");
+        assert!(
+            err.detail.contains("unreached or gomicro"),
+            "{}",
+            err.detail
+        );
         let err = Config::from_args(args(&["--register_ttl", "soon"])).expect_err("not a duration");
         assert!(err.detail.contains("--register_ttl"), "{}", err.detail);
         let err = Config::from_args(args(&["--registry"])).expect_err("no value");

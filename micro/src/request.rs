@@ -72,6 +72,13 @@ impl<T> Request<T> {
         self
     }
 
+    /// Sets which failures are retried: [`RetryPolicy::GoMicro`](crate::rpc::RetryPolicy)
+    /// for an idempotent endpoint that may run again after a timeout or server error.
+    pub fn with_retry(mut self, policy: crate::rpc::RetryPolicy) -> Self {
+        self.options.retry = Some(policy);
+        self
+    }
+
     /// Calls this address directly instead of asking the selector.
     pub fn with_address(mut self, address: impl Into<String>) -> Self {
         self.options.address = Some(address.into());

@@ -334,6 +334,7 @@ impl ServiceBuilder {
         s.register_ttl = c.register_ttl.unwrap_or(s.register_ttl);
         s.register_interval = c.register_interval.unwrap_or(s.register_interval);
         self.client.retries = c.client_retries.unwrap_or(self.client.retries);
+        self.client.retry = c.client_retry.unwrap_or(self.client.retry);
         self.client.request_timeout = c
             .client_request_timeout
             .unwrap_or(self.client.request_timeout);

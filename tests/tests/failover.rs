@@ -171,3 +171,49 @@ async fn a_stopped_server_deregisters_and_refuses_new_calls() {
         .expect_err("refused");
     assert_eq!(err.code, 503, "a transport error: {err}");
 }
+
+/// By default a call is retried only when no handler can have run it: a handler that failed
+/// with a timeout or a server error runs once; Go Micro's policy, asked for per call, runs it
+/// again; a `503` (shed before the handler) is retried either way.
+#[tokio::test]
+async fn a_handler_runs_twice_only_when_the_caller_asks_for_it() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = runs.clone();
+    let failing = Handler::new("Flaky").unary("Fail", move |req: Request<Json<u16>>| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        let code = i32::from(req.into_inner().0);
+        Box::pin(async move { Err(micro::Error::new("flaky.Flaky.Fail", code, "failed")) })
+            as micro::BoxFuture<'static, micro::Result<Response<Json<u16>>>>
+    });
+    let registry = MemoryRegistry::new();
+    let service = greeter(&registry, vec![failing]).await;
+    let caller = client(&registry).with_content_type("application/json");
+    let runs_for = |code: u16, policy: Option<micro::rpc::RetryPolicy>| {
+        let caller = caller.clone();
+        let runs = runs.clone();
+        async move {
+            runs.store(0, Ordering::SeqCst);
+            let mut request = Request::new(Json(code)).with_retries(1);
+            if let Some(policy) = policy {
+                request = request.with_retry(policy);
+            }
+            let failed = within(
+                "call",
+                caller.unary::<Json<u16>, Json<u16>>("greeter", "Flaky.Fail", request),
+            )
+            .await
+            .expect_err("the handler fails");
+            assert_eq!(failed.code, i32::from(code));
+            runs.load(Ordering::SeqCst)
+        }
+    };
+    use micro::rpc::RetryPolicy::GoMicro;
+    assert_eq!(runs_for(500, None).await, 1);
+    assert_eq!(runs_for(408, None).await, 1);
+    assert_eq!(runs_for(503, None).await, 2);
+    assert_eq!(runs_for(500, Some(GoMicro)).await, 2);
+    assert_eq!(runs_for(400, Some(GoMicro)).await, 1);
+    service.stop().await.expect("stop");
+}
