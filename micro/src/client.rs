@@ -186,17 +186,22 @@ impl Client {
     }
 
     /// Wraps the call path in a tower layer (tracing, metrics, rate limits, ...): it sees each
-    /// call once, retries included. Layers added later run first.
+    /// call once, retries included. Layers added later run first; errors of tower's own
+    /// layers become Micro errors as [`crate::layer`] says.
     pub fn layer<L>(self, layer: L) -> Self
     where
         L: Layer<CallService> + Send + Sync + 'static,
-        L::Service:
-            Service<Call, Response = rpc::Response, Error = Error> + Clone + Send + Sync + 'static,
+        L::Service: Service<Call, Response = rpc::Response> + Clone + Send + Sync + 'static,
+        <L::Service as Service<Call>>::Error: Into<crate::layer::BoxError>,
         <L::Service as Service<Call>>::Future: Send + 'static,
     {
         self.rebuild(|s| {
-            s.call_layers
-                .push(Arc::new(move |svc| CallService::new(layer.layer(svc))))
+            s.call_layers.push(Arc::new(move |svc| {
+                CallService::new(tower::util::MapErr::new(
+                    layer.layer(svc),
+                    crate::layer::error_of,
+                ))
+            }))
         })
     }
 
@@ -219,17 +224,22 @@ impl Client {
     }
 
     /// Wraps the publish path (one message to one topic) in a tower layer: producer spans,
-    /// message counters, ... Layers added later run first.
+    /// message counters, ... Layers added later run first; errors of tower's own layers
+    /// become Micro errors as [`crate::layer`] says.
     pub fn publish_layer<L>(self, layer: L) -> Self
     where
         L: Layer<PublishService> + Send + Sync + 'static,
-        L::Service:
-            Service<Publication, Response = (), Error = Error> + Clone + Send + Sync + 'static,
+        L::Service: Service<Publication, Response = ()> + Clone + Send + Sync + 'static,
+        <L::Service as Service<Publication>>::Error: Into<crate::layer::BoxError>,
         <L::Service as Service<Publication>>::Future: Send + 'static,
     {
         self.rebuild(|s| {
-            s.publish_layers
-                .push(Arc::new(move |svc| PublishService::new(layer.layer(svc))))
+            s.publish_layers.push(Arc::new(move |svc| {
+                PublishService::new(tower::util::MapErr::new(
+                    layer.layer(svc),
+                    crate::layer::error_of,
+                ))
+            }))
         })
     }
 

@@ -48,6 +48,7 @@ pub mod config;
 pub mod debug;
 mod handler;
 pub mod headers;
+pub mod layer;
 pub mod plugins;
 pub mod pubsub;
 pub mod registry;

@@ -68,13 +68,23 @@ impl fmt::Debug for ServiceBuilder {
 macro_rules! layer_method {
     ($(#[$doc:meta])* $name:ident, $field:ident, $svc:ty, $req:ty, $rsp:ty) => {
         $(#[$doc])*
+        ///
+        /// The layer's service may fail with any error that converts into a
+        /// [`BoxError`](crate::layer::BoxError) (tower's own layers do); see
+        /// [`crate::layer`] for how those become Micro errors, and for the order of layers.
         pub fn $name<L>(mut self, layer: L) -> Self
         where
             L: Layer<$svc> + Send + Sync + 'static,
-            L::Service: TowerService<$req, Response = $rsp, Error = Error> + Clone + Send + Sync + 'static,
+            L::Service: TowerService<$req, Response = $rsp> + Clone + Send + Sync + 'static,
+            <L::Service as TowerService<$req>>::Error: Into<crate::layer::BoxError>,
             <L::Service as TowerService<$req>>::Future: Send + 'static,
         {
-            self.$field.push(Arc::new(move |inner| <$svc>::new(layer.layer(inner))));
+            self.$field.push(Arc::new(move |inner| {
+                <$svc>::new(tower::util::MapErr::new(
+                    layer.layer(inner),
+                    crate::layer::error_of,
+                ))
+            }));
             self
         }
     };
