@@ -82,10 +82,10 @@ if ! port_open 4222; then
     wait_port 4222 NATS
 fi
 
-log "python: grpcio (the standard gRPC client of the gRPC tests), openapi-spec-validator (checks the gateway's OpenAPI document)"
+log "python: grpcio (the standard gRPC client of the gRPC tests), openapi-spec-validator (checks the gateway's OpenAPI document), mcp (the MCP client of the MCP tests)"
 need_pkg python3 python3
-python_pkgs="grpcio grpcio-tools grpcio-health-checking grpcio-reflection openapi-spec-validator"
-python3 -c "import grpc, grpc_tools.protoc, grpc_health.v1, grpc_reflection.v1alpha, openapi_spec_validator" 2>/dev/null ||
+python_pkgs="grpcio grpcio-tools grpcio-health-checking grpcio-reflection openapi-spec-validator mcp"
+python3 -c "import grpc, grpc_tools.protoc, grpc_health.v1, grpc_reflection.v1alpha, openapi_spec_validator, mcp" 2>/dev/null ||
     python3 -m pip install --quiet $python_pkgs ||
     python3 -m pip install --quiet --break-system-packages $python_pkgs
 

@@ -11,6 +11,7 @@
 //! micro health greeter                                    # each node's health
 //! micro registry watch                                    # registry events as they happen
 //! micro gateway                                           # HTTP/JSON on 127.0.0.1:8080
+//! micro mcp                                               # MCP on stdio, for AI agents
 //! micro new orders --pubsub                              # a new service crate
 //! micro run                                               # run a workspace's services, live
 //! micro completions bash > /etc/bash_completion.d/micro
@@ -60,6 +61,10 @@
 //!   (`src/main.rs`), a test that serves and calls it in process, and a README. `--pubsub`
 //!   adds a subscriber to `NAME.events` and a test that publishes to it; `--micro-path`
 //!   depends on a local checkout of Micro rather than the crates.io release.
+//! - `mcp`: MCP on standard input and output (`micro-mcp`): every endpoint in the registry a
+//!   tool for an AI agent; a desktop agent's configuration is
+//!   `{"mcpServers": {"micro": {"command": "micro", "args": ["mcp"]}}}`. The gateway serves
+//!   the same over HTTP at `/mcp`.
 //! - `gateway [--address 127.0.0.1:8080]`: the HTTP/JSON API gateway (`micro-gateway`):
 //!   `POST /api/{service}/{Type.Method}` (SSE and WebSocket for streams), `POST /event/{topic}`,
 //!   `GET /services`, `GET /openapi.json`, until Ctrl-C. `micro gateway --help` lists its
@@ -157,6 +162,10 @@ enum Command {
         #[arg(long, env = "MICRO_GATEWAY_ADDRESS", default_value = "127.0.0.1:8080")]
         address: String,
     },
+    /// Serve MCP on standard input and output: every endpoint in the registry a tool for an
+    /// AI agent (the command a desktop agent starts)
+    #[command(after_help = MCP_ENVIRONMENT)]
+    Mcp,
     /// Build and run a workspace's services, restarting each when its sources change
     Run(run::RunArgs),
     /// Create a new service crate (proto, handler, server, test, README) that builds as made
@@ -192,6 +201,16 @@ async fn main() -> ExitCode {
         }
     }
 }
+
+/// The MCP settings, for `micro mcp --help`.
+const MCP_ENVIRONMENT: &str = "\
+MCP settings:
+  MICRO_MCP_TIMEOUT      each tool call (10s)
+  MICRO_MCP_MAX_REPLIES  replies collected from a streaming endpoint (100)
+  MICRO_MCP_SERVICES     the services to expose, comma separated (all)
+  MICRO_MCP_DENY         services never to expose, comma separated
+
+A desktop agent's configuration: {\"mcpServers\": {\"micro\": {\"command\": \"micro\", \"args\": [\"mcp\"]}}}";
 
 /// Runs the command; `Ok(false)` when it ran but the answer is a failure (an unhealthy node).
 async fn run(cli: Cli) -> Result<bool> {
@@ -266,6 +285,11 @@ async fn run(cli: Cli) -> Result<bool> {
             service: name,
             timeout,
         } => return call::health(&service, &name, timeout, out).await,
+        Command::Mcp => {
+            // Standard output carries the protocol: logs go to standard error.
+            micro::log_to_stderr();
+            micro_mcp::serve_stdio(&service, micro_mcp::McpOptions::from_env()?).await?;
+        }
         Command::Gateway { address } => {
             let options = micro_gateway::GatewayOptions::from_env()?;
             let gateway = micro_gateway::Gateway::bind(&address, &service, options).await?;

@@ -441,3 +441,26 @@ fn publish_and_subscribe_over_nats() {
         .collect();
     assert_eq!(got, [r#"{"n":1}"#, r#"{"n":2}"#]);
 }
+
+/// `micro mcp` speaks MCP's JSON-RPC on standard input and output, and nothing else goes to
+/// standard output.
+#[test]
+fn mcp_answers_json_rpc_on_stdio() {
+    let input = [
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"test","version":"1"}}}"#,
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
+    ]
+    .join("\n")
+        + "\n";
+    let out = run(&["--registry", "memory", "mcp"], Some(&input));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let answers: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every line of stdout is JSON-RPC"))
+        .collect();
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert_eq!(answers[0]["result"]["serverInfo"]["name"], "micro-mcp");
+    assert_eq!(answers[1]["id"], 2);
+    assert!(answers[1]["result"]["tools"].is_array(), "{answers:?}");
+}

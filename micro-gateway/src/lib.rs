@@ -20,6 +20,7 @@
 //! | `GET /services` | the services in the registry (Go Micro's JSON) |
 //! | `GET /services/{name}` | one service, every version with its nodes and endpoints |
 //! | `GET /health` | `{"status":"ok"}` |
+//! | `/mcp` | the MCP gateway (`micro-mcp`, Streamable HTTP): every endpoint a tool for AI agents; `Gateway.MCP` in auth rules; `MICRO_GATEWAY_MCP=off` leaves it out |
 //! | any other path, with [`GatewayOptions::path_routes`] | Micro v3's path routes: `/greeter/say/hello` is `greeter`'s `Say.Hello`, `/foo/bar` `foo`'s `Foo.Bar`, `/foo` `Foo.Call`, `/v1/foo/bar` `v1.foo`'s `Foo.Bar`; kebab-case segments camel-cased; [`GatewayOptions::namespace`] goes before the service name |
 //!
 //! ```text
@@ -144,7 +145,10 @@ Gateway settings:
   MICRO_GATEWAY_PUBLIC           endpoints anyone may call (Greeter.Hello,Gateway.OpenAPI)
   MICRO_GATEWAY_SCOPES           scopes endpoints need (Greeter.*=greet,Event.*=publish)
   MICRO_GATEWAY_PATHS            v3: Micro v3's path routes too (/greeter/say/hello); api: not
-  MICRO_GATEWAY_NAMESPACE        put before path routes' service names (go.micro.api)";
+  MICRO_GATEWAY_NAMESPACE        put before path routes' service names (go.micro.api)
+  MICRO_GATEWAY_MCP              on: the MCP gateway at /mcp (default); off: not served
+  MICRO_MCP_TIMEOUT, MICRO_MCP_MAX_REPLIES, MICRO_MCP_SERVICES, MICRO_MCP_DENY
+                                 the MCP gateway's call bound, stream replies, services shown";
 /// How long [`Gateway::shutdown`] waits for requests under way.
 pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 /// Headers that belong to one HTTP hop or to the message's framing, or that Micro keeps for
@@ -201,6 +205,10 @@ pub struct GatewayOptions {
     /// Put before the service name of path routes (`go.micro.api` makes `/greeter/...` call
     /// `go.micro.api.greeter`). `MICRO_GATEWAY_NAMESPACE`; none by default.
     pub namespace: String,
+    /// The MCP gateway at `/mcp` (every endpoint a tool for AI agents, `micro-mcp`), behind
+    /// the same auth, rate and origin checks as the rest; `None` leaves it out.
+    /// `MICRO_MCP_*` settings; `MICRO_GATEWAY_MCP=off` leaves it out.
+    pub mcp: Option<micro_mcp::McpOptions>,
 }
 
 impl Default for GatewayOptions {
@@ -226,6 +234,7 @@ impl Default for GatewayOptions {
             max_headers: 100,
             path_routes: false,
             namespace: String::new(),
+            mcp: Some(micro_mcp::McpOptions::default()),
         }
     }
 }
@@ -290,6 +299,17 @@ impl GatewayOptions {
         if let Some(v) = var("MICRO_GATEWAY_NAMESPACE") {
             o.namespace = v.trim().to_string();
         }
+        o.mcp = match var("MICRO_GATEWAY_MCP").as_deref().map(str::trim) {
+            None | Some("on") => Some(micro_mcp::McpOptions::from_env()?),
+            Some("off") => None,
+            Some(v) => {
+                return Err(micro::core::env::invalid(
+                    "MICRO_GATEWAY_MCP",
+                    v,
+                    "on (serve /mcp, the default) or off",
+                ))
+            }
+        };
         o.auth = Auth::from_env()?;
         Ok(o)
     }
@@ -313,6 +333,14 @@ struct Shared {
 /// The gateway's routes over `service`'s client, registry and broker, as a tower service for
 /// programs that serve it themselves.
 pub fn router(service: &Service, opts: GatewayOptions) -> Router {
+    app(service, opts).0
+}
+
+/// The routes, and what ends the MCP gateway's open streams.
+fn app(
+    service: &Service,
+    opts: GatewayOptions,
+) -> (Router, Option<tokio_util::sync::CancellationToken>) {
     let limit = opts.max_body_bytes;
     let generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let watched = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -324,6 +352,14 @@ pub fn router(service: &Service, opts: GatewayOptions) -> Router {
         unwatch
     });
     let cors = cors(&opts);
+    let mcp = opts.mcp.clone().map(|mcp_opts| {
+        let mut mcp = micro_mcp::http_service(service, mcp_opts);
+        if opts.auth.is_some() {
+            // Any host name: tokens guard the gateway then, as on every other route.
+            mcp.config.allowed_hosts.clear();
+        }
+        mcp
+    });
     let shared = Arc::new(Shared {
         service: service.clone(),
         limiter: access::Limiter::new(opts.rate_limit),
@@ -333,7 +369,18 @@ pub fn router(service: &Service, opts: GatewayOptions) -> Router {
         watched,
         _unwatch: unwatch,
     });
-    Router::new()
+    let mut routes = Router::new();
+    let mut stop_mcp = None;
+    if let Some(mcp) = mcp {
+        use tower::Layer as _;
+
+        stop_mcp = Some(mcp.config.cancellation_token.clone());
+        let bounded = tower_http::limit::RequestBodyLimitLayer::new(limit).layer(mcp);
+        let admitted =
+            axum::middleware::from_fn_with_state(shared.clone(), admit_mcp).layer(bounded);
+        routes = routes.route_service("/mcp", admitted);
+    }
+    let routes = routes
         .route("/api/{service}/{endpoint}", post(call_json).get(call_query))
         .route(
             "/api/{service}/{kind}/{method}",
@@ -355,7 +402,22 @@ pub fn router(service: &Service, opts: GatewayOptions) -> Router {
             browser_checks,
         ))
         .layer(cors)
-        .with_state(shared)
+        .with_state(shared);
+    (routes, stop_mcp)
+}
+
+/// The MCP gateway is one more route: the same tokens, rate and origins (`Gateway.MCP` in
+/// auth rules).
+async fn admit_mcp(
+    State(shared): State<Arc<Shared>>,
+    caller: Caller,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Err(e) = shared.admit(&caller, "Gateway.MCP").await {
+        return failure(e);
+    }
+    next.run(request).await
 }
 
 /// Cross-origin requests from allowed pages: loopback pages, and the listed origins.
@@ -471,6 +533,7 @@ async fn errors_as_json(response: Response) -> Response {
 pub struct Gateway {
     local_addr: SocketAddr,
     stop: tokio::sync::oneshot::Sender<()>,
+    stop_mcp: Option<tokio_util::sync::CancellationToken>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -504,7 +567,7 @@ impl Gateway {
             .map_err(|e| Error::internal(ID, format!("listen on {addr}: {e}")))?;
         service.broker().connect().await?;
         let limits = (opts.max_connections, opts.header_timeout, opts.max_headers);
-        let app = router(service, opts);
+        let (app, stop_mcp) = app(service, opts);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let stopped = async {
             // A dropped `Gateway` (no shutdown asked for) keeps serving.
@@ -516,6 +579,7 @@ impl Gateway {
         Ok(Gateway {
             local_addr,
             stop,
+            stop_mcp,
             task,
         })
     }
@@ -528,6 +592,10 @@ impl Gateway {
     /// Stops taking connections and waits for requests under way, at most
     /// [`SHUTDOWN_WAIT`]; connections still open then are closed.
     pub async fn shutdown(self) {
+        // MCP's event streams stay open until told to end.
+        if let Some(stop_mcp) = &self.stop_mcp {
+            stop_mcp.cancel();
+        }
         let _ = self.stop.send(());
         let mut task = self.task;
         if tokio::time::timeout(SHUTDOWN_WAIT, &mut task)

@@ -2,10 +2,8 @@
 //! the request and response descriptions services register, kept until the registry changes.
 
 use micro::core::registry::{Service as Registration, Value as Shape};
+use micro::registry::json_schema;
 use serde_json::{json, Map, Value};
-
-/// How deep nested messages are described; the registry describes three levels at most.
-const MAX_DEPTH: usize = 8;
 
 /// The document for these services (each with its endpoints); `secured` adds bearer
 /// authentication, with `public` telling which operations need none.
@@ -147,93 +145,7 @@ fn error_schema() -> Value {
     })
 }
 
-/// A request or response message; an endpoint that registered none takes any JSON.
+/// A request or response message, as the registry describes it.
 fn message(shape: Option<&Shape>) -> Value {
-    match shape {
-        Some(shape) => {
-            let mut schema = object(&shape.values, 0);
-            if !shape.kind.is_empty() {
-                schema["title"] = json!(shape.kind);
-            }
-            schema
-        }
-        None => json!({}),
-    }
-}
-
-fn object(fields: &[Shape], depth: usize) -> Value {
-    let mut properties = Map::new();
-    for field in fields {
-        properties.insert(
-            field.name.clone(),
-            schema(&field.kind, &field.values, depth),
-        );
-    }
-    json!({"type": "object", "properties": properties})
-}
-
-/// The JSON Schema of a registry type name (`string`, `[]int64`, `map<string, Inner>`,
-/// `Inner` with its fields), as protobuf's JSON mapping writes it.
-fn schema(kind: &str, fields: &[Shape], depth: usize) -> Value {
-    if let Some(item) = kind.strip_prefix("[]") {
-        return json!({"type": "array", "items": schema(item, fields, depth)});
-    }
-    if let Some(inner) = kind.strip_prefix("map<").and_then(|k| k.strip_suffix('>')) {
-        let value = inner.split_once(',').map_or(inner, |(_, v)| v.trim());
-        return json!({"type": "object", "additionalProperties": schema(value, fields, depth)});
-    }
-    match kind {
-        "string" => json!({"type": "string"}),
-        "bool" => json!({"type": "boolean"}),
-        "double" | "float" | "float32" | "float64" => json!({"type": "number"}),
-        "int32" | "uint32" | "sint32" | "fixed32" | "sfixed32" | "int" | "uint" => {
-            json!({"type": "integer"})
-        }
-        // Protobuf's JSON writes 64-bit integers as strings and reads either.
-        "int64" | "uint64" | "sint64" | "fixed64" | "sfixed64" => {
-            json!({"type": ["integer", "string"]})
-        }
-        "bytes" | "[]byte" => json!({"type": "string", "contentEncoding": "base64"}),
-        _ if !fields.is_empty() && depth < MAX_DEPTH => {
-            let mut nested = object(fields, depth + 1);
-            nested["title"] = json!(kind);
-            nested
-        }
-        // An enum or a message described no further: any JSON, named.
-        _ => json!({"title": kind}),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn shape(name: &str, kind: &str, values: Vec<Shape>) -> Shape {
-        Shape {
-            name: name.into(),
-            kind: kind.into(),
-            values,
-        }
-    }
-
-    #[test]
-    fn registry_types_map_to_json_schema() {
-        assert_eq!(schema("string", &[], 0), json!({"type": "string"}));
-        assert_eq!(
-            schema("[]int32", &[], 0),
-            json!({"type": "array", "items": {"type": "integer"}})
-        );
-        assert_eq!(
-            schema("map<string, bool>", &[], 0),
-            json!({"type": "object", "additionalProperties": {"type": "boolean"}})
-        );
-        assert_eq!(
-            schema("int64", &[], 0),
-            json!({"type": ["integer", "string"]})
-        );
-        let inner = schema("Inner", &[shape("x", "double", vec![])], 0);
-        assert_eq!(inner["title"], "Inner");
-        assert_eq!(inner["properties"]["x"], json!({"type": "number"}));
-        assert_eq!(schema("Colour", &[], 0), json!({"title": "Colour"}));
-    }
+    Value::Object(json_schema::message(shape))
 }

@@ -256,3 +256,46 @@ async fn connections_are_limited_and_slow_clients_cut_off() -> TestResult {
     greeter.stop().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mcp_gateway_is_behind_the_same_auth() -> TestResult {
+    let opts = GatewayOptions {
+        auth: Some(Auth::tokens([("agent-token", vec![])])),
+        ..GatewayOptions::default()
+    };
+    let (gateway, greeter) = gateway(opts).await?;
+    let url = format!("http://{}/mcp", gateway.local_addr());
+    tokio::task::spawn_blocking(move || {
+        let initialize = json!({
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "curl", "version": "1"},
+            },
+        })
+        .to_string();
+        let post = |extra: &[&str]| {
+            let mut args = vec![
+                "-H",
+                "Content-Type: application/json",
+                "-H",
+                "Accept: application/json, text/event-stream",
+                "-d",
+                &initialize,
+            ];
+            args.extend_from_slice(extra);
+            curl(&args, &url)
+        };
+        let refused = post(&[]);
+        assert_eq!(refused.status, 401, "{}", refused.body);
+        let agent = bearer("agent-token");
+        let answered = post(&["-H", &agent]);
+        assert_eq!(answered.status, 200, "{}", answered.body);
+        assert!(answered.body.contains("serverInfo"), "{}", answered.body);
+    })
+    .await?;
+    gateway.shutdown().await;
+    greeter.stop().await?;
+    Ok(())
+}
