@@ -96,8 +96,9 @@ log "php with curl, which runs the PHP example against the gateway"
 need_pkg php php-cli
 need_deb php-curl
 
-log "h2load (nghttp2-client), the independent HTTP/2 load generator of the benchmark's server row"
+log "h2load (nghttp2-client) and wrk, the independent load generators of the benchmark's server and gateway rows"
 need_pkg h2load nghttp2-client
+need_pkg wrk wrk
 
 log "micro-core stays thin (no networking stack or backend client)"
 if cargo tree -p micro-core -e normal --prefix none | grep -Ei '^(hyper|h2|tonic|mio|tokio|etcd-client|rdkafka|lapin|async-nats|kube) '; then

@@ -7,6 +7,7 @@
 //! cargo run --release -p micro-bench                  # full run (2-3 minutes), rewrites BENCHMARKS.md
 //! cargo run --release -p micro-bench -- --quick       # smoke run (well under a minute), writes nothing
 //! cargo run --release -p micro-bench -- --only selector,registry
+//! cargo run --release -p micro-bench -- --only gateway
 //! cargo run --release -p micro-bench -- --quick --out /tmp/bench.md
 //! cargo run --release -p micro-bench --features mimalloc -- --out /tmp/bench-mimalloc.md
 //! ```
@@ -31,6 +32,10 @@
 //!   transport with protobuf and with JSON. Each row runs in a child process of this binary
 //!   (server and client on one multi-thread tokio runtime with a worker per core, on
 //!   loopback), which reports requests/s, p50, p99 and its peak RSS (`VmHWM`).
+//! - **API gateway** ([`gateway`]): an HTTP/1.1 keep-alive client (hyper's, then `wrk` when it
+//!   is installed) posting `{"name":..}` to the greeter through micro-gateway
+//!   (`/api/greeter/Greeter.Hello`), against the same client posting to the greeter's mucp
+//!   endpoint directly: requests/s, p50, p99 and the gateway/direct ratios.
 //! - **Allocations** ([`allocs`]): heap blocks allocated per unary echo (128 B), counted by
 //!   dhat in a child process per stack: raw tonic, Micro over grpc, Micro over http+protobuf.
 //! - **Brokers** ([`brokers`]): publish and consume N messages of 256 B (100 000; 5 000 in
@@ -47,6 +52,7 @@
 //! | | full | `--quick` |
 //! |---|---|---|
 //! | RPC rows | 2 payloads x 3 concurrencies x 4 stacks, 0.3 s warm-up + 1.5 s each, two passes | 128 B, concurrency 16, 4 stacks, 0.2 s + 0.5 s, one pass |
+//! | gateway | 2 routes x 3 runs, 0.3 s + 2 s each; wrk 2 x 3 s per route | 1 run, 0.2 s + 0.5 s; wrk 1 s |
 //! | allocation counts | 2 000 calls per stack | 200 |
 //! | broker messages | 100 000 per run, 2-5 rounds of raw then Micro | 5 000, one round |
 //! | selector | 5 rounds of 60 ms per case | 5 rounds of 10 ms |
@@ -69,6 +75,7 @@ static ALLOCATOR: allocs::Switch = allocs::Switch;
 
 mod allocs;
 mod brokers;
+mod gateway;
 mod h2load;
 mod proto;
 mod registry;
@@ -161,7 +168,9 @@ enum Output {
     File(PathBuf),
 }
 
-const SECTIONS: [&str; 6] = ["rpc", "h2load", "allocs", "brokers", "selector", "registry"];
+const SECTIONS: [&str; 7] = [
+    "rpc", "h2load", "gateway", "allocs", "brokers", "selector", "registry",
+];
 
 /// Benchmarks every Micro path next to the raw library beneath it, in one run, and prints the
 /// ratios; the full run rewrites BENCHMARKS.md.
@@ -169,7 +178,8 @@ const SECTIONS: [&str; 6] = ["rpc", "h2load", "allocs", "brokers", "selector", "
 #[command(
     version,
     after_help = "Backends: RabbitMQ on 127.0.0.1:5672, NATS on 127.0.0.1:4222, \
-the etcd binary (a private etcd is started), h2load (nghttp2-client); MICRO_TEST_REQUIRE_SERVICES=1 \
+the etcd binary (a private etcd is started), h2load (nghttp2-client), wrk (optional: the gateway \
+section runs without it); MICRO_TEST_REQUIRE_SERVICES=1 \
 makes a missing backend fail a --quick run. MICRO_BENCH_DHAT_FILE=PATH keeps dhat's profile of an \
 allocation count (--allocs-row STACK CALLS)."
 )]
@@ -248,6 +258,9 @@ fn main() -> ExitCode {
     }
     if wants("h2load") {
         report.push(announce(h2load::run(&settings)));
+    }
+    if wants("gateway") {
+        report.push(announce(runtime.block_on(gateway::run(&settings))));
     }
     if wants("allocs") {
         report.push(announce(allocs::run(&settings)));
