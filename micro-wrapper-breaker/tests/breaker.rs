@@ -196,7 +196,8 @@ async fn with_one_failing_node_calls_keep_succeeding_on_the_other() {
     );
     let circuits = breaker.circuits().clone();
     // Round robin sends every other call to the broken node, which answers (500, so the
-    // selector alone would keep it); the retry of each such call lands on the healthy node.
+    // selector alone would keep it); the retry of each such call (Go Micro's policy, which
+    // retries a 500) lands on the healthy node.
     let caller = builder("caller", &registry)
         .strategy(Strategy::RoundRobin)
         .attempt_layer(breaker)
@@ -206,9 +207,12 @@ async fn with_one_failing_node_calls_keep_succeeding_on_the_other() {
     for i in 0..12 {
         let reply = within(
             "call",
-            greeter.hello(HelloRequest {
-                name: format!("n{i}"),
-            }),
+            greeter.hello(
+                micro::Request::new(HelloRequest {
+                    name: format!("n{i}"),
+                })
+                .with_retry(micro::rpc::RetryPolicy::GoMicro),
+            ),
         )
         .await
         .unwrap_or_else(|e| panic!("call {i} failed although a healthy node exists: {e}"));

@@ -369,8 +369,14 @@ async fn errors_retries_and_deadlines_show_in_status_and_attempt_spans() {
         }
     };
 
-    // A 500 is retried: two attempts, each reaching the server, all of them errors.
-    let err = call(ask("fail").with_retries(1)).await;
+    // A 500 is retried under Go Micro's policy: two attempts, each reaching the server, all
+    // of them errors.
+    let err = call(
+        ask("fail")
+            .with_retries(1)
+            .with_retry(micro::rpc::RetryPolicy::GoMicro),
+    )
+    .await;
     assert_eq!(err.code, 500);
     let spans = collector.take(5).await;
     let name = "svc-c/Store.Check";

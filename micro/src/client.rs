@@ -22,6 +22,9 @@ use crate::request::{Request, Response};
 use crate::selector::DirectPicker;
 use crate::BoxFuture;
 
+/// The JSON codec's content type, the fallback for messages the client's codec cannot carry.
+const JSON: &str = "application/json";
+
 /// Client settings (Go Micro's names in brackets).
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -289,6 +292,25 @@ impl Client {
         self.parts.codecs.get(&self.parts.opts.content_type)
     }
 
+    /// `msg` encoded with the client's codec or, when that codec cannot carry the message's
+    /// type (a [`Json`](crate::Json) value on the default protobuf codec), with JSON; the
+    /// codec used comes back with the bytes.
+    pub(crate) fn encode(&self, msg: &dyn Message) -> Result<(Arc<dyn Codec>, Bytes)> {
+        let codec = self.codec()?;
+        let refused = match codec.encode(msg) {
+            Ok(body) => return Ok((codec, body)),
+            Err(e) if e.id == "micro.codec" && e.code == 400 => e,
+            Err(e) => return Err(e),
+        };
+        match self.parts.codecs.get(JSON) {
+            Ok(json) if json.content_type() != codec.content_type() => {
+                let body = json.encode(msg).map_err(|_| refused)?;
+                Ok((json, body))
+            }
+            _ => Err(refused),
+        }
+    }
+
     /// A typed unary call to `endpoint` (`Greeter.Hello`) of `service`.
     pub async fn unary<Req, Rsp>(
         &self,
@@ -300,8 +322,8 @@ impl Client {
         Req: Message,
         Rsp: Message + Default,
     {
-        let codec = self.codec()?;
         let (message, metadata, options) = req.into_parts();
+        let (codec, body) = self.encode(&message)?;
         let request = rpc::Request {
             id: String::new(),
             service: service.to_string(),
@@ -309,7 +331,7 @@ impl Client {
             proto_service: options.proto_service.clone(),
             content_type: codec.content_type().to_string(),
             metadata,
-            body: codec.encode(&message)?,
+            body,
         };
         let rsp = self.call_raw(request, options).await?;
         let codec = match rsp.content_type.is_empty() {

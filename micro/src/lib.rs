@@ -38,9 +38,11 @@
 //!
 //! The in-memory registry and broker (`memory`) are always there. Asking for a plugin that is
 //! not compiled in fails with an error that names the feature to enable.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod broker;
 #[cfg(feature = "cli")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
 pub mod cli;
 pub mod client;
 pub mod codec;
@@ -71,21 +73,27 @@ pub use micro_core as core;
 
 /// Bearer-token and JWT authentication middleware (the `micro-wrapper-auth` crate).
 #[cfg(feature = "auth")]
+#[cfg_attr(docsrs, doc(cfg(feature = "auth")))]
 pub use micro_wrapper_auth as auth;
 /// Circuit breaking middleware (the `micro-wrapper-breaker` crate).
 #[cfg(feature = "breaker")]
+#[cfg_attr(docsrs, doc(cfg(feature = "breaker")))]
 pub use micro_wrapper_breaker as breaker;
 /// OpenTelemetry tracing middleware (the `micro-wrapper-otel` crate).
 #[cfg(feature = "otel")]
+#[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
 pub use micro_wrapper_otel as otel;
 /// Prometheus metrics middleware (the `micro-wrapper-prometheus` crate).
 #[cfg(feature = "prometheus")]
+#[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
 pub use micro_wrapper_prometheus as prometheus;
 /// Rate limiting middleware (the `micro-wrapper-ratelimit` crate).
 #[cfg(feature = "ratelimit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ratelimit")))]
 pub use micro_wrapper_ratelimit as ratelimit;
 /// Request validation middleware (the `micro-wrapper-validate` crate).
 #[cfg(feature = "validate")]
+#[cfg_attr(docsrs, doc(cfg(feature = "validate")))]
 pub use micro_wrapper_validate as validate;
 
 /// Includes the code `micro-build` generated for a proto package:

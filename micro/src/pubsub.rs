@@ -44,8 +44,9 @@ impl<T> Event<T> {
 }
 
 impl Client {
-    /// Publishes `msg` to `topic`, encoded with this client's codec and carrying
-    /// `Content-Type`, `Micro-Topic` and a fresh `Micro-Id`.
+    /// Publishes `msg` to `topic`, encoded with this client's codec (or JSON, when that codec
+    /// cannot carry the message: a [`Json`](crate::Json) value on the default protobuf codec)
+    /// and carrying `Content-Type`, `Micro-Topic` and a fresh `Micro-Id`.
     pub async fn publish<T: Message>(&self, topic: &str, msg: &T) -> Result<()> {
         self.publish_with(topic, msg, Metadata::new()).await
     }
@@ -57,15 +58,12 @@ impl Client {
         msg: &T,
         metadata: Metadata,
     ) -> Result<()> {
-        let codec = self.codecs().get(&self.options().content_type)?;
+        let (codec, body) = self.encode(msg)?;
         let mut header = metadata;
         header.insert_static(headers::CONTENT_TYPE, codec.content_type());
         header.insert_static(headers::TOPIC, topic);
         header.insert_static(headers::ID, uuid::Uuid::new_v4().to_string());
-        let message = BrokerMessage {
-            header,
-            body: codec.encode(msg)?,
-        };
+        let message = BrokerMessage { header, body };
         self.publish_raw(topic, message).await
     }
 }
