@@ -24,10 +24,7 @@
 //!
 //! ```toml
 //! [dependencies]
-//! micro = "0.1"
-//! prost = "0.14"
-//! pbjson = "0.9"
-//! serde = "1"
+//! micro = "0.1"   # the generated code reaches prost, pbjson and serde through it
 //!
 //! [build-dependencies]
 //! micro-build = "0.1"
@@ -311,7 +308,9 @@ impl Builder {
         // pbjson-types holds the well-known types with their serde impls; prost-types has none.
         config
             .compile_well_known_types()
-            .extern_path(".google.protobuf", "::pbjson_types");
+            .extern_path(".google.protobuf", "::pbjson_types")
+            // Through Micro's re-export: a service depends on `micro` alone.
+            .prost_path(format!("{}::__private::prost", self.micro_path));
         if self.allow_missing_docs {
             config.type_attribute(".", "#[allow(missing_docs)]");
         }
@@ -418,6 +417,12 @@ impl Builder {
         for package in packages.keys() {
             let code = serde.remove(package).unwrap_or_default();
             let code = String::from_utf8(code).map_err(io::Error::other)?;
+            // pbjson's runtime through Micro's re-export, as prost's (`serde` is brought into
+            // scope by `include_proto!`).
+            let code = code.replace(
+                "::pbjson::",
+                &format!("{}::__private::pbjson::", self.micro_path),
+            );
             write_if_changed(
                 &out_dir.join(format!("{package}.serde.rs")),
                 code.as_bytes(),

@@ -101,6 +101,9 @@ pub use micro_wrapper_validate as validate;
 #[macro_export]
 macro_rules! include_proto {
     ($package:literal) => {
+        // The JSON impls name `serde::..`: Micro's, so a service needs no serde of its own.
+        #[allow(unused_imports)]
+        use $crate::__private::serde;
         include!(concat!(env!("OUT_DIR"), "/", $package, ".rs"));
         include!(concat!(env!("OUT_DIR"), "/", $package, ".serde.rs"));
     };
@@ -111,5 +114,7 @@ macro_rules! include_proto {
 pub mod __private {
     pub use crate::codec::private::*;
     pub use erased_serde;
+    pub use pbjson;
     pub use prost;
+    pub use serde;
 }
