@@ -278,7 +278,12 @@ fn options_change_the_output() {
     assert!(!code.contains("missing_docs"));
     assert_contains(&code, "pub trait Shop");
     assert_contains(&code, "crate::rt::proto_message!(GetItemRequest,");
-    assert_contains(&code, "#[derive(PartialOrd)] #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)] pub struct GetItemRequest");
+    // prost's derive is reached through the Micro path too.
+    assert_contains(
+        &code,
+        "#[derive(PartialOrd)] #[derive(Clone, PartialEq, Eq, Hash, crate::rt::__private::prost::Message)] \
+         #[prost(prost_path = \"crate::rt::__private::prost\")] pub struct GetItemRequest",
+    );
 
     let serde = read(&out, "shop.v1.serde.rs");
     assert!(serde.contains("serialize_field(\"item_id\""));
