@@ -74,7 +74,9 @@ impl Catalog {
 
     fn add(&mut self, service: &str, endpoint: &Endpoint, opts: &McpOptions) {
         let flag = |key: &str| endpoint.metadata.get(key).is_some_and(|v| v == "true");
-        if flag("subscriber") || endpoint.name.is_empty() {
+        // Subscribers are not callable, and the `Debug` handler every server has (health) is
+        // for probes, not agents.
+        if flag("subscriber") || endpoint.name.is_empty() || endpoint.name.starts_with("Debug.") {
             return;
         }
         let Some(name) = tool_name(service, &endpoint.name) else {
@@ -234,6 +236,7 @@ mod tests {
             &endpoint("Posts.Handle", &[("subscriber", "true")]),
             &opts,
         );
+        catalog.add("blog", &endpoint("Debug.Health", &[]), &opts);
         let tools = catalog.tools();
         let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
         assert_eq!(names, ["blog.Blog.Create", "blog.Blog.Watch"]);

@@ -30,7 +30,7 @@
 //!
 //! | MCP | from Micro |
 //! |---|---|
-//! | one tool per endpoint | every endpoint of every service in the registry (`list_services`, then `get_service` for each, since listings may leave endpoints out); subscribers (`subscriber = "true"` endpoint metadata) are not tools |
+//! | one tool per endpoint | every endpoint of every service in the registry (`list_services`, then `get_service` for each, since listings may leave endpoints out); subscribers (`subscriber = "true"` endpoint metadata) and the `Debug` handler every server has (`Debug.Health`) are not tools |
 //! | tool name | `{service}.{Endpoint}`, Go Micro's name (`greeter.Greeter.Hello`); MCP names allow only `a-z A-Z 0-9 _ . -` and 128 characters, so any other character becomes `_` (`go.micro/blog` is `go.micro_blog.…`) and a longer name gets no tool; of two endpoints that end up with one name, the first (by service name) keeps it |
 //! | `description` | the endpoint's `description` metadata (Go Micro's convention), else `Calls {Endpoint} of {service}.`; streaming endpoints (`stream = "true"`) say how they answer |
 //! | `inputSchema`, `outputSchema` | JSON Schema of the request and response messages, built from the registry's description of them (`Value`: field names and type names, nested messages, `[]T` lists, `map<K, V>` maps), as protobuf's JSON writes them: 64-bit integers as integers or strings, bytes as base64, well-known types (`Timestamp`, `Duration`, wrappers, `Struct`, ...) in their JSON form; an enum, or a message described no further, takes any value |
