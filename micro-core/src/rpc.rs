@@ -125,7 +125,7 @@ impl RetryPolicy {
     /// the node answered at all.
     pub fn retries(self, error: &crate::Error, reached: bool) -> bool {
         match self {
-            _ if !reached => error.is_retryable() || error.code == 503,
+            _ if !reached => error.is_retryable(),
             RetryPolicy::Unreached => error.code == 503,
             RetryPolicy::GoMicro => error.is_retryable(),
         }

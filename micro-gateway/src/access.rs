@@ -169,14 +169,7 @@ fn list(v: &str) -> impl Iterator<Item = &str> {
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers
-        .get(http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .trim();
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+    micro::auth::bearer_of(headers.get(http::header::AUTHORIZATION)?.to_str().ok()?)
 }
 
 /// Fixed tokens and their scopes.

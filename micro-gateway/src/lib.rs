@@ -739,6 +739,19 @@ async fn call_query(
     caller: Caller,
     upgrade: std::result::Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    by_get(shared, service, endpoint, query, caller, upgrade).await
+}
+
+/// A `GET` on an endpoint: a stream when it asks for a WebSocket, else a call with the query
+/// string as the request.
+async fn by_get(
+    shared: Arc<Shared>,
+    service: String,
+    endpoint: String,
+    query: Vec<(String, String)>,
+    caller: Caller,
+    upgrade: std::result::Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
     match upgrade {
         Ok(upgrade) => websocket(shared, service, endpoint, query, &caller, upgrade).await,
         Err(_) => {
@@ -751,19 +764,12 @@ async fn call_query(
 async fn call_query_split(
     State(shared): State<Arc<Shared>>,
     Path((service, kind, method)): Path<(String, String, String)>,
-    query: Query<Vec<(String, String)>>,
+    Query(query): Query<Vec<(String, String)>>,
     caller: Caller,
     upgrade: std::result::Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let endpoint = format!("{kind}.{method}");
-    call_query(
-        State(shared),
-        Path((service, endpoint)),
-        query,
-        caller,
-        upgrade,
-    )
-    .await
+    by_get(shared, service, endpoint, query, caller, upgrade).await
 }
 
 /// A stream over WebSocket: opened before the upgrade, so that an unknown service or a
@@ -834,7 +840,7 @@ async fn by_path(
     State(shared): State<Arc<Shared>>,
     method: http::Method,
     uri: http::Uri,
-    query: Query<Vec<(String, String)>>,
+    Query(query): Query<Vec<(String, String)>>,
     caller: Caller,
     upgrade: std::result::Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     body: Bytes,
@@ -851,16 +857,7 @@ async fn by_path(
         ));
     };
     match method {
-        http::Method::GET => {
-            call_query(
-                State(shared),
-                Path((service, endpoint)),
-                query,
-                caller,
-                upgrade,
-            )
-            .await
-        }
+        http::Method::GET => by_get(shared, service, endpoint, query, caller, upgrade).await,
         http::Method::POST => call(&shared, service, endpoint, &caller, body).await,
         _ => failure(Error::new(ID, 405, "path routes take GET and POST")),
     }

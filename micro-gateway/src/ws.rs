@@ -55,11 +55,11 @@ async fn carry(
         // Both `recv`s are cancel-safe: whichever loses the race keeps its message.
         tokio::select! {
             message = socket.recv(), if sending => {
-                let text = match message {
+                let text: &[u8] = match &message {
                     // The caller closed or went away: the stream ends with it.
                     None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Ok(()),
-                    Some(Ok(Message::Text(text))) => text.as_bytes().to_vec(),
-                    Some(Ok(Message::Binary(bytes))) => bytes.to_vec(),
+                    Some(Ok(Message::Text(text))) => text.as_bytes(),
+                    Some(Ok(Message::Binary(bytes))) => bytes,
                     // Pings are answered by the WebSocket itself.
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                 };
@@ -68,7 +68,7 @@ async fn carry(
                     sending = false;
                     continue;
                 }
-                let value: Value = serde_json::from_slice(&text)
+                let value: Value = serde_json::from_slice(text)
                     .map_err(|e| not_json("a WebSocket message", &e))?;
                 send(&mut stream, value, idle).await?;
             }

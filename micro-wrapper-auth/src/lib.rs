@@ -93,8 +93,13 @@ pub trait Verifier: Send + Sync + std::fmt::Debug {
 
 /// The token of a `Bearer` `Authorization` entry, if the metadata has one.
 pub fn bearer_token(metadata: &Metadata) -> Option<&str> {
-    let value = metadata.get(AUTHORIZATION)?.trim();
-    let (scheme, token) = value.split_once(' ')?;
+    bearer_of(metadata.get(AUTHORIZATION)?)
+}
+
+/// The token of an `Authorization` value (`Bearer <token>`, the scheme in any case), if it
+/// is one.
+pub fn bearer_of(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
