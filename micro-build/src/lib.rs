@@ -88,7 +88,25 @@
 //! - `fn greeter_handler(impl Greeter) -> micro::Handler`, serving the endpoints the way Go Micro
 //!   names them: `Greeter.Hello` (service and method name as written in the proto).
 //!
-//! Comments in the proto become doc comments on the generated items.
+//! Comments in the proto become doc comments on the generated items. Each RPC's comment is
+//! also registered as its endpoint's `description` metadata (Go Micro's convention; the MCP
+//! gateway, OpenAPI and the dashboard show it), and an `@example` in it, followed by a JSON
+//! request on that line or the next ones, as its `example` metadata (a build warning says so
+//! when that is not JSON):
+//!
+//! ```proto
+//! // Replies with a greeting for the name in the request.
+//! // @example {"name": "John"}
+//! rpc Hello(HelloRequest) returns (HelloReply) {}
+//! ```
+//!
+//! # What is registered for a message
+//!
+//! Each endpoint's request and response are described in the registry as Go Micro describes
+//! them (`micro::registry::Value`: field names and type names), with more from the
+//! descriptors: the fields of nested messages (five levels deep and 256 values per message at
+//! most, a recursive message once), the value names of enums, and oneof groups. The API
+//! gateway's OpenAPI document and the MCP gateway's tools turn them into JSON Schemas.
 //!
 //! # Lints
 //!
@@ -352,6 +370,7 @@ impl Builder {
             .collect();
         let mut modules = config.generate(requests)?;
         let encoded = descriptors.encode_to_vec();
+        let types = message::Types::of(descriptors);
 
         for (package, files) in packages {
             let module = prost_build::Module::from_protobuf_package_name(package);
@@ -368,6 +387,7 @@ impl Builder {
             for &index in files {
                 message::append_message_impls(
                     &descriptors.file[index],
+                    &types,
                     &self.micro_path,
                     &mut impls,
                 );

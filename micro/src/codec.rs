@@ -136,12 +136,14 @@ where
 }
 
 /// Implements [`Message`] for a prost message that also has serde impls (from pbjson), with
-/// its fields for registry endpoint descriptions. `micro-build` writes these calls.
+/// its description for the registry's endpoints. `micro-build` writes these calls, with the
+/// description as Go Micro's registry JSON (nested messages, enum values and oneofs
+/// included); by hand, a list of fields will do:
 ///
 /// `proto_message!(HelloRequest, "greeter.HelloRequest", [("name", "string")]);`
 #[macro_export]
 macro_rules! proto_message {
-    ($ty:ty, $full_name:expr, [$(($field:expr, $kind:expr)),* $(,)?]) => {
+    (@impl $ty:ty, $full_name:expr, $describe:expr) => {
         impl $crate::Message for $ty {
             fn type_name(&self) -> &'static str {
                 $full_name
@@ -162,9 +164,15 @@ macro_rules! proto_message {
                 ::core::option::Option::Some($crate::__private::decode_prost(self, data))
             }
             fn describe() -> $crate::registry::Value {
-                $crate::__private::describe($full_name, &[$(($field, $kind)),*])
+                $describe
             }
         }
+    };
+    ($ty:ty, $full_name:expr, [$(($field:expr, $kind:expr)),* $(,)?]) => {
+        $crate::proto_message!(@impl $ty, $full_name, $crate::__private::describe($full_name, &[$(($field, $kind)),*]));
+    };
+    ($ty:ty, $full_name:expr, $shape:literal) => {
+        $crate::proto_message!(@impl $ty, $full_name, $crate::__private::describe_json($full_name, $shape));
     };
 }
 
@@ -180,6 +188,12 @@ pub mod private {
     ) -> Result<(), String> {
         *msg = M::decode(data).map_err(|e| e.to_string())?;
         Ok(())
+    }
+
+    /// The endpoint description `micro-build` wrote as JSON; the bare name if it does not
+    /// read (it always does: micro-build wrote it with serde_json).
+    pub fn describe_json(full_name: &str, shape: &str) -> Value {
+        serde_json::from_str(shape).unwrap_or_else(|_| describe(full_name, &[]))
     }
 
     /// The endpoint description of a message with these fields.

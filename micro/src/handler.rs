@@ -86,6 +86,32 @@ impl Handler {
         self
     }
 
+    /// Adds `key = value` to the registered metadata of the endpoint `method` (`Hello` for
+    /// `Greeter.Hello`), added before: Go Micro's `server.EndpointMetadata`. Tools read some
+    /// keys: `description` (what the endpoint does, for the MCP gateway, OpenAPI and the
+    /// dashboard; `micro-build` sets it from the RPC's proto comment), `example` (a JSON
+    /// request) and `scopes` (what the MCP gateway asks of callers, comma separated).
+    ///
+    /// Metadata for a method the handler does not have yet is dropped, with a warning.
+    pub fn endpoint_metadata(
+        mut self,
+        method: &str,
+        key: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Self {
+        let name = format!("{}.{method}", self.name);
+        match self.endpoints.iter_mut().find(|(e, _)| e.name == name) {
+            Some((endpoint, _)) => {
+                endpoint.metadata.insert(key.into(), value.into());
+            }
+            None => tracing::warn!(
+                endpoint = %name,
+                "metadata for an endpoint the handler does not have (yet): add the endpoint first"
+            ),
+        }
+        self
+    }
+
     /// The handler's name.
     pub fn name(&self) -> &str {
         &self.name
