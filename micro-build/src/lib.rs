@@ -119,9 +119,10 @@
 //! # Limits
 //!
 //! - Every compiled `.proto` file needs a `package`: it names the generated files.
-//! - Well-known types (`google.protobuf.*`) map to the `pbjson-types` crate, which then must be a
-//!   dependency. They can be fields of messages, but not the request or response of an RPC,
-//!   because `micro::Message` cannot be implemented for another crate's type.
+//! - Well-known types (`google.protobuf.*`) are `micro::well_known`'s (the `pbjson-types`
+//!   crate, re-exported: nothing to add to Cargo.toml). They can be fields of messages, but not
+//!   the request or response of an RPC, because `micro::Message` cannot be implemented for
+//!   another crate's type.
 //!
 //! [prost-build]: https://docs.rs/prost-build
 //! [pbjson-build]: https://docs.rs/pbjson-build
@@ -323,10 +324,14 @@ impl Builder {
     /// The prost-build configuration this builder stands for.
     fn prost_config(&self) -> prost_build::Config {
         let mut config = prost_build::Config::new();
-        // pbjson-types holds the well-known types with their serde impls; prost-types has none.
+        // pbjson-types holds the well-known types with their serde impls (prost-types has
+        // none); micro re-exports it as `micro::well_known`.
         config
             .compile_well_known_types()
-            .extern_path(".google.protobuf", "::pbjson_types")
+            .extern_path(
+                ".google.protobuf",
+                format!("{}::well_known", self.micro_path),
+            )
             // Through Micro's re-export: a service depends on `micro` alone.
             .prost_path(format!("{}::__private::prost", self.micro_path));
         if self.allow_missing_docs {
@@ -412,9 +417,10 @@ impl Builder {
         out_dir: &Path,
     ) -> io::Result<()> {
         let mut builder = pbjson_build::Builder::new();
-        builder
-            .ignore_unknown_fields()
-            .extern_path(".google.protobuf", "::pbjson_types");
+        builder.ignore_unknown_fields().extern_path(
+            ".google.protobuf",
+            format!("{}::well_known", self.micro_path),
+        );
         if self.preserve_proto_field_names {
             builder.preserve_proto_field_names();
         }
@@ -454,7 +460,8 @@ impl Builder {
 
 /// The packages to generate code for, each with the indexes of its files in `descriptors`.
 ///
-/// Well-known types come from `pbjson-types`, so `google.protobuf` is left out.
+/// Well-known types come from `micro::well_known` (pbjson-types), so `google.protobuf` is left
+/// out.
 fn packages(descriptors: &FileDescriptorSet) -> io::Result<BTreeMap<String, Vec<usize>>> {
     let mut packages: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (index, file) in descriptors.file.iter().enumerate() {

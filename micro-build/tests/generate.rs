@@ -253,8 +253,11 @@ fn implements_micro_message_for_every_message() {
         shape_of(&read(&out, "common.rs"), "common.Money"),
         json!({"name": "Money", "type": "Money", "values": money})
     );
-    // Well-known types come from pbjson-types, which has serde impls.
-    assert_contains(&code, "::core::option::Option<::pbjson_types::Timestamp>");
+    // Well-known types come from pbjson-types (with serde impls), through micro.
+    assert_contains(
+        &code,
+        "::core::option::Option<::micro::well_known::Timestamp>",
+    );
 }
 
 #[test]

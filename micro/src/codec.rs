@@ -112,8 +112,59 @@ impl Codecs {
 }
 
 /// A serde type sent as a message (JSON and other serde codecs): `Json(MyEvent { .. })`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The type needs no `Default`: it is decoded whole ([`Decodable`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Json<T>(pub T);
+
+/// A message type that is decoded with no value to start from: what requests, replies and
+/// events are read as. Every [`Message`] with a `Default` is one (all generated messages), and
+/// so is [`Json`] of any serde type, `Default` or not.
+pub trait Decodable: Message + Sized {
+    /// Decodes `data`, written by `codec`, into a new message.
+    fn decode_with(codec: &dyn Codec, data: &[u8]) -> Result<Self>;
+}
+
+impl<T: Message + Default> Decodable for T {
+    fn decode_with(codec: &dyn Codec, data: &[u8]) -> Result<Self> {
+        let mut message = T::default();
+        codec.decode(data, &mut message)?;
+        Ok(message)
+    }
+}
+
+impl<T> Decodable for Json<T>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    fn decode_with(codec: &dyn Codec, data: &[u8]) -> Result<Self> {
+        let mut slot = Slot::<T>(None);
+        codec.decode(data, &mut slot)?;
+        match slot.0.take() {
+            Some(value) => Ok(Json(value)),
+            // A codec that neither filled it nor said why.
+            None => Err(unsupported(codec, &slot)),
+        }
+    }
+}
+
+/// Where a serde type without `Default` is decoded to: empty until the codec fills it.
+struct Slot<T>(Option<T>);
+
+impl<T> Message for Slot<T>
+where
+    T: serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    fn type_name(&self) -> &'static str {
+        std::any::type_name::<T>()
+    }
+
+    fn deserialize_from(
+        &mut self,
+        de: &mut dyn erased_serde::Deserializer<'_>,
+    ) -> Option<std::result::Result<(), erased_serde::Error>> {
+        Some(erased_serde::deserialize(de).map(|v| self.0 = Some(v)))
+    }
+}
 
 impl<T> Message for Json<T>
 where
@@ -221,6 +272,27 @@ pub mod private {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A serde type with no `Default`.
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Order {
+        id: u64,
+    }
+
+    #[test]
+    fn json_values_decode_whole_without_default() -> Result<()> {
+        let codecs = Codecs::default();
+        let json = codecs.get("application/json")?;
+        let order = Json::<Order>::decode_with(&*json, br#"{"id":7}"#)?;
+        assert_eq!(order, Json(Order { id: 7 }));
+        let bad = Json::<Order>::decode_with(&*json, br#"{"id":"seven"}"#);
+        assert_eq!(bad.map_err(|e| e.code), Err(400));
+        // Protobuf cannot carry a serde type: an error naming it, not a default value.
+        let proto = codecs.get("application/protobuf")?;
+        let e = Json::<Order>::decode_with(&*proto, b"").expect_err("not protobuf");
+        assert!(e.detail.contains("Order"), "{e}");
+        Ok(())
+    }
 
     #[test]
     fn picks_codecs_by_content_type() {

@@ -147,7 +147,7 @@ async fn observability() -> micro::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events() -> micro::Result<()> {
     // README begin
-    #[derive(serde::Serialize, serde::Deserialize, Default)]
+    #[derive(serde::Serialize, serde::Deserialize)]
     struct Order { id: u64 }
 
     let service = micro::Service::builder("billing")
