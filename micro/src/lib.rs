@@ -36,8 +36,8 @@
 //! | `prometheus` | no | `micro::prometheus`: request/message counters, latency histograms, in-flight gauges and a `/metrics` endpoint |
 //! | `cli` | no | `micro::cli`: the `MICRO_*` settings as clap flags for a program's own parser |
 //!
-//! The in-memory registry and broker (`memory`) are always there. Asking for a plugin that is
-//! not compiled in fails with an error that names the feature to enable.
+//! The in-memory registry, broker and transport (`memory`) are always there. Asking for a
+//! plugin that is not compiled in fails with an error that names the feature to enable.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod broker;
@@ -58,12 +58,13 @@ mod request;
 pub mod selector;
 pub mod server;
 mod service;
+pub mod transport;
 
 pub use async_trait::async_trait;
 pub use client::{Client, ClientOptions, Stream};
 pub use codec::{Codecs, Decodable, Json};
 pub use handler::{Handler, ServerStream};
-pub use micro_core::{rpc, transport, BoxFuture, BoxStream, Error, Message, Metadata, Result};
+pub use micro_core::{rpc, BoxFuture, BoxStream, Error, Message, Metadata, Result};
 pub use pubsub::Event;
 pub use request::{IntoRequest, Request, Response};
 pub use service::{log_to_stderr, shutdown_signal, Service, ServiceBuilder};

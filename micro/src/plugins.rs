@@ -48,6 +48,7 @@ pub const PLUGINS: &[Plugin] = &[
     plugin(Kind::Broker, "kafka", Some("kafka"), cfg!(feature = "kafka")),
     plugin(Kind::Broker, "rabbitmq", Some("rabbitmq"), cfg!(feature = "rabbitmq")),
     plugin(Kind::Broker, "nats", Some("nats"), cfg!(feature = "nats")),
+    plugin(Kind::Transport, "memory", None, true),
     plugin(Kind::Transport, "http", Some("http"), cfg!(feature = "http")),
     plugin(Kind::Transport, "grpc", Some("grpc"), cfg!(feature = "grpc")),
 ];
@@ -228,6 +229,7 @@ pub fn transport(name: &str) -> Result<Arc<dyn Transport>> {
         ))),
         #[cfg(feature = "grpc")]
         "grpc" => Ok(Arc::new(micro_transport_grpc::GrpcTransport::from_env()?)),
+        "memory" => Ok(Arc::new(crate::transport::MemoryTransport)),
         _ => Err(Error::internal(
             "micro.plugins",
             format!("transport {name:?} has no constructor"),
