@@ -41,6 +41,8 @@ use crate::Result;
 /// the settings read from the environment only.
 pub const ENVIRONMENT: &str = "Environment: the MICRO_* variable of each Micro setting above; \
 MICRO_TLS_CERT, MICRO_TLS_KEY, MICRO_TLS_CA (TLS on the http and gRPC transports); \
+MICRO_SELECTOR_ADDRESSES, MICRO_SELECTOR_DOMAIN, MICRO_SELECTOR_PORT, MICRO_SELECTOR_DNS_SERVER, \
+MICRO_SELECTOR_DNS_TTL (the static and dns selectors); \
 MICRO_MDNS_INTERFACE (mDNS beyond loopback); MICRO_GRPC_*, MICRO_HTTP_*, MICRO_NATS_*, \
 MICRO_RABBITMQ_*, MICRO_KAFKA_*, MICRO_ETCD_*, MICRO_KUBERNETES_*, CONSUL_HTTP_* (each \
 plugin's own settings, in its crate docs); MICRO_MAX_HEADERS, MICRO_MAX_HEADER_BYTES (peer \
@@ -141,7 +143,7 @@ pub struct Flags {
     /// The transport: http (default), grpc [env: MICRO_TRANSPORT]
     #[arg(long, value_name = "NAME", global = true)]
     pub transport: Option<String>,
-    /// The selector: random (default), roundrobin, p2c [env: MICRO_SELECTOR]
+    /// The selector: random (default), roundrobin, p2c; static, dns [env: MICRO_SELECTOR]
     #[arg(long, value_name = "NAME", global = true)]
     pub selector: Option<String>,
     /// Retries after a failed call (1) [env: MICRO_CLIENT_RETRIES]

@@ -11,7 +11,7 @@
 //! | `MICRO_BROKER` | `--broker` | `memory`, `http`, `kafka`, ... |
 //! | `MICRO_BROKER_ADDRESS` | `--broker_address` | the broker's address(es) |
 //! | `MICRO_TRANSPORT` | `--transport` | `http` (default), `grpc` |
-//! | `MICRO_SELECTOR` | `--selector` | `random` (default), `roundrobin`, `p2c` |
+//! | `MICRO_SELECTOR` | `--selector` | the registry selector's strategy, `random` (default), `roundrobin`, `p2c`; or `static` (fixed addresses: `MICRO_SELECTOR_ADDRESSES`, else `{service}[.MICRO_SELECTOR_DOMAIN]:MICRO_SELECTOR_PORT`), `dns` (feature `dns`: SRV, then A/AAAA records of the name) |
 //! | `MICRO_CLIENT_RETRIES` | `--client_retries` | retries after a failed call (1) |
 //! | `MICRO_CLIENT_RETRY` | `--client_retry` | what is retried: `unreached` (default: only calls no handler can have run) or `gomicro` (timeouts and server errors too) |
 //! | `MICRO_CLIENT_REQUEST_TIMEOUT` | `--client_request_timeout` | a call's deadline (`5s`) |

@@ -27,6 +27,7 @@
 //! | `etcd` | no | the etcd registry (`MICRO_REGISTRY=etcd`); building it needs `protoc` |
 //! | `consul` | no | the Consul registry (`MICRO_REGISTRY=consul`) |
 //! | `kubernetes` | no | the Kubernetes registry (`MICRO_REGISTRY=kubernetes`) |
+//! | `dns` | no | the dns selector (`MICRO_SELECTOR=dns`): service names looked up in DNS, SRV then A/AAAA (`micro-selector-dns`) |
 //! | `grpc` | no | the gRPC transport (`MICRO_TRANSPORT=grpc`): standard gRPC on tonic, health, TLS; clients call `protocol=grpc` nodes with it whatever their own transport |
 //! | `ratelimit` | no | `micro::ratelimit`: token-bucket rate limits for the client and handler paths (429) |
 //! | `breaker` | no | `micro::breaker`: circuit breakers per node (ejecting it) and per endpoint (503) |

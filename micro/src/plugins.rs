@@ -5,10 +5,12 @@
 
 use std::sync::{Arc, OnceLock};
 
-use micro_core::{Broker, Error, Registry, Result, Transport};
+use micro_core::selector::Strategy;
+use micro_core::{Broker, Error, Registry, Result, Selector, Transport};
 
 use crate::broker::MemoryBroker;
 use crate::registry::MemoryRegistry;
+use crate::selector::{RegistrySelector, SelectorOptions};
 
 /// What kind of plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +21,9 @@ pub enum Kind {
     Broker,
     /// `MICRO_TRANSPORT`.
     Transport,
+    /// `MICRO_SELECTOR`, for selectors that read something else than the registry (the
+    /// registry selector's strategies, `random`, `roundrobin` and `p2c`, are not plugins).
+    Selector,
 }
 
 /// One known plugin: its kind, name, and the feature of `micro` that compiles it in (`None`
@@ -51,6 +56,8 @@ pub const PLUGINS: &[Plugin] = &[
     plugin(Kind::Transport, "memory", None, true),
     plugin(Kind::Transport, "http", Some("http"), cfg!(feature = "http")),
     plugin(Kind::Transport, "grpc", Some("grpc"), cfg!(feature = "grpc")),
+    plugin(Kind::Selector, "static", None, true),
+    plugin(Kind::Selector, "dns", Some("dns"), cfg!(feature = "dns")),
 ];
 
 const fn plugin(
@@ -95,6 +102,7 @@ fn check(kind: Kind, name: &str) -> Result<()> {
         Kind::Registry => "registry",
         Kind::Broker => "broker",
         Kind::Transport => "transport",
+        Kind::Selector => "selector",
     };
     match PLUGINS.iter().find(|p| p.kind == kind && p.name == name) {
         Some(p) if p.enabled => Ok(()),
@@ -237,6 +245,39 @@ pub fn transport(name: &str) -> Result<Arc<dyn Transport>> {
     }
 }
 
+/// The selector called `name`, choosing by `strategy`: the registry selector over fixed
+/// addresses (`static`, [`crate::selector::StaticAddresses`]) or over DNS (`dns`, the
+/// `micro-selector-dns` crate), each configured from the environment.
+pub fn selector(name: &str, strategy: Strategy) -> Result<Arc<dyn Selector>> {
+    check(Kind::Selector, name)?;
+    let defaults = SelectorOptions::default();
+    // DNS answers are asked again after their own time; static addresses never change.
+    let (source, cache_ttl): (Arc<dyn Registry>, _) = match name {
+        #[cfg(feature = "dns")]
+        "dns" => {
+            let dns = micro_selector_dns::DnsOptions::from_env()?;
+            let ttl = dns.ttl;
+            (Arc::new(micro_selector_dns::DnsResolver::new(dns)?), ttl)
+        }
+        "static" => (
+            Arc::new(crate::selector::StaticAddresses::from_env()?),
+            defaults.cache_ttl,
+        ),
+        _ => {
+            return Err(Error::internal(
+                "micro.plugins",
+                format!("selector {name:?} has no constructor"),
+            ))
+        }
+    };
+    let opts = SelectorOptions {
+        strategy,
+        cache_ttl,
+        ..defaults
+    };
+    Ok(Arc::new(RegistrySelector::new(source, opts)))
+}
+
 /// Every compiled-in transport whose protocol is not `protocol`, one per protocol, so that a
 /// client whose own transport speaks `protocol` can also call nodes that register another
 /// (`protocol=grpc` next to `mucp`).
@@ -266,6 +307,7 @@ mod tests {
                 Kind::Registry => registry(p.name, None).map(|_| ()),
                 Kind::Broker => broker(p.name, None, &shared).map(|_| ()),
                 Kind::Transport => transport(p.name).map(|_| ()),
+                Kind::Selector => selector(p.name, Strategy::Random).map(|_| ()),
             }
             .expect_err("not compiled in");
             let feature = p.feature.unwrap_or(p.name);

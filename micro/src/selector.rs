@@ -1,5 +1,10 @@
 //! The registry-backed selector: a cache of services fed by registry watch, three strategies,
-//! filters, and ejection of failing nodes.
+//! filters, and ejection of failing nodes. Over [`StaticAddresses`] (or a DNS resolver, the
+//! `micro-selector-dns` crate) instead of a registry, it is the `static` (or `dns`) selector.
+
+mod addresses;
+
+pub use addresses::StaticAddresses;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -358,15 +358,29 @@ impl ServiceBuilder {
             None if self.use_env => Config::load()?,
             None => Config::default(),
         };
-        let strategy = match &config.selector {
-            Some(name) => Strategy::parse(name).ok_or_else(|| {
-                Error::configuration(
-                    "micro.config",
-                    format!("unknown selector {name:?}; known: random, roundrobin, p2c"),
-                )
-            })?,
-            None => self.strategy.unwrap_or_default(),
-        };
+        // MICRO_SELECTOR names a strategy of the registry selector, or a selector that reads
+        // something else than the registry (static addresses, DNS).
+        let mut strategy = self.strategy.unwrap_or_default();
+        let mut elsewhere = None;
+        if let Some(name) = config.selector.as_deref() {
+            match Strategy::parse(name) {
+                Some(parsed) => strategy = parsed,
+                None if plugins::PLUGINS
+                    .iter()
+                    .any(|p| p.kind == plugins::Kind::Selector && p.name == name) =>
+                {
+                    elsewhere = Some(plugins::selector(name, strategy)?);
+                }
+                None => {
+                    return Err(Error::configuration(
+                        "micro.config",
+                        format!(
+                            "unknown selector {name:?}; known: random, roundrobin, p2c, static, dns"
+                        ),
+                    ))
+                }
+            }
+        }
         let registry = match (self.registry.take(), &config.registry) {
             (Some(r), None) => r,
             (_, name) => plugins::registry(
@@ -389,7 +403,7 @@ impl ServiceBuilder {
             )?,
         };
         self.configure(config);
-        let selector = self.selector.take().unwrap_or_else(|| {
+        let selector = self.selector.take().or(elsewhere).unwrap_or_else(|| {
             let opts = SelectorOptions {
                 strategy,
                 ..Default::default()
