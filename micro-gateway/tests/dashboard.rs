@@ -415,6 +415,108 @@ async fn endpoint_forms_call_the_service_and_show_replies_and_errors() -> TestRe
     Ok(())
 }
 
+/// A described field of a registered message.
+fn shape(
+    name: &str,
+    kind: &str,
+    values: Vec<micro::core::registry::Value>,
+) -> micro::core::registry::Value {
+    micro::core::registry::Value {
+        name: name.into(),
+        kind: kind.into(),
+        values,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forms_build_nested_fields_and_lists_from_the_keyboard() -> TestResult {
+    let Some(browser) = Browser::start().await? else {
+        return Ok(());
+    };
+    let (gateway, greeter) = greeter_behind_gateway("greeter", GatewayOptions::default()).await?;
+    // A registration only (no node answers): the form is what is tested.
+    let inner = shape(
+        "inner",
+        "Inner",
+        vec![shape("id", "int64", vec![]), shape("on", "bool", vec![])],
+    );
+    let part = vec![shape("size", "int32", vec![])];
+    let request = shape(
+        "MakeRequest",
+        "MakeRequest",
+        vec![
+            shape("title", "string", vec![]),
+            shape("tags", "[]string", vec![]),
+            inner,
+            shape("parts", "[]Part", part),
+            shape("labels", "map<string, int32>", vec![]),
+        ],
+    );
+    let shapes = Registration {
+        name: "shapes".into(),
+        version: "1.0.0".into(),
+        endpoints: vec![micro::core::registry::Endpoint {
+            name: "Shapes.Make".into(),
+            request: Some(request),
+            response: Some(shape("MakeReply", "MakeReply", vec![])),
+            metadata: Default::default(),
+        }],
+        nodes: vec![Node {
+            id: "shapes-1".into(),
+            address: "127.0.0.1:9".into(),
+            metadata: Default::default(),
+        }],
+        ..Registration::default()
+    };
+    greeter
+        .registry()
+        .register(&shapes, RegisterOptions::default())
+        .await?;
+    let base = format!("http://{}", gateway.local_addr());
+    let client = browser.client();
+    client
+        .goto(&format!("{base}/dashboard/service/shapes/Shapes.Make"))
+        .await?;
+
+    labelled(client, "title").await?.send_keys("T").await?;
+    // "Add" puts the new item's field under the keyboard.
+    let add_tag = client
+        .find(Locator::Css("fieldset[data-name='tags'] > button.add"))
+        .await?;
+    for tag in ["a", "b", "c"] {
+        add_tag.click().await?;
+        client.active_element().await?.send_keys(tag).await?;
+    }
+    let remove = client
+        .find(Locator::Css(
+            "fieldset[data-name='tags'] li:last-child button.remove",
+        ))
+        .await?;
+    remove.click().await?;
+    labelled(client, "id").await?.send_keys("42").await?;
+    labelled(client, "on").await?.click().await?;
+    client
+        .find(Locator::Css("fieldset[data-name='parts'] > button.add"))
+        .await?
+        .click()
+        .await?;
+    labelled(client, "size").await?.send_keys("7").await?;
+    labelled(client, "labels")
+        .await?
+        .send_keys("{\"k\": 1}")
+        .await?;
+    assert_eq!(
+        value_of(client, "request-json").await?,
+        r#"{"title":"T","tags":["a","b"],"inner":{"id":"42","on":true},"parts":[{"size":7}],"labels":{"k":1}}"#
+    );
+    screenshot(client, "form").await?;
+
+    browser.close().await;
+    gateway.shutdown().await;
+    greeter.stop().await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_published_event_appears_in_a_subscribed_view() -> TestResult {
     let Some(browser) = Browser::start().await? else {
