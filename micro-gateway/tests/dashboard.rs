@@ -810,3 +810,68 @@ async fn event_subscriptions_stream_messages() -> TestResult {
     greeter.stop().await?;
     Ok(())
 }
+
+/// A node that names its Prometheus endpoint in its metadata: the service page counts its
+/// calls and errors by endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_page_counts_calls_from_the_nodes_metrics() -> TestResult {
+    use micro_wrapper_prometheus::{Metrics, METADATA_KEY};
+
+    let (gateway, greeter) = greeter_behind_gateway("greeter", GatewayOptions::default()).await?;
+    let metrics = Metrics::new()?;
+    let endpoint = metrics.serve("127.0.0.1:0").await?;
+    let measured = micro::Service::builder("measured")
+        .ignore_env()
+        .registry(greeter.registry().clone())
+        .broker(greeter.broker().clone())
+        .handler_layer(metrics.clone())
+        .node_metadata(METADATA_KEY, endpoint.url())
+        .handler(greeter_handler(GreeterService))
+        .build()?;
+    measured.start().await?;
+    let base = format!("http://{}", gateway.local_addr());
+    for name in ["Ada", "Bo", ""] {
+        fetch(
+            &["-d", &json!({ "name": name }).to_string()],
+            format!("{base}/api/measured/Greeter.Hello"),
+        )
+        .await;
+    }
+
+    let page = fetch(&[], format!("{base}/dashboard/service/measured")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains(
+            "<tr data-endpoint=\"Greeter.Hello\"><th scope=\"row\">Greeter.Hello</th>\
+             <td class=\"calls\">3</td><td class=\"errors\">1</td>"
+        ),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains(&html_escaped(&endpoint.url())),
+        "the node's metadata: {}",
+        page.body
+    );
+    let counts = fetch(&[], format!("{base}/dashboard/metrics/measured")).await;
+    assert_eq!(
+        counts.json()["endpoints"]["Greeter.Hello"],
+        json!({"calls": 3, "errors": 1})
+    );
+    // The greeter names no metrics: no table.
+    let page = fetch(&[], format!("{base}/dashboard/service/greeter")).await;
+    assert!(!page.body.contains("id=\"metrics\""), "{}", page.body);
+
+    measured.stop().await?;
+    endpoint.shutdown();
+    gateway.shutdown().await;
+    greeter.stop().await?;
+    Ok(())
+}
+
+fn html_escaped(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
