@@ -22,7 +22,7 @@
 //! | `GET /services/{name}` | one service, every version with its nodes and endpoints |
 //! | `GET /health` | `{"status":"ok"}` |
 //! | `GET /` | the web dashboard's services page (HTML); see [The dashboard](#the-dashboard) |
-//! | `GET /dashboard/...` | the dashboard's other pages: `service/{name}`, `service/{name}/{Type.Method}` (a form that calls the endpoint), `events`, and what they load (`watch`, `metrics/{name}`, `assets/...`) |
+//! | `GET /dashboard/...` | the dashboard's other pages: `service/{name}`, `service/{name}/{Type.Method}` (a form that calls the endpoint), `events`, and what they load (`watch`, `metrics/{name}`, `assets/...`); with path routes on, these paths are the dashboard's |
 //! | `/mcp` | the MCP gateway (`micro-mcp`, Streamable HTTP): every endpoint a tool for AI agents; `Gateway.MCP` in auth rules; `MICRO_GATEWAY_MCP=off` leaves it out |
 //! | any other path, with [`GatewayOptions::path_routes`] | Micro v3's path routes: `/greeter/say/hello` is `greeter`'s `Say.Hello`, `/foo/bar` `foo`'s `Foo.Bar`, `/foo` `Foo.Call`, `/v1/foo/bar` `v1.foo`'s `Foo.Bar`; kebab-case segments camel-cased; [`GatewayOptions::namespace`] goes before the service name |
 //!
@@ -67,9 +67,10 @@
 //! and live updates it makes (kept for the browser tab only).
 //!
 //! A node's metrics are found at the URL in its metadata key `metrics`
-//! (`http://127.0.0.1:9100/metrics`, what `micro-wrapper-prometheus` serves), or the
-//! service's: the gateway reads each (bounded in size and time) and counts
-//! `*_server_requests_total` by endpoint and status.
+//! (`http://127.0.0.1:9100/metrics`; `micro::ServiceBuilder::node_metadata` with
+//! `micro-wrapper-prometheus`'s `METADATA_KEY` and its server's URL), or the service's: the
+//! gateway reads each (at most 4 MiB, within 2 s) and counts `*_server_requests_total` by
+//! endpoint and status; the page works out calls per second.
 //!
 //! # Event subscriptions
 //!

@@ -93,7 +93,7 @@ impl Browser {
                     "--disable-background-networking",
                     "--disable-component-update",
                     "--no-first-run",
-                    "--window-size=1280,900",
+                    "--window-size=1280,1200",
                     format!("--user-data-dir={}", browser._profile.path().display()),
                 ],
             },

@@ -224,7 +224,10 @@
     const write = () => {
       try {
         raw.value = JSON.stringify(read(fields, true));
-        raw.removeAttribute('aria-invalid');
+        if (raw.hasAttribute('aria-invalid')) {
+          raw.removeAttribute('aria-invalid');
+          outcome.textContent = '';
+        }
       } catch (e) {
         outcome.textContent = e.message;
         raw.setAttribute('aria-invalid', 'true');

@@ -357,7 +357,7 @@ pub(super) fn endpoint(service: &str, endpoint: &Endpoint, origin: &str, secured
          <fieldset id=\"fields\" data-kind=\"object\"><legend>Request fields</legend>\n{fields}\
          </fieldset>\n\
          <p><label for=\"request-json\">Request (JSON)</label>\n\
-         <textarea id=\"request-json\" name=\"request\" rows=\"6\" spellcheck=\"false\" \
+         <textarea id=\"request-json\" name=\"request\" rows=\"3\" spellcheck=\"false\" \
          aria-describedby=\"request-help\">{{}}</textarea>\n\
          <small id=\"request-help\">What is sent. The fields above write it; edit it to send \
          anything else (changing a field writes it again).</small></p>\n\
