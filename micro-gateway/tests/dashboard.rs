@@ -10,6 +10,8 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -874,4 +876,123 @@ fn html_escaped(text: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+/// A memory broker that counts the subscriptions open on it.
+#[derive(Debug, Default)]
+struct CountingBroker {
+    inner: micro::broker::MemoryBroker,
+    open: Arc<AtomicUsize>,
+}
+
+#[derive(Debug)]
+struct Counted {
+    inner: Box<dyn micro::core::broker::Subscription>,
+    open: Arc<AtomicUsize>,
+}
+
+#[micro::async_trait]
+impl micro::core::broker::Subscription for Counted {
+    fn topic(&self) -> &str {
+        self.inner.topic()
+    }
+
+    async fn unsubscribe(&self) -> micro::Result<()> {
+        self.open.fetch_sub(1, Ordering::SeqCst);
+        self.inner.unsubscribe().await
+    }
+}
+
+#[micro::async_trait]
+impl micro::core::Broker for CountingBroker {
+    fn name(&self) -> &str {
+        "counting"
+    }
+
+    fn address(&self) -> String {
+        self.inner.address()
+    }
+
+    async fn connect(&self) -> micro::Result<()> {
+        self.inner.connect().await
+    }
+
+    async fn disconnect(&self) -> micro::Result<()> {
+        self.inner.disconnect().await
+    }
+
+    async fn publish(&self, topic: &str, msg: micro::core::broker::Message) -> micro::Result<()> {
+        self.inner.publish(topic, msg).await
+    }
+
+    async fn subscribe(
+        &self,
+        topic: &str,
+        handler: micro::core::broker::Handler,
+        opts: micro::core::broker::SubscribeOptions,
+    ) -> micro::Result<Box<dyn micro::core::broker::Subscription>> {
+        let inner = self.inner.subscribe(topic, handler, opts).await?;
+        self.open.fetch_add(1, Ordering::SeqCst);
+        Ok(Box::new(Counted {
+            inner,
+            open: self.open.clone(),
+        }))
+    }
+}
+
+/// Subscriptions are bounded, and each ends (unsubscribed from the broker) when its client
+/// goes away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_subscriptions_are_bounded_and_end_with_their_client() -> TestResult {
+    use tokio::io::AsyncWriteExt as _;
+
+    let broker = Arc::new(CountingBroker::default());
+    let open = broker.open.clone();
+    let service = micro::Service::builder("micro.gateway")
+        .ignore_env()
+        .registry(Arc::new(micro::registry::MemoryRegistry::new()))
+        .broker(broker)
+        .build()?;
+    let gateway =
+        micro_gateway::Gateway::bind("127.0.0.1:0", &service, GatewayOptions::default()).await?;
+    let address = gateway.local_addr();
+    let subscribe = |topic: String| async move {
+        let mut socket = tokio::net::TcpStream::connect(address).await?;
+        let request = format!("GET /event/{topic} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+        socket.write_all(request.as_bytes()).await?;
+        let mut head = Vec::new();
+        read_until(&mut socket, &mut head, "\r\n\r\n").await?;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>((
+            socket,
+            String::from_utf8_lossy(&head).to_string(),
+        ))
+    };
+    let mut clients = Vec::new();
+    for n in 0..micro_gateway::MAX_SUBSCRIPTIONS {
+        let (socket, head) = subscribe(format!("bounded.{n}")).await?;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        clients.push(socket);
+    }
+    assert_eq!(
+        open.load(Ordering::SeqCst),
+        micro_gateway::MAX_SUBSCRIPTIONS
+    );
+    let (_, refused) = subscribe("one.too.many".into()).await?;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+
+    drop(clients);
+    let deadline = tokio::time::Instant::now() + BOUND;
+    while open.load(Ordering::SeqCst) > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} subscriptions outlived their clients",
+            open.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Their places are free again.
+    let (_again, head) = subscribe("bounded.again".into()).await?;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    gateway.shutdown().await;
+    Ok(())
 }
