@@ -249,9 +249,9 @@ fn control(kind: &Kind<'_>, id: &str, described: &str) -> String {
     }
 }
 
-/// The type words after a field's label.
+/// The type words after a field's label, as HTML.
 fn hint(kind: &Kind<'_>, schema: &Value, shape: Option<&Shape>) -> String {
-    let text = match kind {
+    match kind {
         Kind::Enum(_) => "enum".to_string(),
         Kind::Bool => "boolean".to_string(),
         Kind::Integer => "integer".to_string(),
@@ -265,8 +265,7 @@ fn hint(kind: &Kind<'_>, schema: &Value, shape: Option<&Shape>) -> String {
             },
         },
         _ => format!("JSON: {}", escape(&sketch(schema, shape))),
-    };
-    text
+    }
 }
 
 /// A short description of a shape: `{name: string, count: integer}`, `[string]`,
