@@ -88,7 +88,25 @@
 //! - `fn greeter_handler(impl Greeter) -> micro::Handler`, serving the endpoints the way Go Micro
 //!   names them: `Greeter.Hello` (service and method name as written in the proto).
 //!
-//! Comments in the proto become doc comments on the generated items.
+//! Comments in the proto become doc comments on the generated items. Each RPC's comment is
+//! also registered as its endpoint's `description` metadata (Go Micro's convention; the MCP
+//! gateway, OpenAPI and the dashboard show it), and an `@example` in it, followed by a JSON
+//! request on that line or the next ones, as its `example` metadata (a build warning says so
+//! when that is not JSON):
+//!
+//! ```proto
+//! // Replies with a greeting for the name in the request.
+//! // @example {"name": "John"}
+//! rpc Hello(HelloRequest) returns (HelloReply) {}
+//! ```
+//!
+//! # What is registered for a message
+//!
+//! Each endpoint's request and response are described in the registry as Go Micro describes
+//! them (`micro::registry::Value`: field names and type names), with more from the
+//! descriptors: the fields of nested messages (five levels deep and 256 values per message at
+//! most, a recursive message once), the value names of enums, and oneof groups. The API
+//! gateway's OpenAPI document and the MCP gateway's tools turn them into JSON Schemas.
 //!
 //! # Lints
 //!
@@ -101,9 +119,10 @@
 //! # Limits
 //!
 //! - Every compiled `.proto` file needs a `package`: it names the generated files.
-//! - Well-known types (`google.protobuf.*`) map to the `pbjson-types` crate, which then must be a
-//!   dependency. They can be fields of messages, but not the request or response of an RPC,
-//!   because `micro::Message` cannot be implemented for another crate's type.
+//! - Well-known types (`google.protobuf.*`) are `micro::well_known`'s (the `pbjson-types`
+//!   crate, re-exported: nothing to add to Cargo.toml). They can be fields of messages, but not
+//!   the request or response of an RPC, because `micro::Message` cannot be implemented for
+//!   another crate's type.
 //!
 //! [prost-build]: https://docs.rs/prost-build
 //! [pbjson-build]: https://docs.rs/pbjson-build
@@ -305,10 +324,14 @@ impl Builder {
     /// The prost-build configuration this builder stands for.
     fn prost_config(&self) -> prost_build::Config {
         let mut config = prost_build::Config::new();
-        // pbjson-types holds the well-known types with their serde impls; prost-types has none.
+        // pbjson-types holds the well-known types with their serde impls (prost-types has
+        // none); micro re-exports it as `micro::well_known`.
         config
             .compile_well_known_types()
-            .extern_path(".google.protobuf", "::pbjson_types")
+            .extern_path(
+                ".google.protobuf",
+                format!("{}::well_known", self.micro_path),
+            )
             // Through Micro's re-export: a service depends on `micro` alone.
             .prost_path(format!("{}::__private::prost", self.micro_path));
         if self.allow_missing_docs {
@@ -352,6 +375,7 @@ impl Builder {
             .collect();
         let mut modules = config.generate(requests)?;
         let encoded = descriptors.encode_to_vec();
+        let types = message::Types::of(descriptors);
 
         for (package, files) in packages {
             let module = prost_build::Module::from_protobuf_package_name(package);
@@ -368,6 +392,7 @@ impl Builder {
             for &index in files {
                 message::append_message_impls(
                     &descriptors.file[index],
+                    &types,
                     &self.micro_path,
                     &mut impls,
                 );
@@ -392,9 +417,10 @@ impl Builder {
         out_dir: &Path,
     ) -> io::Result<()> {
         let mut builder = pbjson_build::Builder::new();
-        builder
-            .ignore_unknown_fields()
-            .extern_path(".google.protobuf", "::pbjson_types");
+        builder.ignore_unknown_fields().extern_path(
+            ".google.protobuf",
+            format!("{}::well_known", self.micro_path),
+        );
         if self.preserve_proto_field_names {
             builder.preserve_proto_field_names();
         }
@@ -434,7 +460,8 @@ impl Builder {
 
 /// The packages to generate code for, each with the indexes of its files in `descriptors`.
 ///
-/// Well-known types come from `pbjson-types`, so `google.protobuf` is left out.
+/// Well-known types come from `micro::well_known` (pbjson-types), so `google.protobuf` is left
+/// out.
 fn packages(descriptors: &FileDescriptorSet) -> io::Result<BTreeMap<String, Vec<usize>>> {
     let mut packages: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (index, file) in descriptors.file.iter().enumerate() {

@@ -264,9 +264,46 @@ impl MicroServiceGenerator {
             );
             let _ = writeln!(buf, "            }}");
             let _ = writeln!(buf, "        }})");
+            let (description, example) = describe(&method.comments, &endpoint(service, method));
+            for (key, value) in [("description", description), ("example", example)] {
+                if let Some(value) = value {
+                    let _ = writeln!(
+                        buf,
+                        "        .endpoint_metadata({:?}, {key:?}, {value:?})",
+                        method.proto_name
+                    );
+                }
+            }
         }
         let _ = writeln!(buf, "}}");
     }
+}
+
+/// What a method's proto comment tells tools, as endpoint metadata: the `description` (the
+/// comment up to an `@example` line), and the `example` (the JSON request after `@example`,
+/// on its line or the next ones). An example that is not JSON is left out, with a warning in
+/// the build's output.
+fn describe(comments: &Comments, endpoint: &str) -> (Option<String>, Option<String>) {
+    let lines = match comments.leading.is_empty() {
+        true => &comments.trailing,
+        false => &comments.leading,
+    };
+    let text: Vec<&str> = lines.iter().map(|line| line.trim()).collect();
+    let at = text.iter().position(|line| line.starts_with("@example"));
+    let description = text[..at.unwrap_or(text.len())].join("\n");
+    let description = Some(description.trim().to_string()).filter(|d| !d.is_empty());
+    let example = at.and_then(|at| {
+        let json = text[at..].join("\n");
+        let json = json["@example".len()..].trim();
+        match serde_json::from_str::<serde_json::Value>(json) {
+            Ok(value) => Some(value.to_string()),
+            Err(e) => {
+                println!("cargo:warning=the @example of {endpoint} is not JSON ({e}); left out");
+                None
+            }
+        }
+    });
+    (description, example)
 }
 
 /// The endpoint name Go Micro uses for a method: `Greeter.Hello`.
@@ -312,5 +349,40 @@ fn doc_lines_ordered(buf: &mut String, summary: &[&str], comments: &Comments, su
         for line in summary {
             let _ = writeln!(buf, "/// {line}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn comments(leading: &[&str]) -> Comments {
+        Comments {
+            leading_detached: Vec::new(),
+            leading: leading.iter().map(|l| l.to_string()).collect(),
+            trailing: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_comment_is_the_description_and_its_example_the_example() {
+        let (description, example) = describe(
+            &comments(&[
+                " Creates a post.",
+                " Titles are unique.",
+                " @example {\"title\": \"Hi\",",
+                "   \"tags\": [\"a\"]}",
+            ]),
+            "Blog.Create",
+        );
+        assert_eq!(
+            description.as_deref(),
+            Some("Creates a post.\nTitles are unique.")
+        );
+        assert_eq!(example.as_deref(), Some(r#"{"tags":["a"],"title":"Hi"}"#));
+
+        let (description, example) = describe(&comments(&[" @example not json"]), "Blog.Create");
+        assert_eq!((description, example), (None, None));
+        assert_eq!(describe(&comments(&[]), "Blog.Create"), (None, None));
     }
 }

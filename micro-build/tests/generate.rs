@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use serde_json::json;
 use tempfile::TempDir;
 
 fn proto_dir() -> PathBuf {
@@ -187,42 +188,87 @@ fn generates_a_handler_trait_and_its_registration() {
     );
 }
 
+/// The registry description the generated `proto_message!` call for `full_name` carries.
+fn shape_of(code: &str, full_name: &str) -> serde_json::Value {
+    let call = code
+        .split("proto_message!(")
+        .find(|call| call.contains(&format!("{full_name:?}")))
+        .unwrap_or_else(|| panic!("no proto_message! for {full_name} in\n{code}"));
+    let json = call
+        .split_once("r#\"")
+        .and_then(|(_, rest)| rest.split_once("\"#"))
+        .map(|(json, _)| json)
+        .unwrap_or_else(|| panic!("no description in {call}"));
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"))
+}
+
 #[test]
 fn implements_micro_message_for_every_message() {
     let out = generate_shop(micro_build::configure());
     let code = read(&out, "shop.v1.rs");
     assert_contains(
         &code,
-        r#"::micro::proto_message!(GetItemRequest, "shop.v1.GetItemRequest", [("item_id", "string")]);"#,
+        "::micro::proto_message!(GetItemRequest, \"shop.v1.GetItemRequest\",",
+    );
+    assert_eq!(
+        shape_of(&code, "shop.v1.GetItemRequest"),
+        json!({"name": "GetItemRequest", "type": "GetItemRequest", "values": [
+            {"name": "item_id", "type": "string"},
+        ]})
+    );
+    let money = json!([
+        {"name": "currency", "type": "string"},
+        {"name": "units", "type": "int64"},
+    ]);
+    assert_eq!(
+        shape_of(&code, "shop.v1.Item"),
+        json!({"name": "Item", "type": "Item", "values": [
+            {"name": "item_id", "type": "string"},
+            {"name": "tags", "type": "[]string"},
+            {"name": "stock", "type": "map<string, int64>"},
+            {"name": "kind", "type": "Kind", "values": [
+                {"name": "KIND_UNSPECIFIED", "type": "enum"},
+                {"name": "KIND_BOOK", "type": "enum"},
+            ]},
+            {"name": "reviews", "type": "[]Review", "values": [{"name": "stars", "type": "int32"}]},
+            // From another package, described all the same.
+            {"name": "price", "type": "Money", "values": money},
+            // A well-known type is known by its name.
+            {"name": "updated", "type": "Timestamp"},
+            {"name": "thumbnail", "type": "bytes"},
+            {"name": "note", "type": "oneof", "values": [
+                {"name": "text", "type": "string"},
+                {"name": "code", "type": "uint32"},
+            ]},
+            {"name": "weight", "type": "double"},
+        ]})
     );
     assert_contains(
         &code,
-        r#"::micro::proto_message!(Item, "shop.v1.Item", [
-             ("item_id", "string"),
-             ("tags", "[]string"),
-             ("stock", "map<string, int64>"),
-             ("kind", "Kind"),
-             ("reviews", "[]Review"),
-             ("price", "Money"),
-             ("updated", "Timestamp"),
-             ("thumbnail", "bytes"),
-             ("text", "string"),
-             ("code", "uint32"),
-             ("weight", "double"),
-         ]);"#,
-    );
-    assert_contains(
-        &code,
-        r#"::micro::proto_message!(item::Review, "shop.v1.Item.Review", [("stars", "int32")]);"#,
+        "::micro::proto_message!(item::Review, \"shop.v1.Item.Review\",",
     );
     assert!(!code.contains("StockEntry"), "map entries are not messages");
     // Imported packages get theirs in their own file.
-    assert_contains(
-        &read(&out, "common.rs"),
-        r#"::micro::proto_message!(Money, "common.Money", [("currency", "string"), ("units", "int64")]);"#,
+    assert_eq!(
+        shape_of(&read(&out, "common.rs"), "common.Money"),
+        json!({"name": "Money", "type": "Money", "values": money})
     );
-    // Well-known types come from pbjson-types, which has serde impls.
-    assert_contains(&code, "::core::option::Option<::pbjson_types::Timestamp>");
+    // Well-known types come from pbjson-types (with serde impls), through micro.
+    assert_contains(
+        &code,
+        "::core::option::Option<::micro::well_known::Timestamp>",
+    );
+}
+
+#[test]
+fn rpc_comments_become_endpoint_metadata() {
+    let code = read(&generate_shop(micro_build::configure()), "shop.v1.rs");
+    assert_contains(
+        &code,
+        r#".endpoint_metadata("GetItem", "description", "Looks up one item.")"#,
+    );
+    // An RPC without a comment registers none.
+    assert_eq!(code.matches(".endpoint_metadata(").count(), 1, "{code}");
 }
 
 #[test]

@@ -210,6 +210,8 @@ MCP settings:
   MICRO_MCP_MAX_REPLIES  replies collected from a streaming endpoint (100)
   MICRO_MCP_SERVICES     the services to expose, comma separated (all)
   MICRO_MCP_DENY         services never to expose, comma separated
+  MICRO_MCP_SCOPES       scopes tools ask of HTTP callers (greeter.*=greet,*=read)
+  MICRO_MCP_RATE_LIMIT   calls per second per caller per tool (20, or greeter.*=5,*=20)
 
 A desktop agent's configuration: {\"mcpServers\": {\"micro\": {\"command\": \"micro\", \"args\": [\"mcp\"]}}}";
 

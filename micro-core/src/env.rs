@@ -99,7 +99,7 @@ pub fn invalid(var: &str, value: &str, expected: &str) -> Error {
 /// [`invalid`], raised by `id` (a plugin's own error id, `micro.broker.nats`), so that the
 /// error says which plugin read the variable.
 pub fn invalid_from(id: &str, var: &str, value: &str, expected: &str) -> Error {
-    Error::bad_request(id, format!("{var}={value:?} is not {expected}"))
+    Error::configuration(id, format!("{var}={value:?} is not {expected}"))
 }
 
 #[cfg(test)]
@@ -232,7 +232,11 @@ mod tests {
             "true or false",
         );
         assert_eq!(e.id, "micro.broker.nats");
-        assert_eq!(e.status, "Bad Request");
+        assert_eq!(e.status, "Invalid Configuration");
+        assert_eq!(
+            e.to_string(),
+            r#"400 Invalid Configuration from micro.broker.nats: MICRO_NATS_TLS="maybe" is not true or false"#
+        );
         assert_eq!(e.detail, r#"MICRO_NATS_TLS="maybe" is not true or false"#);
     }
 }

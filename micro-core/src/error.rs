@@ -61,6 +61,15 @@ impl Error {
         }
     }
 
+    /// 400 for a setting that does not read or names nothing known (a `MICRO_*` variable, a
+    /// flag, a plugin): its status reads `Invalid Configuration`, so a `main` that fails at
+    /// start says `400 Invalid Configuration from micro.plugins: unknown registry "etcdd"; ..`.
+    pub fn configuration(id: impl Into<String>, detail: impl Into<String>) -> Self {
+        Error {
+            status: "Invalid Configuration".to_string(),
+            ..Self::new(id, 400, detail)
+        }
+    }
     /// 400: the request was malformed.
     pub fn bad_request(id: impl Into<String>, detail: impl Into<String>) -> Self {
         Self::new(id, 400, detail)

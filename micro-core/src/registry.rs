@@ -63,7 +63,13 @@ pub struct Endpoint {
     pub metadata: BTreeMap<String, String>,
 }
 
-/// The shape of a message: a name, a type and its fields (at most three levels deep).
+/// The shape of a message: a name, a type and its fields, as Go Micro registers it.
+///
+/// Fields of message types carry that message's fields in `values` (as deep as the service
+/// describes them; Go Micro stops at three levels). Services built with `micro-build` also
+/// describe enums and oneofs, in ways Go Micro's tools read as plain fields: an enum field's
+/// `values` are its values, each `{name: "VALUE", type: "enum"}`, and the fields of a `oneof`
+/// are grouped under `{name: <oneof>, type: "oneof", values: [..]}`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Value {
     /// The field or message name.

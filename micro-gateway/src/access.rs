@@ -237,28 +237,28 @@ impl std::fmt::Debug for Limiter {
     }
 }
 
-/// Lets a request for `endpoint` through, or says why not: the token and rules when the
-/// gateway has auth, then the client's rate.
+/// Lets a request for `endpoint` through, with the caller's claims when it showed a token,
+/// or says why not: the token and rules when the gateway has auth, then the client's rate.
 pub(crate) async fn admit(
     auth: Option<&Auth>,
     limiter: Option<&Limiter>,
     headers: &HeaderMap,
     peer: Option<IpAddr>,
     endpoint: &str,
-) -> Result<()> {
+) -> Result<Option<Claims>> {
     let claims = match auth {
         Some(auth) => auth.check(headers, endpoint).await?,
         None => None,
     };
     if let Some(limiter) = limiter {
-        let key = match (claims, peer) {
+        let key = match (&claims, peer) {
             (Some(claims), _) => format!("subject {}", claims.subject),
             (None, Some(ip)) => format!("address {ip}"),
             (None, None) => "an unknown address".to_string(),
         };
         limiter.admit(key)?;
     }
-    Ok(())
+    Ok(claims)
 }
 
 /// Whether a host (`host`, `host:port`, `[::1]:port`) is this machine.

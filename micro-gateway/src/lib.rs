@@ -201,8 +201,10 @@ Gateway settings:
   MICRO_GATEWAY_NAMESPACE        put before path routes' service names (go.micro.api)
   MICRO_GATEWAY_MCP              on: the MCP gateway at /mcp (default); off: not served
   MICRO_GATEWAY_DASHBOARD        on: the web dashboard at / (default); off: not served
-  MICRO_MCP_TIMEOUT, MICRO_MCP_MAX_REPLIES, MICRO_MCP_SERVICES, MICRO_MCP_DENY
-                                 the MCP gateway's call bound, stream replies, services shown";
+  MICRO_MCP_TIMEOUT, MICRO_MCP_MAX_REPLIES, MICRO_MCP_SERVICES, MICRO_MCP_DENY,
+  MICRO_MCP_SCOPES, MICRO_MCP_RATE_LIMIT
+                                 the MCP gateway's call bound, stream replies, services shown,
+                                 tools' scopes and rates (see micro mcp --help)";
 /// How long [`Gateway::shutdown`] waits for requests under way.
 pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 /// Headers that belong to one HTTP hop or to the message's framing, or that Micro keeps for
@@ -490,15 +492,19 @@ fn app(
 }
 
 /// The MCP gateway is one more route: the same tokens, rate and origins (`Gateway.MCP` in
-/// auth rules).
+/// auth rules). The token's claims go with the request, for the tools' own scopes.
 async fn admit_mcp(
     State(shared): State<Arc<Shared>>,
     caller: Caller,
-    request: axum::extract::Request,
+    mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if let Err(e) = shared.admit(&caller, "Gateway.MCP").await {
-        return failure(e);
+    match shared.admit(&caller, "Gateway.MCP").await {
+        Ok(Some(claims)) => {
+            request.extensions_mut().insert(claims);
+        }
+        Ok(None) => {}
+        Err(e) => return failure(e),
     }
     next.run(request).await
 }
@@ -551,7 +557,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
 
 impl Shared {
     /// Lets `caller` reach `endpoint`, or says why not (`401`, `403`, `429`).
-    async fn admit(&self, caller: &Caller, endpoint: &str) -> Result<()> {
+    async fn admit(&self, caller: &Caller, endpoint: &str) -> Result<Option<micro::auth::Claims>> {
         access::admit(
             self.opts.auth.as_ref(),
             self.limiter.as_ref(),

@@ -37,12 +37,28 @@ pub(crate) fn document(
                     "default": {"$ref": "#/components/responses/Error"},
                 },
             });
+            // The RPC's comment and example, where the service registered them (micro-build
+            // does, from the proto).
+            let mut description: Vec<&str> = endpoint
+                .metadata
+                .get("description")
+                .map(|d| d.trim())
+                .filter(|d| !d.is_empty())
+                .into_iter()
+                .collect();
             if stream {
-                operation["description"] = json!(
+                description.push(
                     "A streaming endpoint: with `Accept: text/event-stream` each reply is one \
                      Server-Sent Event; over a WebSocket (GET with Upgrade) every stream kind \
-                     works, one JSON text message per message each way."
+                     works, one JSON text message per message each way.",
                 );
+            }
+            if !description.is_empty() {
+                operation["description"] = json!(description.join("\n\n"));
+            }
+            let example = endpoint.metadata.get("example");
+            if let Some(example) = example.and_then(|e| serde_json::from_str::<Value>(e).ok()) {
+                operation["requestBody"]["content"]["application/json"]["example"] = example;
             }
             if secured && public(&endpoint.name) {
                 operation["security"] = json!([]);

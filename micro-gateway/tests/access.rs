@@ -299,3 +299,47 @@ async fn the_mcp_gateway_is_behind_the_same_auth() -> TestResult {
     greeter.stop().await?;
     Ok(())
 }
+
+/// The MCP gateway's per-tool scopes, checked by the `mcp` Python SDK: the gateway verifies
+/// the token, the tool asks for its scope.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_tools_ask_for_their_scopes() -> TestResult {
+    let check = std::process::Command::new("python3")
+        .args(["-c", "from mcp import Client"])
+        .output();
+    if !check.as_ref().is_ok_and(|out| out.status.success()) {
+        let why = format!("python3 with the mcp package cannot run: {check:?}");
+        assert!(!micro_conformance::services_required(), "{why}");
+        eprintln!("skipping: {why}");
+        return Ok(());
+    }
+    let opts = GatewayOptions {
+        auth: Some(Auth::tokens([
+            ("greeter-token", vec!["greet".to_string()]),
+            ("reader-token", vec!["read".to_string()]),
+        ])),
+        mcp: Some(micro_mcp::McpOptions {
+            scopes: vec![("greeter.*".to_string(), vec!["greet".to_string()])],
+            ..micro_mcp::McpOptions::default()
+        }),
+        ..GatewayOptions::default()
+    };
+    let (gateway, greeter) = gateway(opts).await?;
+    let url = format!("http://{}/mcp", gateway.local_addr());
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/mcp_scopes.py");
+    let mut run = std::process::Command::new("python3");
+    run.arg(script)
+        .args([url.as_str(), "greeter-token", "reader-token"]);
+    let out = tokio::task::spawn_blocking(move || {
+        micro_conformance::program::output_within(run, None, BOUND)
+    })
+    .await?;
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("OK"),
+        "{out:?}"
+    );
+    gateway.shutdown().await;
+    greeter.stop().await?;
+    Ok(())
+}

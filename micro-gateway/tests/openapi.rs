@@ -114,6 +114,16 @@ async fn the_openapi_document_is_valid_and_follows_the_registry() -> TestResult 
     }
     let stream = &paths["/api/greeter/Greeter.Stream"]["post"]["responses"]["200"]["content"];
     assert!(stream.get("text/event-stream").is_some(), "{stream}");
+    // The RPC's proto comment and its @example, registered by the generated handler.
+    let hello = &paths["/api/greeter/Greeter.Hello"]["post"];
+    assert_eq!(
+        hello["description"],
+        "Replies with a greeting for the name in the request."
+    );
+    assert_eq!(
+        hello["requestBody"]["content"]["application/json"]["example"],
+        serde_json::json!({"name": "John"})
+    );
 
     // An independent validator reads the document, and a real exchange fits its schemas.
     let dir = std::env::temp_dir().join(format!("micro-openapi-{}", std::process::id()));

@@ -18,32 +18,19 @@ const JSON: &str = "application/json";
 /// Where a streaming call reports each reply, when the caller asked for progress.
 pub(crate) type Progress = Option<(Peer<RoleServer>, ProgressToken)>;
 
-/// Calls the tool `name` (the endpoint `route`) with `arguments`, and writes the audit line.
+/// Calls the endpoint `route` with `arguments`: the reply, or the collected replies of a
+/// stream, as a tool result.
 pub(crate) async fn call(
     client: &Client,
     opts: &McpOptions,
-    name: &str,
     route: &Route,
     arguments: Map<String, Value>,
     progress: Progress,
-) -> CallToolResult {
-    let started = Instant::now();
-    let outcome = match route.stream {
+) -> Result<CallToolResult> {
+    match route.stream {
         false => unary(client, opts, route, arguments).await,
         true => stream(client, opts, route, arguments, progress).await,
-    };
-    let code = match &outcome {
-        Ok(_) => 200,
-        Err(e) => e.code,
-    };
-    tracing::info!(
-        target: "micro_mcp::audit",
-        tool = name,
-        code,
-        latency_ms = started.elapsed().as_millis() as u64,
-        "tool call"
-    );
-    outcome.unwrap_or_else(|e| failure(&e))
+    }
 }
 
 async fn unary(

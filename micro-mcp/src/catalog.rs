@@ -29,6 +29,9 @@ pub(crate) struct Route {
     pub(crate) endpoint: String,
     /// Whether the endpoint streams (`stream = "true"` in its metadata).
     pub(crate) stream: bool,
+    /// The scopes a caller needs, any one of them (none: anyone may call): the endpoint's
+    /// `scopes` metadata (comma separated) and [`McpOptions::scopes`].
+    pub(crate) scopes: Vec<String>,
 }
 
 /// Every tool, by name, with the endpoint it calls.
@@ -87,10 +90,21 @@ impl Catalog {
             );
             return;
         };
+        let registered = endpoint.metadata.get("scopes").map_or("", String::as_str);
+        let mut scopes: Vec<String> = registered
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .chain(opts.scopes_of(&name).iter().cloned())
+            .collect();
+        scopes.sort();
+        scopes.dedup();
         let route = Route {
             service: service.to_string(),
             endpoint: endpoint.name.clone(),
             stream: flag("stream"),
+            scopes,
         };
         match self.entries.get(&name) {
             // Another version of the same service, or a name that only differs in characters
@@ -143,6 +157,19 @@ fn tool(name: &str, endpoint: &Endpoint, route: &Route, opts: &McpOptions) -> To
         Some(text) if !text.trim().is_empty() => text.trim().to_string(),
         _ => format!("Calls {} of {}.", route.endpoint, route.service),
     };
+    let mut input = json_schema::message(endpoint.request.as_ref());
+    // `micro-build` takes an `@example` from the proto comment; JSON Schema has a place for it.
+    let example = endpoint.metadata.get("example");
+    if let Some(example) = example.and_then(|e| serde_json::from_str::<Value>(e).ok()) {
+        description.push_str(&format!(" Example arguments: {example}"));
+        input.insert("examples".into(), json!([example]));
+    }
+    if !route.scopes.is_empty() {
+        description.push_str(&format!(
+            " Needs a token with the scope {}.",
+            route.scopes.join(" or ")
+        ));
+    }
     let mut output = json_schema::message(endpoint.response.as_ref());
     if route.stream {
         description.push_str(&format!(
@@ -153,12 +180,8 @@ fn tool(name: &str, endpoint: &Endpoint, route: &Route, opts: &McpOptions) -> To
         ));
         output = replies(output);
     }
-    Tool::new(
-        Cow::Owned(name.to_string()),
-        description,
-        Arc::new(json_schema::message(endpoint.request.as_ref())),
-    )
-    .with_raw_output_schema(Arc::new(output))
+    Tool::new(Cow::Owned(name.to_string()), description, Arc::new(input))
+        .with_raw_output_schema(Arc::new(output))
 }
 
 /// The output of a streaming tool: the replies in order, and whether some were left unread.
@@ -223,7 +246,14 @@ mod tests {
         let mut catalog = Catalog::default();
         catalog.add(
             "blog",
-            &endpoint("Blog.Create", &[("description", "Creates a post")]),
+            &endpoint(
+                "Blog.Create",
+                &[
+                    ("description", "Creates a post."),
+                    ("example", r#"{"name":"Hi"}"#),
+                    ("scopes", "write, admin"),
+                ],
+            ),
             &opts,
         );
         catalog.add(
@@ -240,7 +270,17 @@ mod tests {
         let tools = catalog.tools();
         let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
         assert_eq!(names, ["blog.Blog.Create", "blog.Blog.Watch"]);
-        assert_eq!(tools[0].description.as_deref(), Some("Creates a post"));
+        assert_eq!(
+            tools[0].description.as_deref(),
+            Some(
+                r#"Creates a post. Example arguments: {"name":"Hi"} Needs a token with the scope admin or write."#
+            )
+        );
+        assert_eq!(tools[0].input_schema["examples"], json!([{"name": "Hi"}]));
+        assert_eq!(
+            catalog.route("blog.Blog.Create").map(|r| r.scopes.clone()),
+            Some(vec!["admin".to_string(), "write".to_string()])
+        );
         assert_eq!(
             tools[0].input_schema["properties"]["name"]["type"],
             "string"
@@ -259,7 +299,8 @@ mod tests {
             Some(Route {
                 service: "blog".into(),
                 endpoint: "Blog.Watch".into(),
-                stream: true
+                stream: true,
+                scopes: vec![],
             })
         );
     }

@@ -32,24 +32,29 @@
 //! |---|---|
 //! | one tool per endpoint | every endpoint of every service in the registry (`list_services`, then `get_service` for each, since listings may leave endpoints out); subscribers (`subscriber = "true"` endpoint metadata) and the `Debug` handler every server has (`Debug.Health`) are not tools |
 //! | tool name | `{service}.{Endpoint}`, Go Micro's name (`greeter.Greeter.Hello`); MCP names allow only `a-z A-Z 0-9 _ . -` and 128 characters, so any other character becomes `_` (`go.micro/blog` is `go.micro_blog.…`) and a longer name gets no tool; of two endpoints that end up with one name, the first (by service name) keeps it |
-//! | `description` | the endpoint's `description` metadata (Go Micro's convention), else `Calls {Endpoint} of {service}.`; streaming endpoints (`stream = "true"`) say how they answer |
-//! | `inputSchema`, `outputSchema` | JSON Schema of the request and response messages, built from the registry's description of them (`Value`: field names and type names, nested messages, `[]T` lists, `map<K, V>` maps), as protobuf's JSON writes them: 64-bit integers as integers or strings, bytes as base64, well-known types (`Timestamp`, `Duration`, wrappers, `Struct`, ...) in their JSON form; an enum, or a message described no further, takes any value |
+//! | `description` | the endpoint's `description` metadata (Go Micro's convention; `micro-build` registers the RPC's proto comment there), else `Calls {Endpoint} of {service}.`; then the `example` metadata (`micro-build`: an `@example` JSON line in the comment), the scopes the tool needs, and for streaming endpoints (`stream = "true"`) how they answer |
+//! | `inputSchema`, `outputSchema` | JSON Schema of the request and response messages, built from the registry's description of them (`Value`: field names and type names, nested messages, `[]T` lists, `map<K, V>` maps, and from `micro-build` services enum value names and oneof groups), as protobuf's JSON writes them: 64-bit integers as integers or strings, bytes as base64, enums as value names, well-known types (`Timestamp`, `Duration`, wrappers, `Struct`, ...) in their JSON form; each member of a oneof excludes the others (`dependentSchemas`); an enum or message described no further takes any value; the `example` as the input's `examples` |
 //! | `tools/call` | the endpoint called through the service's Micro client with the arguments as its JSON request (mucp or gRPC, found in the registry, within [`McpOptions::timeout`]); the JSON reply is the result's `structuredContent` (and its text) |
 //! | a streaming endpoint | the arguments are its one request message; the result is `{"replies": [...], "truncated": bool}`, the replies it streamed until it ended, [`McpOptions::max_replies`] or the timeout (`truncated` then); each reply is a `notifications/progress` when the call asked for progress |
 //! | a Micro error | a tool result with `isError: true` whose text is `{code} {status}: {detail}` (`400 Bad Request: name must not be empty`) followed by the error's JSON, never a protocol error; a call that timed out is Micro's `408` |
 //! | `notifications/tools/list_changed` | the registry is watched; when a change alters the tool list, sessions opened with `initialize` get the notification, and 2026-07-28 clients get it on their `subscriptions/listen` stream |
-//! | audit | one `tracing` event per call at INFO, target `micro_mcp::audit`: the tool, the outcome code (200, or the error's code) and the latency |
+//! | scopes | a tool asks any one of its scopes: the endpoint's `scopes` metadata (comma separated) and [`McpOptions::scopes`]; over HTTP, a caller whose verified token (the gateway's `micro::auth::Claims`, in the request's extensions) lacks them gets a `403` tool error, one with no token a `401`; not over HTTP (stdio), the caller is the user who started the server and may call every tool |
+//! | rate | [`McpOptions::rate_limits`]: calls per second of each caller (token subject, or `anonymous`, or `local`) to each tool; past it, a `429` tool error |
+//! | audit | one `tracing` event per call at INFO, target `micro_mcp::audit`: the tool, the caller, the outcome code (200, or the error's code) and the latency |
 //!
-//! [`McpOptions`] chooses which services are tools (allow and deny lists) and bounds each call;
-//! [`McpOptions::from_env`] reads `MICRO_MCP_TIMEOUT`, `MICRO_MCP_MAX_REPLIES`,
-//! `MICRO_MCP_SERVICES` (the allow list, comma separated) and `MICRO_MCP_DENY`.
+//! [`McpOptions`] chooses which services are tools (allow and deny lists), their scopes and
+//! rates, and bounds each call; [`McpOptions::from_env`] reads `MICRO_MCP_TIMEOUT`,
+//! `MICRO_MCP_MAX_REPLIES`, `MICRO_MCP_SERVICES` (the allow list, comma separated),
+//! `MICRO_MCP_DENY`, `MICRO_MCP_SCOPES` (`greeter.*=greet,*=read`) and `MICRO_MCP_RATE_LIMIT`
+//! (`20`, or `greeter.*=5,*=20`).
 //!
-//! Not yet here: descriptions and schemas from the proto descriptors themselves (proto
-//! comments, `@example`, enum names, oneofs), bearer/JWT authentication, per-tool scopes and
-//! rate limits.
+//! Authentication itself is the HTTP server's: the API gateway (`micro-gateway`) checks bearer
+//! tokens and JWTs before `/mcp` and passes the claims on. Mounted elsewhere, put the
+//! caller's `micro::auth::Claims` into the request's extensions the same way.
 
 mod call;
 mod catalog;
+mod guard;
 mod options;
 mod server;
 

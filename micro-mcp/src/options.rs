@@ -1,5 +1,6 @@
 //! [`McpOptions`]: the limits of each call and which services become tools.
 
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use micro::core::env::{invalid, parse_duration};
@@ -20,6 +21,14 @@ pub struct McpOptions {
     /// These services never become tools, whatever `allow` says
     /// (`MICRO_MCP_DENY`, comma separated).
     pub deny: Vec<String>,
+    /// The scopes a tool asks of callers on HTTP, any one of them, by tool pattern (a tool
+    /// name, or a prefix ending in `*`: `greeter.*`, `*`), besides the `scopes` its endpoint
+    /// registered (`MICRO_MCP_SCOPES`: `pattern=scope` pairs, comma separated).
+    pub scopes: Vec<(String, Vec<String>)>,
+    /// How many calls per second each caller may make of a tool, by tool pattern as for
+    /// `scopes` (`MICRO_MCP_RATE_LIMIT`: `pattern=rate` pairs, comma separated, or a rate
+    /// alone for every tool).
+    pub rate_limits: Vec<(String, NonZeroU32)>,
 }
 
 impl Default for McpOptions {
@@ -29,6 +38,8 @@ impl Default for McpOptions {
             max_replies: 100,
             allow: Vec::new(),
             deny: Vec::new(),
+            scopes: Vec::new(),
+            rate_limits: Vec::new(),
         }
     }
 }
@@ -63,7 +74,34 @@ impl McpOptions {
         if let Some(v) = var("MICRO_MCP_DENY") {
             opts.deny = names(&v);
         }
+        if let Some(v) = var("MICRO_MCP_SCOPES") {
+            for (pattern, scope) in pairs("MICRO_MCP_SCOPES", &v, "pattern=scope pairs")? {
+                match opts.scopes.iter_mut().find(|(p, _)| *p == pattern) {
+                    Some((_, scopes)) => scopes.push(scope),
+                    None => opts.scopes.push((pattern, vec![scope])),
+                }
+            }
+        }
+        if let Some(v) = var("MICRO_MCP_RATE_LIMIT") {
+            let expected = "calls per second above 0, alone or in pattern=rate pairs";
+            let rate_of = |text: &str| text.trim().parse::<NonZeroU32>().ok();
+            opts.rate_limits = match rate_of(&v) {
+                Some(rate) => vec![("*".to_string(), rate)],
+                None => pairs("MICRO_MCP_RATE_LIMIT", &v, expected)?
+                    .into_iter()
+                    .map(|(pattern, rate)| match rate_of(&rate) {
+                        Some(rate) => Ok((pattern, rate)),
+                        None => Err(invalid("MICRO_MCP_RATE_LIMIT", &v, expected)),
+                    })
+                    .collect::<Result<_>>()?,
+            };
+        }
         Ok(opts)
+    }
+
+    /// The scopes the tool `name` asks of callers by configuration.
+    pub(crate) fn scopes_of(&self, name: &str) -> &[String] {
+        rule_for(&self.scopes, name).map_or(&[], Vec::as_slice)
     }
 
     /// Whether the service called `name` is offered as tools.
@@ -71,6 +109,34 @@ impl McpOptions {
         let listed = |list: &[String]| list.iter().any(|n| n == name);
         (self.allow.is_empty() || listed(&self.allow)) && !listed(&self.deny)
     }
+}
+
+/// The value of the most specific pattern matching the tool `name`: the name itself, else the
+/// longest prefix pattern (`greeter.Greeter.*` before `greeter.*` before `*`).
+pub(crate) fn rule_for<'a, T>(rules: &'a [(String, T)], name: &str) -> Option<&'a T> {
+    if let Some((_, value)) = rules.iter().find(|(pattern, _)| pattern == name) {
+        return Some(value);
+    }
+    rules
+        .iter()
+        .filter_map(|(pattern, value)| Some((pattern.strip_suffix('*')?, value)))
+        .filter(|(prefix, _)| name.starts_with(prefix))
+        .max_by_key(|(prefix, _)| prefix.len())
+        .map(|(_, value)| value)
+}
+
+/// `key=value` pairs, comma separated.
+fn pairs(var: &str, text: &str, expected: &str) -> Result<Vec<(String, String)>> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) if !key.trim().is_empty() && !value.trim().is_empty() => {
+                Ok((key.trim().to_string(), value.trim().to_string()))
+            }
+            _ => Err(invalid(var, text, expected)),
+        })
+        .collect()
 }
 
 /// A comma-separated list of service names.
@@ -102,7 +168,34 @@ mod tests {
             ("MICRO_MCP_MAX_REPLIES", "7"),
             ("MICRO_MCP_SERVICES", "greeter, blog,"),
             ("MICRO_MCP_DENY", "admin"),
+            (
+                "MICRO_MCP_SCOPES",
+                "greeter.*=greet, greeter.*=admin,*=read",
+            ),
+            ("MICRO_MCP_RATE_LIMIT", "greeter.Greeter.Hello=2, *=50"),
         ])?;
+        assert_eq!(
+            opts.scopes,
+            [
+                (
+                    "greeter.*".to_string(),
+                    vec!["greet".to_string(), "admin".to_string()]
+                ),
+                ("*".to_string(), vec!["read".to_string()]),
+            ]
+        );
+        let rate = |n| NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
+        assert_eq!(
+            opts.rate_limits,
+            [
+                ("greeter.Greeter.Hello".to_string(), rate(2)),
+                ("*".to_string(), rate(50))
+            ]
+        );
+        assert_eq!(
+            read(&[("MICRO_MCP_RATE_LIMIT", "7")])?.rate_limits,
+            [("*".to_string(), rate(7))]
+        );
         assert_eq!(opts.timeout, Duration::from_millis(1500));
         assert_eq!(opts.max_replies, 7);
         assert_eq!(opts.allow, ["greeter", "blog"]);
@@ -117,10 +210,25 @@ mod tests {
             ("MICRO_MCP_TIMEOUT", "soon"),
             ("MICRO_MCP_TIMEOUT", "0s"),
             ("MICRO_MCP_MAX_REPLIES", "0"),
+            ("MICRO_MCP_SCOPES", "greeter.*"),
+            ("MICRO_MCP_RATE_LIMIT", "0"),
+            ("MICRO_MCP_RATE_LIMIT", "*=fast"),
         ] {
             let e = read(&[(var, value)]).expect_err("refused");
             assert!(e.detail.contains(var), "{e}");
         }
+    }
+
+    #[test]
+    fn the_most_specific_pattern_wins() {
+        let rules: Vec<(String, u32)> = [("*", 1), ("greeter.*", 2), ("greeter.Greeter.Hello", 3)]
+            .iter()
+            .map(|(p, n)| (p.to_string(), *n))
+            .collect();
+        assert_eq!(rule_for(&rules, "greeter.Greeter.Hello"), Some(&3));
+        assert_eq!(rule_for(&rules, "greeter.Greeter.Stream"), Some(&2));
+        assert_eq!(rule_for(&rules, "blog.Blog.Create"), Some(&1));
+        assert_eq!(rule_for(&rules[1..], "blog.Blog.Create"), None);
     }
 
     #[test]

@@ -19,6 +19,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::call::{self, Progress};
 use crate::catalog::Catalog;
+use crate::guard::{Caller, Guard};
 use crate::McpOptions;
 
 /// How long the registry watch waits before it is opened again after it failed or ended.
@@ -38,6 +39,7 @@ struct Shared {
     registry: Arc<dyn Registry>,
     client: Client,
     opts: McpOptions,
+    guard: Guard,
     cache: Mutex<Cache>,
     /// Whether the registry watch is running, so a cached tool list follows the registry.
     live: AtomicBool,
@@ -76,6 +78,7 @@ impl McpServer {
         let shared = Arc::new(Shared {
             registry: service.registry().clone(),
             client: service.client().with_content_type("application/json"),
+            guard: Guard::new(&opts),
             opts,
             cache: Mutex::default(),
             live: AtomicBool::new(false),
@@ -264,27 +267,32 @@ impl ServerHandler for McpServer {
                 None,
             ));
         };
+        let started = tokio::time::Instant::now();
+        let caller = Caller::of(&context);
         let progress: Progress = context
             .meta
             .get_progress_token()
             .map(|token| (context.peer.clone(), token));
         let arguments = request.arguments.unwrap_or_default();
-        let name = &request.name;
-        let call = call::call(
-            &shared.client,
-            &shared.opts,
-            name,
-            route,
-            arguments,
-            progress,
-        );
-        let result = tokio::select! {
-            result = call => result,
+        let call = async {
+            shared.guard.admit(&request.name, &route.scopes, &caller)?;
+            call::call(&shared.client, &shared.opts, route, arguments, progress).await
+        };
+        let outcome = tokio::select! {
+            outcome = call => outcome,
             () = context.ct.cancelled() => {
                 return Err(McpError::invalid_request("the call was cancelled", None));
             }
         };
-        Ok(result.into())
+        tracing::info!(
+            target: "micro_mcp::audit",
+            tool = %request.name,
+            caller = %caller,
+            code = outcome.as_ref().map_or_else(|e| e.code, |_| 200),
+            latency_ms = started.elapsed().as_millis() as u64,
+            "tool call"
+        );
+        Ok(outcome.unwrap_or_else(|e| call::failure(&e)).into())
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {

@@ -477,10 +477,10 @@ async fn a_namespace_and_constant_labels_name_the_metrics() {
         .build()
         .expect("metrics");
     // Any service on the handler path will do.
-    let handler = tower::service_fn(|_call: micro::ServerCall| async {
+    let handler = tower::service_fn(|_call: micro::rpc::ServerCall| async {
         Ok::<_, micro::Error>(micro::rpc::Response::default())
     });
-    let call = micro::ServerCall {
+    let call = micro::rpc::ServerCall {
         request: micro::rpc::Request {
             service: "shop".into(),
             endpoint: "Shop.Buy".into(),

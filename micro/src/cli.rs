@@ -27,9 +27,12 @@
 //! # }
 //! ```
 //!
+//! A program with no flags of its own needs no parser: [`parse`] reads Micro's flags,
+//! `--help` and `--version` from its command line.
+//!
 //! [clap]: https://docs.rs/clap
 
-use clap::Args;
+use clap::{Args, FromArgMatches as _};
 
 use crate::config::Config;
 use crate::Result;
@@ -42,6 +45,39 @@ MICRO_MDNS_INTERFACE (mDNS beyond loopback); MICRO_GRPC_*, MICRO_HTTP_*, MICRO_N
 MICRO_RABBITMQ_*, MICRO_KAFKA_*, MICRO_ETCD_*, MICRO_KUBERNETES_*, CONSUL_HTTP_* (each \
 plugin's own settings, in its crate docs); MICRO_MAX_HEADERS, MICRO_MAX_HEADER_BYTES (peer \
 header limits); RUST_LOG (logging).";
+
+/// Reads the program's command line as Micro's flags alone, and returns the configuration
+/// ([`Flags::config`]) to hand to [`ServiceBuilder::config`](crate::ServiceBuilder::config).
+/// `--help` lists the flags and their `MICRO_*` variables and `--version` prints `version`
+/// (pass `env!("CARGO_PKG_VERSION")`), each then ending the program; anything else on the
+/// command line is a usage error that ends it too.
+///
+/// ```no_run
+/// # fn main() -> micro::Result<()> {
+/// let service = micro::Service::builder("greeter")
+///     .config(micro::cli::parse(env!("CARGO_PKG_VERSION"))?)
+///     .build()?;
+/// # Ok(())
+/// # }
+/// ```
+pub fn parse(version: &'static str) -> Result<Config> {
+    let program = std::env::args_os()
+        .next()
+        .as_deref()
+        .map(std::path::Path::new)
+        .and_then(std::path::Path::file_name)
+        .map_or_else(
+            || "service".to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+    let command = clap::Command::new(program)
+        .version(version)
+        .after_help(ENVIRONMENT);
+    let matches = Flags::augment_args(command).get_matches();
+    Flags::from_arg_matches(&matches)
+        .unwrap_or_else(|e| e.exit())
+        .config()
+}
 
 /// The `MICRO_*` settings as flags, each also read from its environment variable (the flag
 /// wins). Every flag is global: it may come before or after a subcommand.

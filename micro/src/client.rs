@@ -16,7 +16,7 @@ use micro_core::{Broker, Codec, Error, Message, Metadata, Node, Result, Selector
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceExt};
 
-use crate::codec::Codecs;
+use crate::codec::{Codecs, Decodable};
 use crate::headers;
 use crate::request::{Request, Response};
 use crate::selector::DirectPicker;
@@ -320,7 +320,7 @@ impl Client {
     ) -> Result<Response<Rsp>>
     where
         Req: Message,
-        Rsp: Message + Default,
+        Rsp: Decodable,
     {
         let (message, metadata, options) = req.into_parts();
         let (codec, body) = self.encode(&message)?;
@@ -338,8 +338,7 @@ impl Client {
             true => codec,
             false => self.parts.codecs.get(&rsp.content_type)?,
         };
-        let mut out = Rsp::default();
-        codec.decode(&rsp.body, &mut out)?;
+        let out = Rsp::decode_with(&*codec, &rsp.body)?;
         Ok(Response::from_parts(out, rsp.metadata))
     }
 
@@ -399,7 +398,7 @@ impl Client {
     ) -> Result<Stream<Req, Rsp>>
     where
         Req: Message,
-        Rsp: Message + Default,
+        Rsp: Decodable,
     {
         let codec = self.codec()?;
         let ((), metadata, options) = req.into_parts();
@@ -433,7 +432,7 @@ impl Client {
     ) -> Result<Stream<Req, Rsp>>
     where
         Req: Message,
-        Rsp: Message + Default,
+        Rsp: Decodable,
     {
         let (message, metadata, options) = req.into_parts();
         let mut opener = Request::new(());
@@ -735,7 +734,7 @@ impl<Req, Rsp> fmt::Debug for Stream<Req, Rsp> {
     }
 }
 
-impl<Req: Message, Rsp: Message + Default> Stream<Req, Rsp> {
+impl<Req: Message, Rsp: Decodable> Stream<Req, Rsp> {
     /// Sends one message.
     pub async fn send(&mut self, msg: &Req) -> Result<()> {
         if self.send_closed {
@@ -788,11 +787,7 @@ impl<Req: Message, Rsp: Message + Default> Stream<Req, Rsp> {
         }
         let msg = recv_stream_message(&mut *self.socket, &self.codecs).await;
         match msg {
-            Ok(Some((codec, body))) => {
-                let mut out = Rsp::default();
-                codec.decode(&body, &mut out)?;
-                Ok(Some(out))
-            }
+            Ok(Some((codec, body))) => Ok(Some(Rsp::decode_with(&*codec, &body)?)),
             Ok(None) => {
                 self.finished = true;
                 Ok(None)

@@ -112,8 +112,59 @@ impl Codecs {
 }
 
 /// A serde type sent as a message (JSON and other serde codecs): `Json(MyEvent { .. })`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The type needs no `Default`: it is decoded whole ([`Decodable`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Json<T>(pub T);
+
+/// A message type that is decoded with no value to start from: what requests, replies and
+/// events are read as. Every [`Message`] with a `Default` is one (all generated messages), and
+/// so is [`Json`] of any serde type, `Default` or not.
+pub trait Decodable: Message + Sized {
+    /// Decodes `data`, written by `codec`, into a new message.
+    fn decode_with(codec: &dyn Codec, data: &[u8]) -> Result<Self>;
+}
+
+impl<T: Message + Default> Decodable for T {
+    fn decode_with(codec: &dyn Codec, data: &[u8]) -> Result<Self> {
+        let mut message = T::default();
+        codec.decode(data, &mut message)?;
+        Ok(message)
+    }
+}
+
+impl<T> Decodable for Json<T>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    fn decode_with(codec: &dyn Codec, data: &[u8]) -> Result<Self> {
+        let mut slot = Slot::<T>(None);
+        codec.decode(data, &mut slot)?;
+        match slot.0.take() {
+            Some(value) => Ok(Json(value)),
+            // A codec that neither filled it nor said why.
+            None => Err(unsupported(codec, &slot)),
+        }
+    }
+}
+
+/// Where a serde type without `Default` is decoded to: empty until the codec fills it.
+struct Slot<T>(Option<T>);
+
+impl<T> Message for Slot<T>
+where
+    T: serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    fn type_name(&self) -> &'static str {
+        std::any::type_name::<T>()
+    }
+
+    fn deserialize_from(
+        &mut self,
+        de: &mut dyn erased_serde::Deserializer<'_>,
+    ) -> Option<std::result::Result<(), erased_serde::Error>> {
+        Some(erased_serde::deserialize(de).map(|v| self.0 = Some(v)))
+    }
+}
 
 impl<T> Message for Json<T>
 where
@@ -136,12 +187,14 @@ where
 }
 
 /// Implements [`Message`] for a prost message that also has serde impls (from pbjson), with
-/// its fields for registry endpoint descriptions. `micro-build` writes these calls.
+/// its description for the registry's endpoints. `micro-build` writes these calls, with the
+/// description as Go Micro's registry JSON (nested messages, enum values and oneofs
+/// included); by hand, a list of fields will do:
 ///
 /// `proto_message!(HelloRequest, "greeter.HelloRequest", [("name", "string")]);`
 #[macro_export]
 macro_rules! proto_message {
-    ($ty:ty, $full_name:expr, [$(($field:expr, $kind:expr)),* $(,)?]) => {
+    (@impl $ty:ty, $full_name:expr, $describe:expr) => {
         impl $crate::Message for $ty {
             fn type_name(&self) -> &'static str {
                 $full_name
@@ -162,9 +215,15 @@ macro_rules! proto_message {
                 ::core::option::Option::Some($crate::__private::decode_prost(self, data))
             }
             fn describe() -> $crate::registry::Value {
-                $crate::__private::describe($full_name, &[$(($field, $kind)),*])
+                $describe
             }
         }
+    };
+    ($ty:ty, $full_name:expr, [$(($field:expr, $kind:expr)),* $(,)?]) => {
+        $crate::proto_message!(@impl $ty, $full_name, $crate::__private::describe($full_name, &[$(($field, $kind)),*]));
+    };
+    ($ty:ty, $full_name:expr, $shape:literal) => {
+        $crate::proto_message!(@impl $ty, $full_name, $crate::__private::describe_json($full_name, $shape));
     };
 }
 
@@ -180,6 +239,12 @@ pub mod private {
     ) -> Result<(), String> {
         *msg = M::decode(data).map_err(|e| e.to_string())?;
         Ok(())
+    }
+
+    /// The endpoint description `micro-build` wrote as JSON; the bare name if it does not
+    /// read (it always does: micro-build wrote it with serde_json).
+    pub fn describe_json(full_name: &str, shape: &str) -> Value {
+        serde_json::from_str(shape).unwrap_or_else(|_| describe(full_name, &[]))
     }
 
     /// The endpoint description of a message with these fields.
@@ -207,6 +272,27 @@ pub mod private {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A serde type with no `Default`.
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Order {
+        id: u64,
+    }
+
+    #[test]
+    fn json_values_decode_whole_without_default() -> Result<()> {
+        let codecs = Codecs::default();
+        let json = codecs.get("application/json")?;
+        let order = Json::<Order>::decode_with(&*json, br#"{"id":7}"#)?;
+        assert_eq!(order, Json(Order { id: 7 }));
+        let bad = Json::<Order>::decode_with(&*json, br#"{"id":"seven"}"#);
+        assert_eq!(bad.map_err(|e| e.code), Err(400));
+        // Protobuf cannot carry a serde type: an error naming it, not a default value.
+        let proto = codecs.get("application/protobuf")?;
+        let e = Json::<Order>::decode_with(&*proto, b"").expect_err("not protobuf");
+        assert!(e.detail.contains("Order"), "{e}");
+        Ok(())
+    }
 
     #[test]
     fn picks_codecs_by_content_type() {

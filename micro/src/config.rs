@@ -114,7 +114,7 @@ impl Config {
             let value = match inline {
                 Some(v) => v,
                 None => args.next().ok_or_else(|| {
-                    Error::bad_request("micro.config", format!("flag --{name} needs a value"))
+                    Error::configuration("micro.config", format!("flag --{name} needs a value"))
                 })?,
             };
             found.push((name, value));

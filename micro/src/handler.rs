@@ -12,12 +12,12 @@ use micro_core::transport::{Message as TransportMessage, Socket};
 use micro_core::{rpc, Codec, Message, Metadata, Result};
 
 use crate::client::{recv_stream_message, stream_header};
-use crate::codec::Codecs;
+use crate::codec::{Codecs, Decodable};
 use crate::headers;
 use crate::request::{Request, Response};
 use crate::BoxFuture;
 
-pub use micro_core::rpc::ServerCall;
+use micro_core::rpc::ServerCall;
 
 pub(crate) type UnaryFn =
     Arc<dyn Fn(ServerCall) -> BoxFuture<'static, Result<rpc::Response>> + Send + Sync>;
@@ -86,6 +86,32 @@ impl Handler {
         self
     }
 
+    /// Adds `key = value` to the registered metadata of the endpoint `method` (`Hello` for
+    /// `Greeter.Hello`), added before: Go Micro's `server.EndpointMetadata`. Tools read some
+    /// keys: `description` (what the endpoint does, for the MCP gateway, OpenAPI and the
+    /// dashboard; `micro-build` sets it from the RPC's proto comment), `example` (a JSON
+    /// request) and `scopes` (what the MCP gateway asks of callers, comma separated).
+    ///
+    /// Metadata for a method the handler does not have yet is dropped, with a warning.
+    pub fn endpoint_metadata(
+        mut self,
+        method: &str,
+        key: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Self {
+        let name = format!("{}.{method}", self.name);
+        match self.endpoints.iter_mut().find(|(e, _)| e.name == name) {
+            Some((endpoint, _)) => {
+                endpoint.metadata.insert(key.into(), value.into());
+            }
+            None => tracing::warn!(
+                endpoint = %name,
+                "metadata for an endpoint the handler does not have (yet): add the endpoint first"
+            ),
+        }
+        self
+    }
+
     /// The handler's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -96,11 +122,7 @@ impl Handler {
         self.endpoints.iter().map(|(e, _)| e.clone()).collect()
     }
 
-    fn endpoint<Req: Message + Default, Rsp: Message + Default>(
-        &self,
-        method: &str,
-        stream: bool,
-    ) -> Endpoint {
+    fn endpoint<Req: Message, Rsp: Message>(&self, method: &str, stream: bool) -> Endpoint {
         let mut metadata = BTreeMap::new();
         if stream {
             metadata.insert("stream".to_string(), "true".to_string());
@@ -116,8 +138,8 @@ impl Handler {
     /// Adds a unary endpoint.
     pub fn unary<Req, Rsp, F>(mut self, method: &str, f: F) -> Self
     where
-        Req: Message + Default,
-        Rsp: Message + Default,
+        Req: Decodable,
+        Rsp: Message,
         F: Fn(Request<Req>) -> BoxFuture<'static, Result<Response<Rsp>>> + Send + Sync + 'static,
     {
         let endpoint = self.endpoint::<Req, Rsp>(method, false);
@@ -125,8 +147,7 @@ impl Handler {
         let run: UnaryFn = Arc::new(move |call: ServerCall| {
             let f = f.clone();
             Box::pin(async move {
-                let mut message = Req::default();
-                call.codec.decode(&call.request.body, &mut message)?;
+                let message = Req::decode_with(&*call.codec, &call.request.body)?;
                 let req = Request::incoming(
                     message,
                     call.request.metadata,
@@ -149,8 +170,8 @@ impl Handler {
     /// Adds a server-streaming endpoint: one request, many replies.
     pub fn server_stream<Req, Rsp, F>(mut self, method: &str, f: F) -> Self
     where
-        Req: Message + Default,
-        Rsp: Message + Default,
+        Req: Decodable,
+        Rsp: Message,
         F: Fn(Request<Req>, ServerStream<Req, Rsp>) -> BoxFuture<'static, Result<()>>
             + Send
             + Sync
@@ -161,8 +182,7 @@ impl Handler {
         let run: StreamFn = Arc::new(move |start: StreamStart| {
             let f = f.clone();
             Box::pin(async move {
-                let mut first = Req::default();
-                start.codec.decode(&start.request.body, &mut first)?;
+                let first = Req::decode_with(&*start.codec, &start.request.body)?;
                 let req = Request::incoming(
                     first,
                     start.request.metadata.clone(),
@@ -183,8 +203,8 @@ impl Handler {
     /// Adds a client-streaming or bidirectional endpoint.
     pub fn stream<Req, Rsp, F>(mut self, method: &str, f: F) -> Self
     where
-        Req: Message + Default,
-        Rsp: Message + Default,
+        Req: Decodable,
+        Rsp: Message,
         F: Fn(ServerStream<Req, Rsp>) -> BoxFuture<'static, Result<()>> + Send + Sync + 'static,
     {
         let endpoint = self.endpoint::<Req, Rsp>(method, true);
@@ -220,7 +240,7 @@ impl<Req, Rsp> fmt::Debug for ServerStream<Req, Rsp> {
     }
 }
 
-impl<Req: Message + Default, Rsp: Message> ServerStream<Req, Rsp> {
+impl<Req: Decodable, Rsp: Message> ServerStream<Req, Rsp> {
     fn new(start: StreamStart) -> Self {
         ServerStream {
             socket: start.socket,
@@ -245,11 +265,7 @@ impl<Req: Message + Default, Rsp: Message> ServerStream<Req, Rsp> {
             return Ok(None);
         }
         match recv_stream_message(&mut *self.socket, &self.codecs).await {
-            Ok(Some((codec, body))) => {
-                let mut out = Req::default();
-                codec.decode(&body, &mut out)?;
-                Ok(Some(out))
-            }
+            Ok(Some((codec, body))) => Ok(Some(Req::decode_with(&*codec, &body)?)),
             Ok(None) => {
                 self.recv_done = true;
                 Ok(None)

@@ -37,7 +37,8 @@
 //! ```
 //! use std::task::{Context, Poll};
 //!
-//! use micro::{rpc, BoxFuture, Error, ServerCall};
+//! use micro::rpc::{self, ServerCall};
+//! use micro::{BoxFuture, Error};
 //!
 //! #[derive(Clone)]
 //! struct LogLayer;

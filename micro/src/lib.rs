@@ -61,8 +61,8 @@ mod service;
 
 pub use async_trait::async_trait;
 pub use client::{Client, ClientOptions, Stream};
-pub use codec::{Codecs, Json};
-pub use handler::{Handler, ServerCall, ServerStream};
+pub use codec::{Codecs, Decodable, Json};
+pub use handler::{Handler, ServerStream};
 pub use micro_core::{rpc, transport, BoxFuture, BoxStream, Error, Message, Metadata, Result};
 pub use pubsub::Event;
 pub use request::{IntoRequest, Request, Response};
@@ -70,6 +70,11 @@ pub use service::{log_to_stderr, shutdown_signal, Service, ServiceBuilder};
 
 /// The interface crate, for plugin authors.
 pub use micro_core as core;
+
+/// Protobuf's well-known types (`Timestamp`, `Duration`, `Struct`, the wrappers, ...) with
+/// their canonical JSON mapping: what `micro-build`'s generated code uses for
+/// `google.protobuf.*` fields (the `pbjson-types` crate).
+pub use pbjson_types as well_known;
 
 /// Bearer-token and JWT authentication middleware (the `micro-wrapper-auth` crate).
 #[cfg(feature = "auth")]

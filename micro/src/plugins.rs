@@ -97,7 +97,7 @@ fn check(kind: Kind, name: &str) -> Result<()> {
     };
     match PLUGINS.iter().find(|p| p.kind == kind && p.name == name) {
         Some(p) if p.enabled => Ok(()),
-        Some(p) => Err(Error::bad_request(
+        Some(p) => Err(Error::configuration(
             "micro.plugins",
             format!(
                 "{label} {name:?} is not compiled in: enable the cargo feature `{}` of the micro crate",
@@ -110,7 +110,7 @@ fn check(kind: Kind, name: &str) -> Result<()> {
                 .filter(|p| p.kind == kind)
                 .map(|p| p.name)
                 .collect();
-            Err(Error::bad_request(
+            Err(Error::configuration(
                 "micro.plugins",
                 format!("unknown {label} {name:?}; known: {}", known.join(", ")),
             ))

@@ -12,7 +12,7 @@ use tower::util::BoxCloneSyncService;
 use tower::Service;
 
 use crate::client::Client;
-use crate::codec::Codecs;
+use crate::codec::{Codecs, Decodable};
 use crate::headers;
 use crate::BoxFuture;
 
@@ -101,7 +101,7 @@ impl Subscriber {
         f: F,
     ) -> Self
     where
-        T: Message + Default,
+        T: Decodable,
         F: Fn(Event<T>) -> BoxFuture<'static, Result<()>> + Send + Sync + 'static,
     {
         let mut metadata = std::collections::BTreeMap::new();
@@ -151,7 +151,7 @@ impl<T, F> Clone for Decode<T, F> {
 
 impl<T, F> Service<Delivery> for Decode<T, F>
 where
-    T: Message + Default,
+    T: Decodable,
     F: Fn(Event<T>) -> BoxFuture<'static, Result<()>> + Send + Sync + 'static,
 {
     type Response = ();
@@ -169,11 +169,7 @@ where
             let decoded = this
                 .codecs
                 .get(headers::get(header, headers::CONTENT_TYPE).unwrap_or_default())
-                .and_then(|codec| {
-                    let mut message = T::default();
-                    codec.decode(&delivery.message.body, &mut message)?;
-                    Ok(message)
-                });
+                .and_then(|codec| T::decode_with(&*codec, &delivery.message.body));
             let message = match decoded {
                 Ok(m) => m,
                 Err(e) => {

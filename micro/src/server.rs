@@ -25,9 +25,10 @@ use tower::util::BoxCloneSyncService;
 use tower::{Service as TowerService, ServiceExt};
 
 use crate::codec::Codecs;
-use crate::handler::{finish_stream, EndpointFn, Handler, ServerCall, SharedSocket, StreamStart};
+use crate::handler::{finish_stream, EndpointFn, Handler, SharedSocket, StreamStart};
 use crate::headers;
 use crate::BoxFuture;
+use micro_core::rpc::ServerCall;
 
 /// The handler path as a tower service; layers wrap it.
 pub type HandlerService = BoxCloneSyncService<ServerCall, rpc::Response, Error>;

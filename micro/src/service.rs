@@ -16,13 +16,14 @@ use crate::client::{
     Attempt, AttemptError, AttemptService, Call, CallService, Client, ClientOptions, Publication,
     PublishService,
 };
-use crate::codec::Codecs;
+use crate::codec::{Codecs, Decodable};
 use crate::config::Config;
-use crate::handler::{Handler, ServerCall};
+use crate::handler::Handler;
 use crate::pubsub::{ErrorHook, Event, Subscriber, SubscriberService};
 use crate::selector::{RegistrySelector, SelectorOptions};
 use crate::server::{HandlerService, Server, ServerOptions, ServerParts};
 use crate::{plugins, BoxFuture};
+use micro_core::rpc::ServerCall;
 
 type Hook = Box<dyn Fn() -> BoxFuture<'static, Result<()>> + Send + Sync>;
 type MakeSubscriber = Box<dyn FnOnce(Codecs, Option<ErrorHook>) -> Subscriber + Send>;
@@ -240,7 +241,7 @@ impl ServiceBuilder {
     /// Subscribes `f` to `topic`; every subscriber without a queue gets every message.
     pub fn subscriber<T, F>(self, topic: &str, f: F) -> Self
     where
-        T: Message + Default,
+        T: Decodable,
         F: Fn(Event<T>) -> BoxFuture<'static, Result<()>> + Send + Sync + 'static,
     {
         self.subscriber_with(topic, SubscribeOptions::default(), f)
@@ -250,7 +251,7 @@ impl ServiceBuilder {
     /// whether messages are acked automatically.
     pub fn subscriber_with<T, F>(mut self, topic: &str, options: SubscribeOptions, f: F) -> Self
     where
-        T: Message + Default,
+        T: Decodable,
         F: Fn(Event<T>) -> BoxFuture<'static, Result<()>> + Send + Sync + 'static,
     {
         let topic = topic.to_string();
@@ -367,7 +368,7 @@ impl ServiceBuilder {
         };
         let strategy = match &config.selector {
             Some(name) => Strategy::parse(name).ok_or_else(|| {
-                Error::bad_request(
+                Error::configuration(
                     "micro.config",
                     format!("unknown selector {name:?}; known: random, roundrobin, p2c"),
                 )

@@ -1,5 +1,6 @@
 //! Events as the README shows them: a serde type published on the default (protobuf) client
-//! goes as JSON and reaches its subscriber; a unary call with JSON values works the same way.
+//! goes as JSON and reaches its subscriber (the type needs no `Default`); a unary call with
+//! JSON values works the same way.
 
 mod common;
 
@@ -8,7 +9,7 @@ use micro::registry::MemoryRegistry;
 use micro::{Event, Json, Request};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Serialize, Deserialize, Default, PartialEq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
 struct Order {
     id: u64,
 }

@@ -115,7 +115,8 @@ impl Dashboard {
     async fn admit(&self, caller: &Caller) -> Result<(), Error> {
         self.shared.admit(caller, RULE).await?;
         let auth = self.shared.opts.auth.as_ref();
-        access::admit(auth, None, &caller.headers, caller.peer, "Gateway.Services").await
+        access::admit(auth, None, &caller.headers, caller.peer, "Gateway.Services").await?;
+        Ok(())
     }
 
     /// An HTML page, with the headers every page has.

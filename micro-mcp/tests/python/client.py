@@ -33,6 +33,9 @@ async def check_calls(client):
     name = hello.input_schema["properties"]["name"]
     assert name["type"] == "string", hello.input_schema
     assert hello.output_schema["properties"]["message"]["type"] == "string", hello.output_schema
+    # The RPC's proto comment, carried by micro-build into the registry, with its @example.
+    assert hello.description.startswith("Replies with a greeting for the name in the request."), hello.description
+    assert hello.input_schema["examples"] == [{"name": "John"}], hello.input_schema
     assert "greeter.Greeter.Stream" in tools, sorted(tools)
 
     result = await client.call_tool("greeter.Greeter.Hello", {"name": "Ann"})

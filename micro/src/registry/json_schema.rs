@@ -35,16 +35,51 @@ pub fn message(shape: Option<&Shape>) -> Map<String, Value> {
     schema
 }
 
+/// An object with `fields`. The fields of a oneof group (`type: "oneof"`) are properties like
+/// the others, each saying which others it excludes (`dependentSchemas`: with `text` set,
+/// `number` must be absent), so the object itself needs no `oneOf`, which some tool-calling
+/// models refuse at the top of a schema.
 fn object(fields: &[Shape], depth: usize) -> Map<String, Value> {
-    let properties: Map<String, Value> = fields
-        .iter()
-        .filter(|f| !f.name.is_empty())
-        .map(|f| (f.name.clone(), field(&f.kind, &f.values, depth)))
-        .collect();
-    Map::from_iter([
+    let mut properties = Map::new();
+    let mut exclusive = Map::new();
+    for f in fields.iter().filter(|f| !f.name.is_empty()) {
+        if f.kind != "oneof" {
+            properties.insert(f.name.clone(), field(&f.kind, &f.values, depth));
+            continue;
+        }
+        let members: Vec<&str> = f
+            .values
+            .iter()
+            .filter(|m| !m.name.is_empty())
+            .map(|m| m.name.as_str())
+            .collect();
+        for member in f.values.iter().filter(|m| !m.name.is_empty()) {
+            let mut schema = field(&member.kind, &member.values, depth);
+            if let Value::Object(schema) = &mut schema {
+                let note = format!(
+                    "One of `{}`: set at most one of {}.",
+                    f.name,
+                    members.join(", ")
+                );
+                schema.insert("description".into(), json!(note));
+            }
+            properties.insert(member.name.clone(), schema);
+            let others: Map<String, Value> = members
+                .iter()
+                .filter(|other| **other != member.name)
+                .map(|other| (other.to_string(), json!(false)))
+                .collect();
+            exclusive.insert(member.name.clone(), json!({"properties": others}));
+        }
+    }
+    let mut object = Map::from_iter([
         ("type".to_string(), json!("object")),
         ("properties".to_string(), Value::Object(properties)),
-    ])
+    ]);
+    if !exclusive.is_empty() {
+        object.insert("dependentSchemas".into(), Value::Object(exclusive));
+    }
+    object
 }
 
 /// The schema of one field's type name: `string`, `[]int64`, `map<string, Inner>`, or a
@@ -57,11 +92,16 @@ fn field(kind: &str, fields: &[Shape], depth: usize) -> Value {
         let value = inner.split_once(',').map_or(inner, |(_, v)| v.trim());
         return json!({"type": "object", "additionalProperties": field(value, fields, depth)});
     }
+    if !fields.is_empty() && fields.iter().all(|v| v.kind == "enum") {
+        // Protobuf's JSON writes an enum as its value's name (and reads the number too).
+        let names: Vec<&str> = fields.iter().map(|v| v.name.as_str()).collect();
+        return json!({"type": "string", "enum": names, "title": kind});
+    }
     if let Some(known) = scalar(kind).or_else(|| well_known(kind)) {
         return known;
     }
     if fields.is_empty() || depth >= MAX_DEPTH {
-        // An enum (written as its value's name) or a message described no further: any value.
+        // An enum described by name only, or a message described no further: any value.
         return json!({});
     }
     let mut nested = object(fields, depth + 1);
@@ -134,6 +174,19 @@ mod tests {
                 shape("data", "bytes", vec![]),
                 shape("when", "Timestamp", vec![]),
                 shape("color", "Color", vec![]),
+                shape(
+                    "mood",
+                    "Mood",
+                    vec![shape("HAPPY", "enum", vec![]), shape("SAD", "enum", vec![])],
+                ),
+                shape(
+                    "choice",
+                    "oneof",
+                    vec![
+                        shape("text", "string", vec![]),
+                        shape("number", "int32", vec![]),
+                    ],
+                ),
                 inner.clone(),
                 shape("children", "[]Inner", inner.values.clone()),
             ],
@@ -154,6 +207,20 @@ mod tests {
         assert_eq!(p["data"]["contentEncoding"], "base64");
         assert_eq!(p["when"]["format"], "date-time");
         assert_eq!(p["color"], json!({}));
+        assert_eq!(
+            p["mood"],
+            json!({"type": "string", "enum": ["HAPPY", "SAD"], "title": "Mood"})
+        );
+        assert_eq!(p["text"]["type"], "string");
+        assert_eq!(p["number"]["type"], "integer");
+        assert!(p.get("choice").is_none());
+        assert_eq!(
+            schema["dependentSchemas"],
+            json!({
+                "text": {"properties": {"number": false}},
+                "number": {"properties": {"text": false}},
+            })
+        );
         assert_eq!(
             p["inner"]["properties"]["id"],
             json!({"type": ["integer", "string"]})
