@@ -431,7 +431,7 @@ fn shape(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forms_build_nested_fields_and_lists_from_the_keyboard() -> TestResult {
+async fn forms_build_nested_fields_lists_and_enums_from_the_keyboard() -> TestResult {
     let Some(browser) = Browser::start().await? else {
         return Ok(());
     };
@@ -452,6 +452,11 @@ async fn forms_build_nested_fields_and_lists_from_the_keyboard() -> TestResult {
             inner,
             shape("parts", "[]Part", part),
             shape("labels", "map<string, int32>", vec![]),
+            shape(
+                "mood",
+                "Mood",
+                vec![shape("HAPPY", "enum", vec![]), shape("SAD", "enum", vec![])],
+            ),
         ],
     );
     let shapes = Registration {
@@ -507,9 +512,13 @@ async fn forms_build_nested_fields_and_lists_from_the_keyboard() -> TestResult {
         .await?
         .send_keys("{\"k\": 1}")
         .await?;
+    labelled(client, "mood")
+        .await?
+        .select_by_label("SAD")
+        .await?;
     assert_eq!(
         value_of(client, "request-json").await?,
-        r#"{"title":"T","tags":["a","b"],"inner":{"id":"42","on":true},"parts":[{"size":7}],"labels":{"k":1}}"#
+        r#"{"title":"T","tags":["a","b"],"inner":{"id":"42","on":true},"parts":[{"size":7}],"labels":{"k":1},"mood":"SAD"}"#
     );
     screenshot(client, "form").await?;
 
