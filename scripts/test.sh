@@ -96,6 +96,10 @@ log "php with curl, which runs the PHP example against the gateway"
 need_pkg php php-cli
 need_deb php-curl
 
+log "chromium and chromedriver, the real browser of the gateway dashboard's tests (driven headless over WebDriver)"
+need_pkg chromium chromium
+need_pkg chromedriver chromium-driver
+
 log "h2load (nghttp2-client) and wrk, the independent load generators of the benchmark's server and gateway rows"
 need_pkg h2load nghttp2-client
 need_pkg wrk wrk

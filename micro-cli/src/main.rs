@@ -10,7 +10,7 @@
 //! micro subscribe orders.created --count 1                # print events as they come
 //! micro health greeter                                    # each node's health
 //! micro registry watch                                    # registry events as they happen
-//! micro gateway                                           # HTTP/JSON on 127.0.0.1:8080
+//! micro gateway                                           # HTTP/JSON and the dashboard on 127.0.0.1:8080
 //! micro mcp                                               # MCP on stdio, for AI agents
 //! micro new orders --pubsub                              # a new service crate
 //! micro run                                               # run a workspace's services, live
@@ -67,10 +67,11 @@
 //!   the same over HTTP at `/mcp`.
 //! - `gateway [--address 127.0.0.1:8080]`: the HTTP/JSON API gateway (`micro-gateway`):
 //!   `POST /api/{service}/{Type.Method}` (SSE and WebSocket for streams), `POST /event/{topic}`,
-//!   `GET /services`, `GET /openapi.json`, until Ctrl-C. `micro gateway --help` lists its
+//!   `GET /event/{topic}` (SSE), `GET /services`, `GET /openapi.json`, and the web dashboard
+//!   at `/` (services, endpoint forms, events), until Ctrl-C. `micro gateway --help` lists its
 //!   `MICRO_GATEWAY_*` settings; a non-loopback address needs authentication.
 //! - `run [PATHS] [--gateway-address 127.0.0.1:8080] [--no-gateway]`: development mode.
-//!   Serves the API gateway in front of the services (as `micro gateway` does; a taken
+//!   Serves the API gateway and its dashboard in front of the services (as `micro gateway` does; a taken
 //!   port is an error before anything builds), then builds and runs every crate with a binary in the
 //!   workspace of the current directory (or in the crate and workspace directories named),
 //!   prints each one's output behind `[name]`, rebuilds a crate when a file under its directory
@@ -154,7 +155,7 @@ enum Command {
         #[command(subcommand)]
         command: RegistryCommand,
     },
-    /// Serve the HTTP/JSON API gateway in front of the registry's services, until Ctrl-C
+    /// Serve the HTTP/JSON API gateway and the web dashboard in front of the registry's services, until Ctrl-C
     #[command(after_help = micro_gateway::ENVIRONMENT)]
     Gateway {
         /// Where to listen (a non-loopback address needs authentication: MICRO_GATEWAY_TOKENS,
@@ -231,6 +232,7 @@ async fn run(cli: Cli) -> Result<bool> {
                     .config(cli.micro.config()?)
                     .build()?;
                 let options = micro_gateway::GatewayOptions::from_env()?;
+                let dashboard = options.dashboard;
                 let gateway =
                     micro_gateway::Gateway::bind(&args.gateway_address, &service, options)
                         .await
@@ -248,6 +250,12 @@ async fn run(cli: Cli) -> Result<bool> {
                     "[gateway] micro: serving http://{}",
                     gateway.local_addr()
                 ));
+                if dashboard {
+                    output::line(&format!(
+                        "[gateway] micro: dashboard at http://{}/",
+                        gateway.local_addr()
+                    ));
+                }
                 Some(gateway)
             };
             let ran = run::run(args, env).await;
@@ -294,11 +302,16 @@ async fn run(cli: Cli) -> Result<bool> {
         }
         Command::Gateway { address } => {
             let options = micro_gateway::GatewayOptions::from_env()?;
+            let dashboard = options.dashboard;
             let gateway = micro_gateway::Gateway::bind(&address, &service, options).await?;
-            eprintln!(
-                "gateway at http://{} (Ctrl-C to stop)",
-                gateway.local_addr()
-            );
+            let address = gateway.local_addr();
+            if dashboard {
+                eprintln!(
+                    "gateway at http://{address}, dashboard at http://{address}/ (Ctrl-C to stop)"
+                );
+            } else {
+                eprintln!("gateway at http://{address} (Ctrl-C to stop)");
+            }
             micro::shutdown_signal().await;
             gateway.shutdown().await;
         }

@@ -25,7 +25,7 @@ const LINE_LIMIT: usize = 64 * 1024;
 pub(crate) struct RunArgs {
     /// Crate or workspace directories (default: the current directory's workspace)
     paths: Vec<PathBuf>,
-    /// Where the API gateway in front of the services listens
+    /// Where the API gateway (and its web dashboard) in front of the services listens
     #[arg(long, env = "MICRO_GATEWAY_ADDRESS", default_value = "127.0.0.1:8080")]
     pub(crate) gateway_address: String,
     /// Run the services without the API gateway

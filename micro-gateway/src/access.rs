@@ -16,9 +16,11 @@ use crate::ID;
 /// your own) and the rule each endpoint needs.
 ///
 /// Rules name endpoints as Micro's auth does (`Greeter.Hello`, `Greeter.*`, `*`); the
-/// gateway's own routes are named `Event.<topic>` (`POST /event/{topic}`),
-/// `Gateway.Services` (`/services`, `/services/{name}`) and `Gateway.OpenAPI`
-/// (`/openapi.json`). `/health` is always public. Without a rule, any valid token will do.
+/// gateway's own routes are named `Event.<topic>` (`POST /event/{topic}` and
+/// `GET /event/{topic}`), `Gateway.Services` (`/services`, `/services/{name}`),
+/// `Gateway.OpenAPI` (`/openapi.json`) and `Gateway.Dashboard` (the dashboard's pages, which
+/// also need what `Gateway.Services` needs). `/health` is always public. Without a rule, any
+/// valid token will do.
 #[derive(Debug, Clone)]
 pub struct Auth {
     verifier: Arc<dyn Verifier>,

@@ -17,9 +17,12 @@
 //! | `GET` on either, upgraded to a WebSocket | any stream (server, client, bidirectional): one JSON text message per message each way; see below |
 //! | `GET /openapi.json` | an OpenAPI 3.1 document of every endpoint in the registry, with the request and response schemas the services registered; rebuilt when the registry changes |
 //! | `POST /event/{topic}` | publishes the JSON body on the broker (`Content-Type: application/json`), answers `202` |
+//! | `GET /event/{topic}` | subscribes to the topic: Server-Sent Events, one `data:` event per message (its JSON body) until the client goes away; see [Event subscriptions](#event-subscriptions) |
 //! | `GET /services` | the services in the registry (Go Micro's JSON) |
 //! | `GET /services/{name}` | one service, every version with its nodes and endpoints |
 //! | `GET /health` | `{"status":"ok"}` |
+//! | `GET /` | the web dashboard's services page (HTML); see [The dashboard](#the-dashboard) |
+//! | `GET /dashboard/...` | the dashboard's other pages: `service/{name}`, `service/{name}/{Type.Method}` (a form that calls the endpoint), `events`, and what they load (`watch`, `metrics/{name}`, `assets/...`); with path routes on, these paths are the dashboard's |
 //! | `/mcp` | the MCP gateway (`micro-mcp`, Streamable HTTP): every endpoint a tool for AI agents; `Gateway.MCP` in auth rules; `MICRO_GATEWAY_MCP=off` leaves it out |
 //! | any other path, with [`GatewayOptions::path_routes`] | Micro v3's path routes: `/greeter/say/hello` is `greeter`'s `Say.Hello`, `/foo/bar` `foo`'s `Foo.Bar`, `/foo` `Foo.Call`, `/v1/foo/bar` `v1.foo`'s `Foo.Bar`; kebab-case segments camel-cased; [`GatewayOptions::namespace`] goes before the service name |
 //!
@@ -39,6 +42,52 @@
 //! ...) and the detail as the reason; a message that is not JSON with `4400`; nothing sent
 //! either way for the gateway's timeout with `4504`. An unknown service is refused before the
 //! upgrade, with its HTTP status. Messages are limited like bodies.
+//!
+//! # The dashboard
+//!
+//! The gateway's address in a browser shows the fleet ([`GatewayOptions::dashboard`],
+//! `MICRO_GATEWAY_DASHBOARD=off` leaves it out):
+//!
+//! | page | what it shows |
+//! |---|---|
+//! | `/` | every service with its versions, node count and health (`Debug.Health` of each node), live as the registry changes; `?q=` filters by name (a text box filters as you type) |
+//! | `/dashboard/service/{name}` | the nodes (id, address, transport, protocol, metadata), the endpoints with their request and response shapes, and request and error counts where nodes serve Prometheus metrics (node metadata `metrics`, see below) |
+//! | `/dashboard/service/{name}/{Type.Method}` | a form made from the request's shape (and the request as raw JSON) that calls the endpoint through `/api/...`: the reply, or the error's code and detail, and the latency; a streaming endpoint's replies as they arrive; the same call as a `curl` and a `micro call` command line |
+//! | `/dashboard/events` | publish JSON to a topic; subscribe to a topic and see its messages arrive |
+//!
+//! The pages are HTML made on the server, readable without JavaScript; a little JavaScript
+//! (served by the gateway, like the stylesheet: nothing is fetched from elsewhere, and a
+//! `Content-Security-Policy` says so) makes them live and calls endpoints. In auth rules
+//! the pages are `Gateway.Dashboard`, and as they show the registry they also need what
+//! `Gateway.Services` needs; the calls and events they make are checked as any other
+//! (`Greeter.Hello`, `Event.<topic>`). Browsers do not send bearer tokens when they open a
+//! page, so with auth either make the pages public
+//! (`MICRO_GATEWAY_PUBLIC="Gateway.Dashboard,Gateway.Services"`) or put a proxy that adds
+//! the header in front; a token typed into a page's token field goes with the calls, events
+//! and live updates it makes (kept for the browser tab only).
+//!
+//! A node's metrics are found at the URL in its metadata key `metrics`
+//! (`http://127.0.0.1:9100/metrics`; `micro::ServiceBuilder::node_metadata` with
+//! `micro-wrapper-prometheus`'s `METADATA_KEY` and its server's URL), or the service's: the
+//! gateway reads each (at most 4 MiB, within 2 s) and counts `*_server_requests_total` by
+//! endpoint and status; the page works out calls per second.
+//!
+//! # Event subscriptions
+//!
+//! `GET /event/{topic}` (with `Accept: text/event-stream`) subscribes the gateway's broker
+//! to the topic, without a queue group (it takes no message from a service's group), for as
+//! long as the client reads: each message is one `data:` event with the body's JSON and the
+//! message's `Micro-Id` as the event id; a body that is not JSON is an `other` event with its
+//! content type and length, a body larger than [`GatewayOptions::max_body_bytes`] a `large`
+//! event with its length, and messages a slow client could not take in time are counted in a
+//! `dropped` event. At most [`MAX_SUBSCRIPTIONS`] are open at once (`503` past that); the
+//! broker subscription ends when the client goes away. Auth rules name it `Event.<topic>`,
+//! as publishing.
+//!
+//! ```text
+//! curl -N http://127.0.0.1:8080/event/orders.created
+//! data: {"id":"1"}
+//! ```
 //!
 //! # Errors
 //!
@@ -109,8 +158,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod access;
+mod dashboard;
+mod events;
 mod openapi;
 mod ws;
+
+pub use events::MAX_SUBSCRIPTIONS;
 
 pub use access::Auth;
 
@@ -147,6 +200,7 @@ Gateway settings:
   MICRO_GATEWAY_PATHS            v3: Micro v3's path routes too (/greeter/say/hello); api: not
   MICRO_GATEWAY_NAMESPACE        put before path routes' service names (go.micro.api)
   MICRO_GATEWAY_MCP              on: the MCP gateway at /mcp (default); off: not served
+  MICRO_GATEWAY_DASHBOARD        on: the web dashboard at / (default); off: not served
   MICRO_MCP_TIMEOUT, MICRO_MCP_MAX_REPLIES, MICRO_MCP_SERVICES, MICRO_MCP_DENY,
   MICRO_MCP_SCOPES, MICRO_MCP_RATE_LIMIT
                                  the MCP gateway's call bound, stream replies, services shown,
@@ -211,6 +265,10 @@ pub struct GatewayOptions {
     /// the same auth, rate and origin checks as the rest; `None` leaves it out.
     /// `MICRO_MCP_*` settings; `MICRO_GATEWAY_MCP=off` leaves it out.
     pub mcp: Option<micro_mcp::McpOptions>,
+    /// The web dashboard at `/` (services, endpoint forms, events), behind the same auth
+    /// (`Gateway.Dashboard`), rate and origin checks. `MICRO_GATEWAY_DASHBOARD=off` leaves it
+    /// out; on by default.
+    pub dashboard: bool,
 }
 
 impl Default for GatewayOptions {
@@ -237,6 +295,7 @@ impl Default for GatewayOptions {
             path_routes: false,
             namespace: String::new(),
             mcp: Some(micro_mcp::McpOptions::default()),
+            dashboard: true,
         }
     }
 }
@@ -312,6 +371,17 @@ impl GatewayOptions {
                 ))
             }
         };
+        o.dashboard = match var("MICRO_GATEWAY_DASHBOARD").as_deref().map(str::trim) {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(v) => {
+                return Err(micro::core::env::invalid(
+                    "MICRO_GATEWAY_DASHBOARD",
+                    v,
+                    "on (serve the dashboard at /, the default) or off",
+                ))
+            }
+        };
         o.auth = Auth::from_env()?;
         Ok(o)
     }
@@ -330,6 +400,11 @@ struct Shared {
     watched: Arc<std::sync::atomic::AtomicBool>,
     /// Dropped with the router: ends the registry watch.
     _unwatch: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Open event subscriptions (`GET /event/{topic}`), at most [`MAX_SUBSCRIPTIONS`].
+    subscriptions: Arc<tokio::sync::Semaphore>,
+    /// Cancelled by [`Gateway::shutdown`]: ends the streams that would otherwise stay open
+    /// (event subscriptions, the dashboard's live updates).
+    closing: tokio_util::sync::CancellationToken,
 }
 
 /// The gateway's routes over `service`'s client, registry and broker, as a tower service for
@@ -338,11 +413,15 @@ pub fn router(service: &Service, opts: GatewayOptions) -> Router {
     app(service, opts).0
 }
 
-/// The routes, and what ends the MCP gateway's open streams.
+/// The routes, and what ends their open streams (the MCP gateway's, and the others').
 fn app(
     service: &Service,
     opts: GatewayOptions,
-) -> (Router, Option<tokio_util::sync::CancellationToken>) {
+) -> (
+    Router,
+    Option<tokio_util::sync::CancellationToken>,
+    tokio_util::sync::CancellationToken,
+) {
     let limit = opts.max_body_bytes;
     let generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let watched = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -370,7 +449,10 @@ fn app(
         generation,
         watched,
         _unwatch: unwatch,
+        subscriptions: Arc::new(tokio::sync::Semaphore::new(MAX_SUBSCRIPTIONS)),
+        closing: tokio_util::sync::CancellationToken::new(),
     });
+    let closing = shared.closing.clone();
     let mut routes = Router::new();
     let mut stop_mcp = None;
     if let Some(mcp) = mcp {
@@ -388,7 +470,7 @@ fn app(
             "/api/{service}/{kind}/{method}",
             post(call_json_split).get(call_query_split),
         )
-        .route("/event/{topic}", post(publish))
+        .route("/event/{topic}", post(publish).get(events::subscribe))
         .route("/openapi.json", get(openapi_document))
         .route("/services", get(services))
         .route("/services/{name}", get(describe))
@@ -396,6 +478,7 @@ fn app(
             "/health",
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
         )
+        .merge(dashboard::routes(&shared))
         .fallback(by_path)
         .layer(axum::middleware::map_response(errors_as_json))
         .layer(DefaultBodyLimit::max(limit))
@@ -405,7 +488,7 @@ fn app(
         ))
         .layer(cors)
         .with_state(shared);
-    (routes, stop_mcp)
+    (routes, stop_mcp, closing)
 }
 
 /// The MCP gateway is one more route: the same tokens, rate and origins (`Gateway.MCP` in
@@ -507,14 +590,15 @@ async fn browser_checks(
 }
 
 /// Errors that axum answers itself (413 for a large body, 405, a bad query string) as Go
-/// Micro's error JSON, like every other error of the gateway.
+/// Micro's error JSON, like every other error of the gateway; the dashboard's error pages
+/// (HTML) stay pages.
 async fn errors_as_json(response: Response) -> Response {
     let status = response.status();
-    let is_json = response
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(JSON.as_bytes()));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+    let content_type = response.headers().get(http::header::CONTENT_TYPE);
+    let answered = content_type.is_some_and(|v| {
+        v.as_bytes().starts_with(JSON.as_bytes()) || v.as_bytes().starts_with(b"text/html")
+    });
+    if !(status.is_client_error() || status.is_server_error()) || answered {
         return response;
     }
     let detail = match status {
@@ -540,6 +624,7 @@ pub struct Gateway {
     local_addr: SocketAddr,
     stop: tokio::sync::oneshot::Sender<()>,
     stop_mcp: Option<tokio_util::sync::CancellationToken>,
+    closing: tokio_util::sync::CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -573,7 +658,7 @@ impl Gateway {
             .map_err(|e| Error::internal(ID, format!("listen on {addr}: {e}")))?;
         service.broker().connect().await?;
         let limits = (opts.max_connections, opts.header_timeout, opts.max_headers);
-        let (app, stop_mcp) = app(service, opts);
+        let (app, stop_mcp, closing) = app(service, opts);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let stopped = async {
             // A dropped `Gateway` (no shutdown asked for) keeps serving.
@@ -586,6 +671,7 @@ impl Gateway {
             local_addr,
             stop,
             stop_mcp,
+            closing,
             task,
         })
     }
@@ -602,6 +688,7 @@ impl Gateway {
         if let Some(stop_mcp) = &self.stop_mcp {
             stop_mcp.cancel();
         }
+        self.closing.cancel();
         let _ = self.stop.send(());
         let mut task = self.task;
         if tokio::time::timeout(SHUTDOWN_WAIT, &mut task)

@@ -129,13 +129,27 @@ fn fixed_routes() -> [(&'static str, Value); 4] {
         ),
         (
             "/event/{topic}",
-            json!({"post": {
-                "operationId": "gateway.publish",
-                "summary": "Publishes the JSON body on the topic",
-                "parameters": [{"name": "topic", "in": "path", "required": true, "schema": {"type": "string"}}],
-                "requestBody": {"required": true, "content": {"application/json": {"schema": {}}}},
-                "responses": {"202": {"description": "Published"}, "default": error},
-            }}),
+            json!({
+                "post": {
+                    "operationId": "gateway.publish",
+                    "summary": "Publishes the JSON body on the topic",
+                    "parameters": [{"name": "topic", "in": "path", "required": true, "schema": {"type": "string"}}],
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {}}}},
+                    "responses": {"202": {"description": "Published"}, "default": error},
+                },
+                "get": {
+                    "operationId": "gateway.subscribe",
+                    "summary": "Subscribes to the topic: each message as a Server-Sent Event",
+                    "parameters": [{"name": "topic", "in": "path", "required": true, "schema": {"type": "string"}}],
+                    "responses": {
+                        "200": {
+                            "description": "One `data:` event per message (its JSON), until the client goes away",
+                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        },
+                        "default": error,
+                    },
+                },
+            }),
         ),
         (
             "/health",

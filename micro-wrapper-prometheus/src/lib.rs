@@ -25,6 +25,26 @@
 //!
 //! With `micro`'s `prometheus` feature this crate is `micro::prometheus`.
 //!
+//! # On the gateway's dashboard
+//!
+//! The API gateway's web dashboard shows each endpoint's calls, errors and calls per second
+//! for the nodes that say where their metrics are: node metadata [`METADATA_KEY`]
+//! (`metrics`) with the `/metrics` URL. Serve the metrics first, then name them:
+//!
+//! ```no_run
+//! use micro_wrapper_prometheus::{Metrics, METADATA_KEY};
+//!
+//! # async fn run() -> micro::Result<()> {
+//! let metrics = Metrics::new()?;
+//! let endpoint = metrics.serve("127.0.0.1:0").await?;
+//! let service = micro::Service::builder("orders")
+//!     .handler_layer(metrics.clone())
+//!     .node_metadata(METADATA_KEY, endpoint.url())
+//!     .build()?;
+//! service.run().await?;
+//! # Ok(()) }
+//! ```
+//!
 //! # The metrics
 //!
 //! Names follow Prometheus conventions (base units, `_total` counters, `_seconds`
@@ -80,6 +100,10 @@ mod services;
 
 pub use endpoint::MetricsServer;
 pub use services::Measured;
+
+/// The node metadata key under which a service names its `/metrics` URL
+/// ([`MetricsServer::url`]), for the gateway's dashboard (and anything else that looks).
+pub const METADATA_KEY: &str = "metrics";
 
 /// Request, message and latency metrics for Micro services: a tower layer for the client,
 /// attempt, handler, publish and subscriber paths. Cheap to clone; clones share the

@@ -42,6 +42,11 @@ pub struct ServerOptions {
     pub version: String,
     /// Service metadata.
     pub metadata: BTreeMap<String, String>,
+    /// This node's own metadata (a metrics URL, a zone), registered with the node next to
+    /// what the server sets itself (`broker`, `registry`, `server`, `transport`,
+    /// `protocol`, which win). Unlike service metadata, every registry carries it (mDNS
+    /// included), as Go Micro's `server.Metadata`.
+    pub node_metadata: BTreeMap<String, String>,
     /// The node id, `<name>-<uuid>`.
     pub id: String,
     /// Where to listen (`server_address`), `127.0.0.1:0` by default.
@@ -68,6 +73,7 @@ impl ServerOptions {
             name,
             version: "latest".into(),
             metadata: BTreeMap::new(),
+            node_metadata: BTreeMap::new(),
             address: "127.0.0.1:0".into(),
             advertise: None,
             register_ttl: Duration::from_secs(90),
@@ -158,16 +164,18 @@ impl Server {
             codecs: parts.codecs.clone(),
         }));
         let protocol = parts.transport.protocol();
-        let node_metadata = [
-            ("broker", parts.broker_name.as_str()),
-            ("registry", parts.registry.name()),
-            ("server", protocol),
-            ("transport", parts.transport.name()),
-            ("protocol", protocol),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        let mut node_metadata = parts.opts.node_metadata.clone();
+        node_metadata.extend(
+            [
+                ("broker", parts.broker_name.as_str()),
+                ("registry", parts.registry.name()),
+                ("server", protocol),
+                ("transport", parts.transport.name()),
+                ("protocol", protocol),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
         Server {
             inner: Arc::new(Inner {
                 opts: parts.opts,

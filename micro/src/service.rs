@@ -131,6 +131,14 @@ impl ServiceBuilder {
         self
     }
 
+    /// Adds metadata of this node (registered with it, unlike [`metadata`](Self::metadata),
+    /// which is the service's): where its metrics are (`metrics`, which the gateway's
+    /// dashboard reads), its zone. The server's own keys (`protocol`, `transport`, ...) win.
+    pub fn node_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.server.node_metadata.insert(key.into(), value.into());
+        self
+    }
+
     /// Where to listen (`127.0.0.1:0` by default).
     pub fn address(mut self, address: impl Into<String>) -> Self {
         self.server.address = address.into();
