@@ -70,7 +70,8 @@
 //! (`http://127.0.0.1:9100/metrics`; `micro::ServiceBuilder::node_metadata` with
 //! `micro-wrapper-prometheus`'s `METADATA_KEY` and its server's URL), or the service's: the
 //! gateway reads each (at most 4 MiB, within 2 s) and counts `*_server_requests_total` by
-//! endpoint and status; the page works out calls per second.
+//! endpoint and status; the page works out calls per second. Only URLs on the node's own host
+//! are read, so a registration cannot make the gateway fetch another address.
 //!
 //! # Event subscriptions
 //!

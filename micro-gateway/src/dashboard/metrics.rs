@@ -60,15 +60,37 @@ pub(crate) fn url_of(node: &Node, service: &Registration) -> Option<String> {
     Some(format!("http://{named}/metrics"))
 }
 
-/// Reads the metrics of every node of `versions` that names them; `None` when none does.
+/// The host of a URL (`127.0.0.1`, `[::1]`, `node.internal`), lowercased.
+fn host_of(url: &str) -> Option<String> {
+    let uri: http::Uri = url.parse().ok()?;
+    uri.host().map(str::to_ascii_lowercase)
+}
+
+/// Reads the metrics of every node of `versions` that names them on its own host; `None`
+/// when none names any.
 pub(crate) async fn scrape(name: &str, versions: &[Registration]) -> Option<Scraped> {
-    let targets: Vec<(String, String)> = versions
+    let mut scraped = Scraped::default();
+    let mut targets: Vec<(String, String)> = Vec::new();
+    let named = versions
         .iter()
         .flat_map(|v| v.nodes.iter().map(move |n| (n, v)))
-        .filter_map(|(node, version)| Some((node.id.clone(), url_of(node, version)?)))
-        .take(MAX_NODES)
-        .collect();
-    if targets.is_empty() {
+        .filter_map(|(node, version)| Some((node, url_of(node, version)?)))
+        .take(MAX_NODES);
+    for (node, url) in named {
+        // Only the node's own host is asked: a registration must not make the gateway
+        // fetch whatever address it names.
+        match host_of(&url) == host_of(&format!("http://{}", node.address)) {
+            true => targets.push((node.id.clone(), url)),
+            false => scraped.failures.push((
+                node.id.clone(),
+                format!(
+                    "{url} is not on the node's host ({}): not read",
+                    node.address
+                ),
+            )),
+        }
+    }
+    if targets.is_empty() && scraped.failures.is_empty() {
         return None;
     }
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -81,7 +103,6 @@ pub(crate) async fn scrape(name: &str, versions: &[Registration]) -> Option<Scra
         .buffer_unordered(AT_ONCE)
         .collect::<Vec<_>>()
         .await;
-    let mut scraped = Scraped::default();
     for (id, read) in reads {
         match read {
             Ok(text) => {
@@ -296,5 +317,23 @@ garbage line here
             url_of(&node, &service).as_deref(),
             Some("http://127.0.0.1:9200/m")
         );
+    }
+
+    #[tokio::test]
+    async fn only_the_nodes_own_host_is_read() {
+        let mut service = Registration::default();
+        let mut node = Node {
+            id: "n1".into(),
+            address: "127.0.0.1:1".into(),
+            ..Node::default()
+        };
+        node.metadata
+            .insert(METADATA_KEY.into(), "http://169.254.169.254/latest".into());
+        service.nodes.push(node);
+        let scraped = scrape("greeter", &[service]).await.unwrap_or_default();
+        assert_eq!(scraped.nodes, 0);
+        assert_eq!(scraped.failures.len(), 1);
+        assert!(scraped.failures[0].1.contains("not on the node's host"));
+        assert_eq!(host_of("http://[::1]:9/m").as_deref(), Some("[::1]"));
     }
 }
