@@ -61,9 +61,11 @@ wait_port() { # wait_port PORT NAME: up to 90 s
     return 1
 }
 
-log "backends: etcd (private instances started by the tests), RabbitMQ, NATS with JetStream"
+log "backends: etcd and ZooKeeper (private instances started by the tests), RabbitMQ, NATS with JetStream"
 need_pkg etcd etcd-server
 need_pkg etcdctl etcd-client
+# ZooKeeper (Debian's jar, run privately by the tests with java on a free loopback port).
+need_deb zookeeper default-jre-headless
 # etcd-client's build script compiles etcd's protos with protoc; rdkafka builds librdkafka.
 need_pkg protoc protobuf-compiler
 need_deb libssl-dev zlib1g-dev pkg-config make gcc

@@ -48,6 +48,8 @@ pub const PLUGINS: &[Plugin] = &[
     plugin(Kind::Registry, "etcd", Some("etcd"), cfg!(feature = "etcd")),
     plugin(Kind::Registry, "consul", Some("consul"), cfg!(feature = "consul")),
     plugin(Kind::Registry, "kubernetes", Some("kubernetes"), cfg!(feature = "kubernetes")),
+    plugin(Kind::Registry, "nats", Some("nats-registry"), cfg!(feature = "nats-registry")),
+    plugin(Kind::Registry, "zookeeper", Some("zookeeper"), cfg!(feature = "zookeeper")),
     plugin(Kind::Broker, "memory", None, true),
     plugin(Kind::Broker, "http", Some("http-broker"), cfg!(feature = "http-broker")),
     plugin(Kind::Broker, "kafka", Some("kafka"), cfg!(feature = "kafka")),
@@ -165,6 +167,24 @@ pub fn registry(name: &str, address: Option<&str>) -> Result<Arc<dyn Registry>> 
                 micro_registry_kubernetes::KubernetesOptions::from_env()?.with_address(address),
             ),
         )),
+        #[cfg(feature = "nats-registry")]
+        "nats" => {
+            let mut opts = micro_registry_nats::NatsRegistryOptions::from_env()?;
+            if let Some(a) = address {
+                opts = opts.with_address(a);
+            }
+            Ok(Arc::new(micro_registry_nats::NatsRegistry::new(opts)?))
+        }
+        #[cfg(feature = "zookeeper")]
+        "zookeeper" => {
+            let mut opts = micro_registry_zookeeper::ZookeeperOptions::from_env()?;
+            if let Some(a) = address {
+                opts = opts.with_address(a);
+            }
+            Ok(Arc::new(micro_registry_zookeeper::ZookeeperRegistry::new(
+                opts,
+            )?))
+        }
         #[cfg(feature = "mdns")]
         "mdns" => Ok(Arc::new(micro_registry_mdns::MdnsRegistry::new(
             micro_registry_mdns::MdnsOptions::from_env(),
@@ -321,7 +341,7 @@ mod tests {
 
     #[test]
     fn unknown_plugins_list_the_known_ones() {
-        let err = registry("zookeeper", None).expect_err("unknown");
+        let err = registry("eureka", None).expect_err("unknown");
         assert!(err.detail.contains("memory, mdns, etcd"), "{}", err.detail);
     }
 
