@@ -46,8 +46,10 @@ pub fn pubsub_options() -> RedisOptions {
     }
 }
 
-/// Streams options with quick redelivery and short streams.
+/// Streams options with quick redelivery and short streams. Sweeps streams that earlier test
+/// runs left behind first (once per test process).
 pub fn streams_options() -> RedisOptions {
+    sweep_old_streams();
     pubsub_options().with_streams(StreamOptions {
         max_len: 1000,
         nack_delay: Duration::from_millis(100),
@@ -97,4 +99,47 @@ pub fn unique(prefix: &str) -> String {
         "{prefix}-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..12]
     )
+}
+
+/// Deletes test streams whose newest entry is more than ten minutes old: each check makes
+/// streams of its own, and the shared server keeps them. Streams of runs in progress are
+/// younger, so they stay.
+fn sweep_old_streams() {
+    static SWEPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if SWEPT.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
+    let Ok(client) = redis::Client::open(format!("redis://{ADDRESS}")) else {
+        return;
+    };
+    let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(2)) else {
+        return;
+    };
+    let Ok((now, _)) = redis::cmd("TIME").query::<(u64, u64)>(&mut conn) else {
+        return;
+    };
+    let Ok(keys) = redis::cmd("KEYS")
+        .arg(format!("{TEST_PREFIX}stream:*"))
+        .query::<Vec<String>>(&mut conn)
+    else {
+        return;
+    };
+    for key in keys {
+        // Only the id of the newest entry matters: `[[id, [field, value, ...]]]`.
+        let newest: Vec<(String, redis::Value)> = redis::cmd("XREVRANGE")
+            .arg(&key)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query(&mut conn)
+            .unwrap_or_default();
+        let millis = newest
+            .first()
+            .and_then(|(id, _)| id.split('-').next()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        if now.saturating_sub(millis / 1000) > 600 {
+            let _ = redis::cmd("DEL").arg(&key).query::<i64>(&mut conn);
+        }
+    }
 }
