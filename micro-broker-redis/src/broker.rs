@@ -240,17 +240,6 @@ impl Broker for RedisBroker {
                 "cannot publish to an empty topic",
             ));
         }
-        let max = self.inner.opts.max_message_size;
-        if msg.body.len() > max {
-            return Err(Error::payload_too_large(
-                ERROR_ID,
-                format!(
-                    "the message to {topic} has {} bytes of body, more than the {max} allowed \
-                     (MICRO_REDIS_MAX_MESSAGE_SIZE)",
-                    msg.body.len()
-                ),
-            ));
-        }
         let mut msg = msg;
         if msg.header.get(micro_core::headers::ID).is_none() {
             // Queue-group members of pub/sub mode share messages by their id (Go Micro's
@@ -261,6 +250,19 @@ impl Broker for RedisBroker {
             );
         }
         let payload = wire::encode(&msg);
+        // The payload, not the body: what subscribers measure against the same limit.
+        let max = self.inner.opts.max_message_size;
+        if payload.len() > max {
+            return Err(Error::payload_too_large(
+                ERROR_ID,
+                format!(
+                    "the message to {topic} is {} bytes as Go Micro's envelope ({} bytes of \
+                     body), more than the {max} allowed (MICRO_REDIS_MAX_MESSAGE_SIZE)",
+                    payload.len(),
+                    msg.body.len()
+                ),
+            ));
+        }
         let mut conn = self.conn().await?;
         let sent = match self.inner.opts.mode {
             Mode::PubSub => redis::cmd("PUBLISH")

@@ -76,8 +76,8 @@
 //! Micro's envelope, a stream entry without a `message` field, a payload larger than
 //! [`RedisOptions::max_message_size`] and a message with more headers than
 //! `MICRO_MAX_HEADERS` / `MICRO_MAX_HEADER_BYTES` allow are logged and dropped (acked, in
-//! streams mode, so they do not come back). `publish` refuses a body larger than
-//! `max_message_size` with a 413 before anything is sent. The redis crate reads a whole reply
+//! streams mode, so they do not come back). `publish` refuses a message whose payload would
+//! be larger than `max_message_size` with a 413 before anything is sent. The redis crate reads a whole reply
 //! before the broker sees it, so one reply may hold up to Redis's own bounds
 //! (`proto-max-bulk-len`, the pub/sub output buffer limit) in memory.
 //!
@@ -91,7 +91,7 @@
 //! | `MICRO_REDIS_MODE` | `pubsub` (default, Go Micro's) or `streams` |
 //! | `MICRO_REDIS_KEY_PREFIX` | prefix of the keys written (streams, claims), `micro:` |
 //! | `MICRO_REDIS_CONNECT_TIMEOUT` | connecting, and each command, `5s` |
-//! | `MICRO_REDIS_MAX_MESSAGE_SIZE` | largest body published and payload read, `4MiB` |
+//! | `MICRO_REDIS_MAX_MESSAGE_SIZE` | largest payload (the envelope) published or read, `4MiB` |
 //! | `MICRO_REDIS_CLAIM_TTL` | pub/sub queue groups: how long a claim on a message is kept, `60s` |
 //! | `MICRO_REDIS_MAX_LEN` | streams: approximate length streams are trimmed to, `10000` |
 //! | `MICRO_REDIS_VISIBILITY_TIMEOUT` | streams: unacknowledged this long, a delivery is claimed by another member, `30s` |

@@ -15,7 +15,7 @@ pub const ENV_MODE: &str = "MICRO_REDIS_MODE";
 pub const ENV_KEY_PREFIX: &str = "MICRO_REDIS_KEY_PREFIX";
 /// How long connecting and one command may take, `5s`.
 pub const ENV_CONNECT_TIMEOUT: &str = "MICRO_REDIS_CONNECT_TIMEOUT";
-/// The largest body published and the largest payload received, `4MiB`.
+/// The largest payload (the envelope) published or received, `4MiB`.
 pub const ENV_MAX_MESSAGE_SIZE: &str = "MICRO_REDIS_MAX_MESSAGE_SIZE";
 /// Pub/sub mode: how long a queue group's claim on a message is kept, `60s`.
 pub const ENV_CLAIM_TTL: &str = "MICRO_REDIS_CLAIM_TTL";
@@ -95,8 +95,9 @@ pub struct RedisOptions {
     pub key_prefix: String,
     /// How long connecting, and each command, may take. Default 5 s.
     pub connect_timeout: Duration,
-    /// The largest body `publish` accepts (413 past it), and the largest payload a subscriber
-    /// reads (logged and dropped past it). Default 4 MiB.
+    /// The largest payload (Go Micro's envelope: base64 makes a body a third larger) that
+    /// `publish` sends (413 past it) and a subscriber reads (logged and dropped past it).
+    /// Default 4 MiB.
     pub max_message_size: usize,
     /// Pub/sub mode: how long the claim that gives one queue-group member a message is kept.
     /// Members that read the message later than this after the first get it again. Default
