@@ -258,7 +258,7 @@ impl Broker for MqttBroker {
         if let Err(e) = ready {
             token.cancel();
             return Err(self.inner.unavailable(format!(
-                "cannot connect: {e} (is mosquitto running there? e.g. `mosquitto -d -p 1883`)"
+                "cannot connect: {e} (is an MQTT server such as mosquitto running there?)"
             )));
         }
         self.inner.set(Some(Arc::new(Publisher {

@@ -6,11 +6,11 @@
 //!
 //! # Starting an MQTT server
 //!
-//! Mosquitto: `apt-get install mosquitto` installs it and starts it on port 1883; by hand,
-//! `mosquitto -d -p 1883` (Mosquitto 2 listens on loopback only unless configured, and
-//! allows anonymous clients there). Any MQTT 3.1.1 server works; queue groups need shared
-//! subscriptions (`$share/...`), which Mosquitto (1.6 and later), EMQX, HiveMQ and VerneMQ
-//! support under 3.1.1 too.
+//! Mosquitto: `apt-get install mosquitto` installs it and starts it on port 1883 (loopback
+//! only, anonymous clients allowed). By hand, with a configuration file holding
+//! `listener 1883 127.0.0.1` and `allow_anonymous true`: `mosquitto -d -c <file>`. Any MQTT
+//! 3.1.1 server works; queue groups need shared subscriptions (`$share/...`), which
+//! Mosquitto (1.6 and later) supports under MQTT 3.1.1 as well as MQTT 5.
 //!
 //! [`MqttBroker::new`] contacts nothing; [`Broker::connect`](micro_core::Broker::connect) (or
 //! the first publish or subscribe) connects, and fails with a 503 naming `mqtt at

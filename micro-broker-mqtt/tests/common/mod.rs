@@ -25,8 +25,8 @@ pub fn mqtt_up() -> bool {
         return true;
     }
     let why = format!(
-        "no MQTT server at {ADDRESS}: start Mosquitto with `mosquitto -d -p 1883` (Debian \
-         package mosquitto; scripts/test.sh does this)"
+        "no MQTT server at {ADDRESS}: start Mosquitto on it (Debian package mosquitto; \
+         scripts/test.sh does this)"
     );
     if micro_conformance::services_required() {
         panic!("{why}");
