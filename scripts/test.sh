@@ -61,7 +61,7 @@ wait_port() { # wait_port PORT NAME: up to 90 s
     return 1
 }
 
-log "backends: etcd and ZooKeeper (private instances started by the tests), RabbitMQ, NATS with JetStream"
+log "backends: etcd and ZooKeeper (private instances started by the tests), RabbitMQ, NATS with JetStream, Redis, Mosquitto"
 need_pkg etcd etcd-server
 need_pkg etcdctl etcd-client
 # ZooKeeper (Debian's jar, run privately by the tests with java on a free loopback port).
@@ -82,6 +82,21 @@ if ! port_open 4222; then
     as_root start-stop-daemon --start --oknodo --background --exec "$(command -v nats-server)" -- \
         -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
     wait_port 4222 NATS
+fi
+
+# Redis (the redis broker, both modes) and Mosquitto (the mqtt broker), both on loopback.
+need_pkg redis-server redis-server
+if ! port_open 6379; then
+    # No persistence: nothing the tests write is worth keeping (and no dump.rdb in the tree).
+    as_root redis-server --bind 127.0.0.1 --port 6379 --save '' --daemonize yes \
+        --logfile /var/log/redis-micro.log
+    wait_port 6379 Redis
+fi
+need_pkg mosquitto mosquitto
+if ! port_open 1883; then
+    printf 'listener 1883 127.0.0.1\nallow_anonymous true\n' | as_root tee /etc/mosquitto-micro.conf >/dev/null
+    as_root mosquitto -d -c /etc/mosquitto-micro.conf
+    wait_port 1883 Mosquitto
 fi
 
 log "python: grpcio (the standard gRPC client of the gRPC tests), openapi-spec-validator (checks the gateway's OpenAPI document), mcp (the MCP client of the MCP tests)"

@@ -129,7 +129,7 @@ pub struct Flags {
         global = true
     )]
     pub registry_address: Option<String>,
-    /// The broker: http (default), nats, rabbitmq, kafka, memory [env: MICRO_BROKER]
+    /// The broker: http (default), nats, rabbitmq, kafka, redis, mqtt, memory [env: MICRO_BROKER]
     #[arg(long, value_name = "NAME", global = true)]
     pub broker: Option<String>,
     /// The broker's address(es) [env: MICRO_BROKER_ADDRESS]

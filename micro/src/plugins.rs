@@ -55,6 +55,8 @@ pub const PLUGINS: &[Plugin] = &[
     plugin(Kind::Broker, "kafka", Some("kafka"), cfg!(feature = "kafka")),
     plugin(Kind::Broker, "rabbitmq", Some("rabbitmq"), cfg!(feature = "rabbitmq")),
     plugin(Kind::Broker, "nats", Some("nats"), cfg!(feature = "nats")),
+    plugin(Kind::Broker, "redis", Some("redis"), cfg!(feature = "redis")),
+    plugin(Kind::Broker, "mqtt", Some("mqtt"), cfg!(feature = "mqtt")),
     plugin(Kind::Transport, "memory", None, true),
     plugin(Kind::Transport, "http", Some("http"), cfg!(feature = "http")),
     plugin(Kind::Transport, "grpc", Some("grpc"), cfg!(feature = "grpc")),
@@ -228,6 +230,22 @@ pub fn broker(
                 opts = opts.with_address(a);
             }
             Ok(Arc::new(micro_broker_rabbitmq::RabbitBroker::new(opts)?))
+        }
+        #[cfg(feature = "redis")]
+        "redis" => {
+            let mut opts = micro_broker_redis::RedisOptions::from_env()?;
+            if let Some(a) = address {
+                opts = opts.with_address(a);
+            }
+            Ok(Arc::new(micro_broker_redis::RedisBroker::new(opts)?))
+        }
+        #[cfg(feature = "mqtt")]
+        "mqtt" => {
+            let mut opts = micro_broker_mqtt::MqttOptions::from_env()?;
+            if let Some(a) = address {
+                opts.address = a.to_string();
+            }
+            Ok(Arc::new(micro_broker_mqtt::MqttBroker::new(opts)?))
         }
         #[cfg(feature = "http-broker")]
         "http" => {

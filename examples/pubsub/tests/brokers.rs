@@ -1,5 +1,6 @@
 //! The publisher and subscriber binaries, as separate processes, on each broker the machine
-//! has: http (found through mDNS on loopback), NATS and RabbitMQ.
+//! has: http (found through mDNS on loopback), NATS, RabbitMQ, Redis, MQTT (Mosquitto) and
+//! Kafka (librdkafka's mock cluster).
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -118,6 +119,40 @@ fn rabbitmq_broker() {
         &[
             ("MICRO_BROKER", "rabbitmq"),
             ("MICRO_BROKER_ADDRESS", "127.0.0.1:5672"),
+        ],
+        true,
+    );
+}
+
+#[test]
+fn redis_broker() {
+    if !reachable(6379) {
+        assert!(!required(), "Redis is not running on 127.0.0.1:6379");
+        eprintln!("SKIPPED: Redis is not running on 127.0.0.1:6379");
+        return;
+    }
+    // Go Micro's pub/sub layout; queue groups share messages by claim keys.
+    round_trip(
+        &[
+            ("MICRO_BROKER", "redis"),
+            ("MICRO_BROKER_ADDRESS", "127.0.0.1:6379"),
+        ],
+        true,
+    );
+}
+
+#[test]
+fn mqtt_broker() {
+    if !reachable(1883) {
+        assert!(!required(), "no MQTT server on 127.0.0.1:1883");
+        eprintln!("SKIPPED: no MQTT server on 127.0.0.1:1883");
+        return;
+    }
+    // The queue group is a shared subscription.
+    round_trip(
+        &[
+            ("MICRO_BROKER", "mqtt"),
+            ("MICRO_BROKER_ADDRESS", "127.0.0.1:1883"),
         ],
         true,
     );
