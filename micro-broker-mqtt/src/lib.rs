@@ -122,7 +122,19 @@
 
 mod broker;
 pub mod options;
-mod wire;
+/// Go Micro's envelope, the payload of every message (`micro_core::broker::envelope`).
+mod wire {
+    use micro_core::broker::{envelope, Message};
+    use micro_core::{MetadataLimits, Result};
+
+    pub(crate) use envelope::encode;
+
+    /// The message in a received payload.
+    pub(crate) fn decode(payload: &[u8], limits: MetadataLimits) -> Result<Message> {
+        let what = "the Go Micro envelope of an MQTT message";
+        envelope::decode(payload, limits, crate::ERROR_ID, what)
+    }
+}
 
 pub use broker::MqttBroker;
 pub use options::MqttOptions;

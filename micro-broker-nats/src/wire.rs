@@ -15,19 +15,10 @@ use crate::ERROR_ID;
 pub(crate) fn outgoing(envelope: Envelope, msg: &Message) -> Result<(HeaderMap, Bytes)> {
     match envelope {
         Envelope::Headers => Ok((to_nats(&msg.header)?, msg.body.clone())),
-        Envelope::GoMicro => {
-            // Go's encoding/json of broker.Message: Body ([]byte) is standard base64.
-            let header: serde_json::Map<String, serde_json::Value> = msg
-                .header
-                .iter()
-                .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
-                .collect();
-            let json = serde_json::json!({
-                "Header": header,
-                "Body": base64::engine::general_purpose::STANDARD.encode(&msg.body),
-            });
-            Ok((HeaderMap::new(), Bytes::from(json.to_string())))
-        }
+        Envelope::GoMicro => Ok((
+            HeaderMap::new(),
+            Bytes::from(micro_core::broker::envelope::encode(msg)),
+        )),
     }
 }
 

@@ -3,6 +3,8 @@
 //! A message published to a topic reaches every subscriber of that topic, except that
 //! subscribers sharing a queue group share the messages: each reaches one member of the group.
 
+pub mod envelope;
+
 use std::fmt;
 use std::sync::Arc;
 

@@ -1,20 +1,17 @@
 //! Go Micro's broker message on the wire: `{"Header":{...},"Body":"<base64>"}`, the
 //! `broker.Message` struct written by Go's `encoding/json` (go-micro `codec/json`'s
-//! `Marshaler`, the default codec of Go Micro's redis broker).
+//! `Marshaler`, the default codec of Go Micro's brokers: redis, mqtt, nats). Broker plugins
+//! that carry Go Micro's payload use these two functions.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use base64::Engine;
 use bytes::Bytes;
-use micro_core::broker::Message;
-use micro_core::{Error, MetadataLimits, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::ERROR_ID;
-
-/// What the header limits call a received message.
-const WHAT: &str = "the Go Micro envelope of a Redis message";
+use super::Message;
+use crate::{Error, MetadataLimits, Result};
 
 #[derive(Serialize)]
 struct Outgoing<'a> {
@@ -36,7 +33,7 @@ struct Incoming<'a> {
 }
 
 /// The envelope Go Micro writes for `msg`.
-pub(crate) fn encode(msg: &Message) -> Vec<u8> {
+pub fn encode(msg: &Message) -> Vec<u8> {
     let out = Outgoing {
         header: msg.header.iter().collect(),
         body: base64::engine::general_purpose::STANDARD.encode(&msg.body),
@@ -46,11 +43,17 @@ pub(crate) fn encode(msg: &Message) -> Vec<u8> {
 }
 
 /// The message in a received envelope. Anything else (not JSON, a `Body` that is not base64,
-/// a header value that is not a string) is a 400 saying why; headers past `limits` a 431.
-pub(crate) fn decode(payload: &[u8], limits: MetadataLimits) -> Result<Message> {
+/// a header value that is not a string) is a 400 from `id` saying why; headers past `limits`
+/// a 431 naming `what` (`the Go Micro envelope of a Redis message`).
+pub fn decode(
+    payload: &[u8],
+    limits: MetadataLimits,
+    id: &str,
+    what: &'static str,
+) -> Result<Message> {
     let envelope: Incoming<'_> = serde_json::from_slice(payload).map_err(|e| {
         Error::bad_request(
-            ERROR_ID,
+            id,
             format!(
                 "not a Go Micro broker message {{\"Header\":{{..}},\"Body\":\"<base64>\"}}: {e}"
             ),
@@ -60,12 +63,10 @@ pub(crate) fn decode(payload: &[u8], limits: MetadataLimits) -> Result<Message> 
         None => Bytes::new(),
         Some(b64) => base64::engine::general_purpose::STANDARD
             .decode(b64.as_bytes())
-            .map_err(|e| {
-                Error::bad_request(ERROR_ID, format!("\"Body\" is not standard base64: {e}"))
-            })?
+            .map_err(|e| Error::bad_request(id, format!("\"Body\" is not standard base64: {e}")))?
             .into(),
     };
-    let mut header = limits.reader(WHAT);
+    let mut header = limits.reader(what);
     for (k, v) in envelope.header.into_iter().flatten() {
         header.push(k, v)?;
     }
@@ -78,6 +79,10 @@ pub(crate) fn decode(payload: &[u8], limits: MetadataLimits) -> Result<Message> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn decode(payload: &[u8], limits: MetadataLimits) -> Result<Message> {
+        super::decode(payload, limits, "test", "a test envelope")
+    }
 
     #[test]
     fn writes_what_go_writes() {
