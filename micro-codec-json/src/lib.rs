@@ -11,6 +11,11 @@
 //! assert_eq!(micro_codec_json::JsonCodec.content_type(), "application/json");
 //! ```
 
+// Go Micro's legacy `application/json-rpc` framing around this codec's JSON.
+mod rpc;
+
+pub use rpc::JsonRpcCodec;
+
 use bytes::Bytes;
 use micro_core::codec::{erased_serde, unsupported};
 use micro_core::{Codec, Error, Message, Result};

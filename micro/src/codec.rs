@@ -45,7 +45,8 @@ impl fmt::Debug for Codecs {
 }
 
 impl Default for Codecs {
-    /// Every codec compiled in: protobuf first (Go Micro's default), then JSON, then raw bytes.
+    /// Every codec compiled in: protobuf first (Go Micro's default), then JSON, raw bytes, and
+    /// Go Micro's legacy `application/proto-rpc` and `application/json-rpc`.
     fn default() -> Self {
         let list: Vec<Arc<dyn Codec>> = vec![
             #[cfg(feature = "proto")]
@@ -53,6 +54,12 @@ impl Default for Codecs {
             #[cfg(feature = "json")]
             Arc::new(micro_codec_json::JsonCodec),
             Arc::new(BytesCodec),
+            // Go Micro's legacy framings, read and written for Go Micro clients that fall back
+            // to them (nodes without `protocol` metadata, old versions).
+            #[cfg(feature = "proto")]
+            Arc::new(micro_codec_proto::ProtoRpcCodec),
+            #[cfg(feature = "json")]
+            Arc::new(micro_codec_json::JsonRpcCodec),
         ];
         Codecs { list }
     }
