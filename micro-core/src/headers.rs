@@ -28,6 +28,15 @@ pub const ACCEPT: &str = "Accept";
 pub const TIMEOUT: &str = "Timeout";
 /// The end-of-stream marker in [`ERROR`].
 pub const EOS: &str = "EOS";
+/// The prefix of the entries that say who the caller is (`Micro-Auth-Subject`, ...). Only the
+/// receiving side's own layers set them (the auth layer, after verifying a token): the server
+/// and the subscriber path drop every such entry that arrives.
+pub const AUTH_PREFIX: &str = "Micro-Auth-";
+
+/// Drops the [`AUTH_PREFIX`] entries of `metadata`: what a caller or publisher sent there.
+pub fn drop_auth(metadata: &mut Metadata) {
+    metadata.retain(|key, _| !starts_with_ignore_case(key, AUTH_PREFIX));
+}
 
 use std::time::Duration;
 

@@ -13,8 +13,11 @@ use crate::{Claims, Verifier};
 
 const ID: &str = "micro.auth";
 
-/// Verifies JWTs: signature, algorithm, expiry (required, 60 s of leeway by default), and the
-/// issuer and audience when set.
+/// Verifies JWTs. Checked by default: the signature, the algorithm (only the verifier's),
+/// `exp` (required), `nbf` (when present), each with 60 s of leeway, and `sub` (required, by
+/// [`Claims`]). Checked only when set: the issuer ([`JwtVerifier::issuer`]) and the audience
+/// ([`JwtVerifier::audience`]), which are then required too. Not checked: `iat`, `jti`
+/// (no replay protection).
 #[derive(Clone)]
 pub struct JwtVerifier {
     key: DecodingKey,
@@ -54,6 +57,8 @@ impl JwtVerifier {
     /// Tokens signed with `algorithm` and checked with `key`.
     pub fn new(algorithm: Algorithm, key: DecodingKey) -> Self {
         let mut validation = Validation::new(algorithm);
+        // A token that says it is not valid yet is not (jsonwebtoken leaves `nbf` off).
+        validation.validate_nbf = true;
         // Audiences are checked only when the service names its own (see `audience`).
         validation.validate_aud = false;
         Self::with_validation(key, validation)
@@ -199,7 +204,7 @@ mod tests {
     }
 
     #[test]
-    fn expiry_issuer_and_subject_are_enforced() {
+    fn expiry_not_before_issuer_and_subject_are_enforced() {
         let signer = JwtSigner::hs256(SECRET);
         let verifier = JwtVerifier::hs256(SECRET).leeway(0);
         let expired = signer.sign(&json!({"sub": "a", "exp": 1})).expect("sign");
@@ -211,6 +216,13 @@ mod tests {
         assert_eq!(
             verifier.verify_now(&no_exp).expect_err("no exp").detail,
             "invalid token: the token has no `exp` claim"
+        );
+        let early = signer
+            .sign(&json!({"sub": "a", "exp": later() + 3600, "nbf": later()}))
+            .expect("sign");
+        assert_eq!(
+            verifier.verify_now(&early).expect_err("not yet").detail,
+            "invalid token: the token is not valid yet (nbf)"
         );
         let no_sub = signer.sign(&json!({"exp": later()})).expect("sign");
         assert!(verifier.verify_now(&no_sub).is_err());

@@ -7,10 +7,15 @@
 //!   gets `401 Unauthorized`; a call whose token is good but lacks the scope or role the
 //!   endpoint needs gets `403 Forbidden`.
 //! - [`BearerLayer`] goes on the client call path (`ServiceBuilder::client_layer`) and attaches
-//!   a token to every call that does not carry one.
+//!   a token to every call that does not carry one, or only to calls to the services named with
+//!   [`BearerLayer::only_to`]. The token is as safe as the transport: use TLS (`MICRO_TLS_*`)
+//!   off this machine.
 //! - [`JwtVerifier`] checks JSON Web Tokens signed with HS256 (a shared secret) or RS256 (the
-//!   issuer's public key), through the `jsonwebtoken` crate; [`JwtSigner`] makes them.
-//!   Anything else (opaque tokens, an introspection endpoint) is a [`Verifier`] away.
+//!   issuer's public key), through the `jsonwebtoken` crate; [`JwtSigner`] makes them. By
+//!   default it checks the signature and algorithm, `exp` (required), `nbf`, and `sub`
+//!   (required); the issuer and audience only when set with [`JwtVerifier::issuer`] and
+//!   [`JwtVerifier::audience`]. Anything else (opaque tokens, an introspection endpoint) is a
+//!   [`Verifier`] away.
 //!
 //! ```
 //! use micro_wrapper_auth::{AuthLayer, BearerLayer, JwtSigner, JwtVerifier};
@@ -45,8 +50,9 @@
 //! # assert_eq!(who_called(&Metadata::new()), None);
 //! ```
 //!
-//! Those entries cannot be forged: the layer removes every incoming `Micro-Auth-*` entry before
-//! setting its own, and sets them only from a verified token. `Debug.Health` is public unless a
+//! Those entries cannot be forged: every server drops the `Micro-Auth-*` entries a caller sends
+//! before any handler layer runs (with or without this crate), every subscriber drops those a
+//! publisher's message carries, and the layer sets them only from a verified token. `Debug.Health` is public unless a
 //! rule says otherwise, so health probes keep working, as in Go Micro.
 
 mod claims;
@@ -69,7 +75,7 @@ pub const AUTHORIZATION: &str = "Authorization";
 
 /// The prefix of the metadata entries this crate sets for handlers; incoming entries with it
 /// are removed before verification.
-pub const PREFIX: &str = "Micro-Auth-";
+pub const PREFIX: &str = micro_core::headers::AUTH_PREFIX;
 
 /// The verified subject (`sub`), for the handler.
 pub const SUBJECT: &str = "Micro-Auth-Subject";

@@ -5,12 +5,13 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use micro_core::broker::{SubscribeOptions, Subscription};
+use micro_core::broker::{Delivery, SubscribeOptions, Subscription};
 use micro_core::rpc::Server as _;
 use micro_core::selector::Strategy;
 use micro_core::{Broker, Error, Message, Registry, Result, Selector, Transport};
 use tower::Layer;
 use tower::Service as TowerService;
+use tower::ServiceExt as _;
 
 use crate::client::{
     Attempt, AttemptError, AttemptService, Call, CallService, Client, ClientOptions, Publication,
@@ -450,6 +451,12 @@ impl ServiceBuilder {
                 for wrap in &layers {
                     s.service = wrap(s.service);
                 }
+                // Who published is for the subscriber path's own layers to say, never for the
+                // publisher: claims that came with the message are dropped before any layer.
+                s.service = SubscriberService::new(s.service.map_request(|mut d: Delivery| {
+                    micro_core::headers::drop_auth(&mut d.message.header);
+                    d
+                }));
                 s
             })
             .collect();
@@ -468,7 +475,12 @@ impl ServiceBuilder {
             for wrap in &handler_layers {
                 svc = wrap(svc);
             }
-            svc
+            // Who calls is for the handler path's own layers to say (the auth layer), never for
+            // the caller: claims sent as metadata are dropped before any layer.
+            HandlerService::new(svc.map_request(|mut call: ServerCall| {
+                micro_core::headers::drop_auth(&mut call.request.metadata);
+                call
+            }))
         });
         Ok(Service {
             inner: Arc::new(ServiceInner {
