@@ -12,7 +12,7 @@ use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use micro_core::{Error, Result};
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
@@ -21,6 +21,29 @@ use crate::Metrics;
 
 /// The content type of Prometheus's text exposition format.
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// How many header lines a scrape request may have.
+const MAX_HEADERS: usize = 64;
+
+/// The bounds of a `/metrics` endpoint ([`crate::Metrics::serve_with`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndpointOptions {
+    /// How long a connection may take to send a request's head, and stay idle between
+    /// requests (10 s): a client that sends nothing, or a head a byte at a time, is cut off.
+    pub header_timeout: Duration,
+    /// How many connections are served at once (32); past it a new connection is closed at
+    /// once, and those open keep being served.
+    pub max_connections: usize,
+}
+
+impl Default for EndpointOptions {
+    fn default() -> Self {
+        EndpointOptions {
+            header_timeout: Duration::from_secs(10),
+            max_connections: 32,
+        }
+    }
+}
 
 /// A running `/metrics` endpoint. It stops when shut down or dropped.
 pub struct MetricsServer {
@@ -37,7 +60,11 @@ impl fmt::Debug for MetricsServer {
 }
 
 impl MetricsServer {
-    pub(crate) async fn bind(metrics: Metrics, address: &str) -> Result<Self> {
+    pub(crate) async fn bind(
+        metrics: Metrics,
+        address: &str,
+        opts: EndpointOptions,
+    ) -> Result<Self> {
         let listener = TcpListener::bind(address).await.map_err(|e| {
             Error::internal(
                 "micro.prometheus",
@@ -50,7 +77,7 @@ impl MetricsServer {
                 format!("the /metrics listener on {address} has no address: {e}"),
             )
         })?;
-        let task = tokio::spawn(accept_loop(listener, metrics));
+        let task = tokio::spawn(accept_loop(listener, metrics, opts));
         tracing::info!(%address, "serving /metrics");
         Ok(MetricsServer { address, task })
     }
@@ -78,11 +105,15 @@ impl Drop for MetricsServer {
     }
 }
 
-async fn accept_loop(listener: TcpListener, metrics: Metrics) {
+async fn accept_loop(listener: TcpListener, metrics: Metrics, opts: EndpointOptions) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) if connections.len() >= opts.max_connections => {
+                    tracing::debug!(%peer, "/metrics: too many connections, closing a new one");
+                    drop(stream);
+                }
                 Ok((stream, peer)) => {
                     let metrics = metrics.clone();
                     connections.spawn(async move {
@@ -90,7 +121,11 @@ async fn accept_loop(listener: TcpListener, metrics: Metrics) {
                             let metrics = metrics.clone();
                             async move { Ok::<_, Infallible>(respond(&metrics, &req)) }
                         });
+                        // The head deadline also bounds a connection left idle between requests.
                         let served = http1::Builder::new()
+                            .timer(TokioTimer::new())
+                            .header_read_timeout(opts.header_timeout)
+                            .max_headers(MAX_HEADERS)
                             .serve_connection(TokioIo::new(stream), service)
                             .await;
                         if let Err(e) = served {

@@ -98,7 +98,7 @@ use prometheus::{
 mod endpoint;
 mod services;
 
-pub use endpoint::MetricsServer;
+pub use endpoint::{EndpointOptions, MetricsServer};
 pub use services::Measured;
 
 /// The node metadata key under which a service names its `/metrics` URL
@@ -324,9 +324,15 @@ impl Metrics {
     }
 
     /// Serves `GET /metrics` over HTTP on `address` (`127.0.0.1:9100`; port 0 picks a free
-    /// one) until the returned handle is shut down or dropped.
+    /// one) until the returned handle is shut down or dropped, within the default
+    /// [`EndpointOptions`].
     pub async fn serve(&self, address: &str) -> Result<MetricsServer> {
-        MetricsServer::bind(self.clone(), address).await
+        self.serve_with(address, EndpointOptions::default()).await
+    }
+
+    /// [`Metrics::serve`] within other bounds.
+    pub async fn serve_with(&self, address: &str, opts: EndpointOptions) -> Result<MetricsServer> {
+        MetricsServer::bind(self.clone(), address, opts).await
     }
 
     pub(crate) fn instruments(&self) -> &Instruments {

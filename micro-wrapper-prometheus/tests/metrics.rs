@@ -468,6 +468,70 @@ async fn the_metrics_endpoint_serves_them_over_http() {
 }
 
 #[tokio::test]
+async fn the_metrics_endpoint_cuts_off_silent_clients_and_bounds_connections() {
+    let metrics = Metrics::new().expect("metrics");
+    let opts = micro_wrapper_prometheus::EndpointOptions {
+        header_timeout: std::time::Duration::from_secs(2),
+        max_connections: 2,
+    };
+    let endpoint = metrics
+        .serve_with("127.0.0.1:0", opts)
+        .await
+        .expect("serve");
+    let address = endpoint.local_addr();
+
+    // A client that connects and says nothing is closed after the head deadline.
+    let mut silent = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let mut rest = Vec::new();
+    within(
+        "the silent client is cut off",
+        silent.read_to_end(&mut rest),
+    )
+    .await
+    .expect("closed, not reset");
+
+    // Two connections fill the endpoint: a third is closed at once, unserved ...
+    let slow = |address| async move {
+        let mut s = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect");
+        s.write_all(b"GET /metrics HTTP/1.1\r\n")
+            .await
+            .expect("a first line");
+        s
+    };
+    let (first, second) = (slow(address).await, slow(address).await);
+    let get = "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    let mut third = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let _ = third.write_all(get.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = within("the third is closed", third.read_to_end(&mut answer)).await;
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    // ... and once they are gone (the deadline closes them), scrapes are served again.
+    drop((first, second));
+    let (status, _, _) = within("a scrape after", async {
+        loop {
+            let mut s = tokio::net::TcpStream::connect(address)
+                .await
+                .expect("connect");
+            let _ = s.write_all(get.as_bytes()).await;
+            let mut raw = Vec::new();
+            let _ = s.read_to_end(&mut raw).await;
+            if !raw.is_empty() {
+                return http(address, get).await;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(status.ends_with("200 OK"), "{status}");
+}
+
+#[tokio::test]
 async fn a_namespace_and_constant_labels_name_the_metrics() {
     let registry = prometheus::Registry::new();
     let metrics = Metrics::builder()
