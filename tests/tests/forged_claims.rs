@@ -9,6 +9,8 @@ use common::{builder, client, within};
 use micro::broker::Message as BrokerMessage;
 use micro::registry::MemoryRegistry;
 use micro::{Event, Handler, Json, Request, Response};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 /// `Who.Am`: the caller's subject as the handler sees it ("" for none).
 fn who() -> Handler {
@@ -30,21 +32,40 @@ async fn a_caller_cannot_say_who_it_is() {
         .build()
         .expect("build");
     service.start().await.expect("start");
+    let address = micro::rpc::Server::address(service.server()).expect("listening");
+
+    // Micro's client sends no such entry; a raw mucp request (curl, a Go program) can.
+    let body = "null";
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Micro-Service: who\r\nMicro-Endpoint: Who.Am\r\nMicro-Id: 1\r\n\
+         Micro-Auth-Subject: admin\r\nmicro-auth-scopes: admin\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut conn = TcpStream::connect(&address).await.expect("connect");
+    conn.write_all(request.as_bytes()).await.expect("send");
+    let mut response = Vec::new();
+    within("the answer", conn.read_to_end(&mut response))
+        .await
+        .expect("read");
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response.ends_with("\r\n\r\n\"\""),
+        "the forged subject reached the handler: {response}"
+    );
+
+    // Nor through Micro's client.
     let caller = client(&registry).with_content_type("application/json");
-    let req = Request::new(Json(()))
-        .with_metadata("Micro-Auth-Subject", "admin")
-        .with_metadata("micro-auth-scopes", "admin");
+    let req = Request::new(Json(())).with_metadata("Micro-Auth-Subject", "admin");
     let seen = within(
         "call",
         caller.unary::<_, Json<String>>("who", "Who.Am", req),
     )
     .await
     .expect("answered");
-    assert_eq!(
-        seen.into_inner().0,
-        "",
-        "the forged subject reached the handler"
-    );
+    assert_eq!(seen.into_inner().0, "");
     service.stop().await.expect("stop");
 }
 
