@@ -9,7 +9,9 @@
 //!
 //! Readers also accept the legacy forms `t=`, `e=` and `v=` followed by the raw JSON (or the
 //! raw version), written by old Go Micro releases. A tag that does not decode is skipped with
-//! a warning; tags with other prefixes belong to someone else and are ignored.
+//! a warning, and so are the tags past what one node may inflate to in all
+//! ([`MAX_DECODED_NODE`], 4 MiB; one tag [`MAX_DECODED_TAG`], 1 MiB); tags with other
+//! prefixes belong to someone else and are ignored.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -21,6 +23,10 @@ use micro_core::{Endpoint, Node, Service};
 
 /// The most a single tag may inflate to; a larger one is treated as corrupt.
 pub const MAX_DECODED_TAG: u64 = 1 << 20;
+
+/// The most all the tags of one node may inflate to together: many tags each under
+/// [`MAX_DECODED_TAG`] must not add up to unbounded memory. Tags past it are skipped.
+pub const MAX_DECODED_NODE: u64 = 4 << 20;
 
 /// What a set of tags says about a node.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -50,18 +56,24 @@ pub fn encode(service: &Service, node: &Node) -> Vec<String> {
 }
 
 /// Reads a node's version, metadata and endpoints from its tags, skipping (with a warning)
-/// any of ours that does not decode. `context` names the entry in those warnings.
+/// any of ours that does not decode, and those past [`MAX_DECODED_NODE`] in all. `context`
+/// names the entry in those warnings.
 pub fn decode<S: AsRef<str>>(tags: &[S], context: &str) -> Decoded {
     let mut out = Decoded::default();
+    let mut left = MAX_DECODED_NODE;
     for tag in tags {
         let tag = tag.as_ref();
         let Some((kind, form, body)) = split(tag) else {
             continue;
         };
         let raw = match form {
-            Form::Packed => unpack(body),
-            Form::Legacy => Ok(body.as_bytes().to_vec()),
+            Form::Packed => unpack(body, left.min(MAX_DECODED_TAG)),
+            Form::Legacy if body.len() as u64 <= left => Ok(body.as_bytes().to_vec()),
+            Form::Legacy => Err(format!("the node's tags pass {MAX_DECODED_NODE} bytes")),
         };
+        if let Ok(bytes) = &raw {
+            left -= bytes.len() as u64;
+        }
         let result = raw.and_then(|bytes| apply(&mut out, kind, &bytes));
         if let Err(why) = result {
             tracing::warn!(
@@ -134,15 +146,19 @@ fn pack(bytes: &[u8]) -> String {
     hex::encode(z.finish().unwrap_or_default())
 }
 
-fn unpack(body: &str) -> Result<Vec<u8>, String> {
+/// The bytes a packed tag inflates to, at most `limit` of them.
+fn unpack(body: &str, limit: u64) -> Result<Vec<u8>, String> {
     let compressed = hex::decode(body).map_err(|e| format!("not hex: {e}"))?;
     let mut out = Vec::new();
     ZlibDecoder::new(compressed.as_slice())
-        .take(MAX_DECODED_TAG + 1)
+        .take(limit + 1)
         .read_to_end(&mut out)
         .map_err(|e| format!("not zlib: {e}"))?;
-    if out.len() as u64 > MAX_DECODED_TAG {
-        return Err(format!("inflates past {MAX_DECODED_TAG} bytes"));
+    if out.len() as u64 > limit {
+        return Err(format!(
+            "inflates past {limit} bytes (a tag may inflate to {MAX_DECODED_TAG}, a node's \
+             tags to {MAX_DECODED_NODE})"
+        ));
     }
     Ok(out)
 }
@@ -262,6 +278,26 @@ mod tests {
         let big = vec![b'a'; (MAX_DECODED_TAG as usize) + 10];
         let tag = format!("v-{}", pack(&big));
         assert_eq!(decode(&[tag], "bomb").version, "");
+    }
+
+    #[test]
+    fn many_tags_cannot_add_up_past_the_node_bound() {
+        // Ten endpoints of 600 KiB each: every tag passes alone, not all of them together.
+        let big = "x".repeat(600 << 10);
+        let mut s = Service::new("greeter", "1.0.0");
+        s.endpoints = (0..10)
+            .map(|i| Endpoint {
+                name: format!("Greeter.E{i}"),
+                metadata: BTreeMap::from([("doc".to_string(), big.clone())]),
+                ..Endpoint::default()
+            })
+            .collect();
+        let d = decode(&encode(&s, &Node::default()), "many");
+        let kept = d.endpoints.len() as u64;
+        assert!(kept > 0 && kept < 10, "{kept} endpoints kept");
+        assert!(kept * (600 << 10) <= MAX_DECODED_NODE);
+        // The version tag comes last and no longer fits either; the first endpoints do.
+        assert_eq!(d.endpoints[0].name, "Greeter.E0");
     }
 
     #[test]
