@@ -43,7 +43,10 @@ impl Default for SelectorOptions {
 
 /// A selector over a registry. Lookups are cached; a single registry watch keeps the cache
 /// current, so a node that deregisters or expires leaves the pool as soon as the registry
-/// reports it. While the registry is unreachable the last known nodes keep being served.
+/// reports it. An entry older than [`SelectorOptions::cache_ttl`] keeps being served while one
+/// background read (per service, at a time) asks the registry again, so once a service has
+/// been found no call waits on the registry; while the registry is unreachable the last known
+/// nodes keep being served.
 ///
 /// What it keeps per node (in-flight counters, ejections) and per service (the cache entry,
 /// the round-robin turn) is dropped once the node or service has left the registry and no
@@ -113,6 +116,8 @@ impl State {
 struct Cached {
     services: Vec<Service>,
     fetched: Instant,
+    /// Whether a background read of the registry is under way for this entry.
+    refreshing: bool,
     /// The nodes of `services`, ready for selections without filters; rebuilt on each change,
     /// so that a selection copies no node and costs the same for 10 nodes or 1000.
     pool: Arc<Pool>,
@@ -166,33 +171,49 @@ impl RegistrySelector {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The services called `name`: the cached ones whenever there are some (an expired entry
+    /// is read again in the background, once at a time, so no call waits on the registry),
+    /// else the registry's answer.
     async fn services(&self, name: &str) -> Result<Vec<Service>> {
         self.ensure_watch();
-        let cached = match self.state().cache.get(name) {
-            Some(c) if c.fetched.elapsed() < self.inner.opts.cache_ttl => {
-                return Ok(c.services.clone());
+        if let Some(c) = self.state().cache.get_mut(name) {
+            if c.fetched.elapsed() >= self.inner.opts.cache_ttl && !c.refreshing {
+                c.refreshing = true;
+                self.refresh_in_background(name);
             }
-            Some(c) => Some(c.services.clone()),
-            None => None,
-        };
+            return Ok(c.services.clone());
+        }
         match self.inner.registry.get_service(name).await {
             Ok(services) => {
                 self.store(name, services.clone());
                 Ok(services)
             }
-            // Not found is an answer; anything else is an outage, and stale nodes beat none.
-            Err(e) if e.code == 404 => {
-                self.forget(name);
-                Err(no_nodes(name))
-            }
-            Err(e) => match cached {
-                Some(services) => {
-                    tracing::warn!(service = name, error = %e, "registry unavailable, using cached nodes");
-                    Ok(services)
-                }
-                None => Err(e),
-            },
+            Err(e) if e.code == 404 => Err(no_nodes(name)),
+            Err(e) => Err(e),
         }
+    }
+
+    /// Reads `name` from the registry again while callers keep its cached nodes: an answer
+    /// replaces them, a 404 drops them, an outage keeps them (stale nodes beat none) until a
+    /// later call tries again.
+    fn refresh_in_background(&self, name: &str) {
+        // The selector is held weakly: a slow registry must not keep a dropped one alive.
+        let weak = Arc::downgrade(&self.inner);
+        let registry = self.inner.registry.clone();
+        let name = name.to_string();
+        tokio::spawn(async move {
+            let answer = registry.get_service(&name).await;
+            with_selector(&weak, |selector| match answer {
+                Ok(services) => selector.store(&name, services),
+                Err(e) if e.code == 404 => selector.forget(&name),
+                Err(e) => {
+                    tracing::warn!(service = %name, error = %e, "registry unavailable, using cached nodes");
+                    if let Some(c) = selector.state().cache.get_mut(&name) {
+                        c.refreshing = false;
+                    }
+                }
+            });
+        });
     }
 
     /// Caches what the registry answered for `name`.
@@ -222,6 +243,7 @@ impl RegistrySelector {
             Cached {
                 services,
                 fetched: Instant::now(),
+                refreshing: false,
                 pool,
                 turn,
             },
@@ -1038,6 +1060,108 @@ mod tests {
             .await
             .expect("the watch task ended");
         assert!(closed.is_none(), "the task started another watch");
+    }
+
+    /// A registry that cannot watch, counts its lookups, and holds them while `held` is set,
+    /// until `release` is signalled.
+    #[derive(Debug)]
+    struct Held {
+        inner: MemoryRegistry,
+        held: std::sync::atomic::AtomicBool,
+        release: tokio::sync::Notify,
+        lookups: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Registry for Held {
+        fn name(&self) -> &str {
+            "held"
+        }
+        async fn register(&self, service: &Service, opts: RegisterOptions) -> Result<()> {
+            self.inner.register(service, opts).await
+        }
+        async fn deregister(&self, service: &Service) -> Result<()> {
+            self.inner.deregister(service).await
+        }
+        async fn get_service(&self, name: &str) -> Result<Vec<Service>> {
+            self.lookups.fetch_add(1, Ordering::SeqCst);
+            if self.held.load(Ordering::SeqCst) {
+                self.release.notified().await;
+            }
+            self.inner.get_service(name).await
+        }
+        async fn list_services(&self) -> Result<Vec<Service>> {
+            self.inner.list_services().await
+        }
+        async fn watch(&self, _service: Option<&str>) -> Result<micro_core::registry::Watcher> {
+            Err(micro_core::Error::new(
+                "held",
+                503,
+                "this registry cannot watch",
+            ))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_expired_entry_is_read_again_once_in_the_background() {
+        let registry = Arc::new(Held {
+            inner: MemoryRegistry::new(),
+            held: false.into(),
+            release: tokio::sync::Notify::new(),
+            lookups: AtomicUsize::new(0),
+        });
+        registry
+            .register(&service("latest", &["a"]), RegisterOptions::default())
+            .await
+            .expect("register");
+        // Every entry is expired as soon as it is read.
+        let opts = SelectorOptions {
+            cache_ttl: Duration::ZERO,
+            ..SelectorOptions::default()
+        };
+        let sel = RegistrySelector::new(registry.clone(), opts);
+        let none = SelectOptions::default();
+        sel.select("greeter", &none).await.expect("the first read");
+        assert_eq!(registry.lookups.load(Ordering::SeqCst), 1);
+
+        // The registry stops answering: calls keep the nodes they had, and wait for nothing
+        // (a call that waited would wait forever here).
+        registry.held.store(true, Ordering::SeqCst);
+        registry
+            .register(&service("latest", &["b"]), RegisterOptions::default())
+            .await
+            .expect("register b");
+        for _ in 0..20 {
+            let mut picker =
+                tokio::time::timeout(Duration::from_secs(20), sel.select("greeter", &none))
+                    .await
+                    .expect("no call waits on the registry")
+                    .expect("select");
+            assert_eq!(picker.pick().expect("a node").id, "a");
+        }
+        // One read went out for all of them, and it is still held.
+        let read = tokio::time::timeout(Duration::from_secs(20), async {
+            while registry.lookups.load(Ordering::SeqCst) < 2 {
+                tokio::task::yield_now().await;
+            }
+        });
+        read.await.expect("the background read went out");
+        assert_eq!(registry.lookups.load(Ordering::SeqCst), 2);
+
+        // Once it answers, its answer is what calls get.
+        registry.held.store(false, Ordering::SeqCst);
+        registry.release.notify_one();
+        let found = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                let services = sel.services("greeter").await.expect("services");
+                if services.iter().flat_map(|s| &s.nodes).any(|n| n.id == "b") {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        assert!(found.is_ok(), "the refreshed nodes never arrived");
     }
 
     #[tokio::test]
