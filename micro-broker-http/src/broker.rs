@@ -98,14 +98,7 @@ impl HttpBroker {
             return Ok(c.advertise.clone());
         }
         let inner = &self.inner;
-        let started = Server::bind(
-            &inner.opts.address,
-            inner.subscribers.clone(),
-            inner.opts.max_body_bytes,
-            inner.opts.request_timeout,
-            inner.opts.header_limits,
-        )
-        .await?;
+        let started = Server::bind(inner.subscribers.clone(), &inner.opts).await?;
         let advertise = match &inner.opts.advertise {
             Some(a) => a.clone(),
             None => advertise_for(started.local_addr),

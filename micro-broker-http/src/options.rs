@@ -23,6 +23,8 @@ pub const MAX_BODY_ENV: &str = "MICRO_BROKER_HTTP_MAX_BODY";
 pub const TIMEOUT_ENV: &str = "MICRO_BROKER_HTTP_TIMEOUT";
 /// `MICRO_BROKER_HTTP_CACHE_TTL`: how long a registry lookup serves publishing at most.
 pub const CACHE_TTL_ENV: &str = "MICRO_BROKER_HTTP_CACHE_TTL";
+/// The variable for [`HttpBrokerOptions::max_connections`].
+pub const MAX_CONNECTIONS_ENV: &str = "MICRO_BROKER_HTTP_MAX_CONNECTIONS";
 
 /// The options of an [`HttpBroker`](crate::HttpBroker).
 ///
@@ -60,6 +62,10 @@ pub struct HttpBrokerOptions {
     /// publisher is answered 431 and the message is dropped. `MICRO_MAX_HEADERS` (default 512)
     /// and `MICRO_MAX_HEADER_BYTES` (default 64 KiB).
     pub header_limits: MetadataLimits,
+    /// How many connections the receiving server holds open at once; past it a new one is
+    /// closed at once (publishers retry on another connection once one frees up), and those
+    /// open keep being served. `MICRO_BROKER_HTTP_MAX_CONNECTIONS`, default 1024.
+    pub max_connections: usize,
 }
 
 impl Default for HttpBrokerOptions {
@@ -73,6 +79,7 @@ impl Default for HttpBrokerOptions {
             request_timeout: Duration::from_secs(30),
             cache_ttl: Duration::from_secs(1),
             header_limits: MetadataLimits::default(),
+            max_connections: 1024,
         }
     }
 }
@@ -127,6 +134,11 @@ impl HttpBrokerOptions {
                     &v,
                     "a size in bytes, e.g. 4194304, 64KiB or 4MiB",
                 )
+            })?;
+        }
+        if let Some(v) = text(MAX_CONNECTIONS_ENV) {
+            o.max_connections = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                env::invalid_from(ID, MAX_CONNECTIONS_ENV, &v, "a whole number above 0")
             })?;
         }
         o.header_limits = MetadataLimits::from_vars(&var)?;

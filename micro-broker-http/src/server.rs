@@ -8,7 +8,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -28,7 +28,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::{wire, ID, TOPIC_HEADER};
+use crate::{wire, HttpBrokerOptions, ID, TOPIC_HEADER};
 
 /// A connection on which no request arrived for this long, and none is in flight, is closed
 /// (checked once per period, so after between one and two periods). Above Go Micro's (and our own client's) pool
@@ -63,6 +63,9 @@ struct Shared {
     header_limits: MetadataLimits,
     /// The server's tasks: connections, and handlers whose publisher hung up.
     tasks: TaskTracker,
+    /// Connections open now, and how many may be.
+    open: AtomicUsize,
+    max_connections: usize,
 }
 
 /// A running server; dropping it stops accepting without waiting.
@@ -75,14 +78,9 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    /// Binds `addr` and starts serving the subscribers in `subscribers`.
-    pub(crate) async fn bind(
-        addr: &str,
-        subscribers: Subscribers,
-        max_body_bytes: usize,
-        body_timeout: Duration,
-        header_limits: MetadataLimits,
-    ) -> Result<Server> {
+    /// Binds `opts.address` and starts serving the subscribers in `subscribers`.
+    pub(crate) async fn bind(subscribers: Subscribers, opts: &HttpBrokerOptions) -> Result<Server> {
+        let addr = &opts.address;
         let listen_error = |e: std::io::Error| {
             Error::internal(
                 ID,
@@ -94,10 +92,12 @@ impl Server {
         let tasks = TaskTracker::new();
         let shared = Arc::new(Shared {
             subscribers,
-            max_body_bytes,
-            body_timeout,
-            header_limits,
+            max_body_bytes: opts.max_body_bytes,
+            body_timeout: opts.request_timeout,
+            header_limits: opts.header_limits,
             tasks: tasks.clone(),
+            open: AtomicUsize::new(0),
+            max_connections: opts.max_connections,
         });
         let server = Server {
             local_addr,
@@ -141,7 +141,14 @@ async fn accept_loop(
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((stream, _peer)) => {
+            Ok((stream, peer)) => {
+                // Only this loop adds to the count, so the check and the add cannot race.
+                if shared.open.load(Ordering::Acquire) >= shared.max_connections {
+                    tracing::warn!(%peer, "http broker: {} connections open, closing a new one", shared.max_connections);
+                    drop(stream);
+                    continue;
+                }
+                shared.open.fetch_add(1, Ordering::AcqRel);
                 let _ = stream.set_nodelay(true);
                 tasks.spawn(serve_connection(stream, shared.clone(), shutdown.clone()));
             }
@@ -165,6 +172,14 @@ async fn accept_loop(
 /// started for a whole period and none is in flight. A client sending its head slowly, or
 /// nothing at all, is thus cut off after one to two periods.
 async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, shutdown: CancellationToken) {
+    // However the connection ends (this future dropped included), it is counted out.
+    struct Open(Arc<Shared>);
+    impl Drop for Open {
+        fn drop(&mut self) {
+            self.0.open.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+    let _open = Open(shared.clone());
     let activity = Arc::new(Activity::default());
     let counted = activity.clone();
     let service = service_fn(move |req| {

@@ -850,3 +850,64 @@ async fn aged_lookups_refresh_in_the_background() {
     registry.delay_lookups(Duration::ZERO);
     sub.unsubscribe().await.expect("unsubscribe");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_receiving_server_holds_a_bounded_number_of_connections() {
+    let registry = TestRegistry::new();
+    let opts = HttpBrokerOptions {
+        max_connections: 2,
+        ..HttpBrokerOptions::default()
+    };
+    let b = HttpBroker::new(Arc::new(registry.clone()), opts).expect("broker");
+    let (h, mut rx) = collector();
+    let sub = b
+        .subscribe("bounded", h, SubscribeOptions::default())
+        .await
+        .expect("subscribe");
+    let (_, node) = nodes(&registry, "bounded").await.remove(0);
+
+    // Two idle connections fill the server ...
+    let first = tokio::net::TcpStream::connect(&node.address)
+        .await
+        .expect("connect");
+    let second = tokio::net::TcpStream::connect(&node.address)
+        .await
+        .expect("connect");
+    // ... so a third is closed at once, its request unanswered (a reset or an end: both say
+    // the server took nothing).
+    let json = r#"{"Header":{"Micro-Topic":"bounded"},"Body":""}"#;
+    let request = format!(
+        "POST /?id={} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
+        node.id.replace(' ', "+"),
+        json.len()
+    );
+    // One request on a fresh connection: what came back, empty when the server took nothing.
+    let attempt = || async {
+        let mut conn = tokio::net::TcpStream::connect(&node.address)
+            .await
+            .expect("connect");
+        let _ = conn.write_all(request.as_bytes()).await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(PATIENCE, conn.read_to_end(&mut answer)).await;
+        answer
+    };
+    let answer = attempt().await;
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+
+    // Once they close, messages are taken again.
+    drop((first, second));
+    let delivered = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let answer = attempt().await;
+            if !answer.is_empty() {
+                return String::from_utf8_lossy(&answer).into_owned();
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the server never took a message again");
+    assert!(delivered.starts_with("HTTP/1.1 200"), "{delivered}");
+    next(&mut rx, "a message after the others closed").await;
+    sub.unsubscribe().await.expect("unsubscribe");
+}
