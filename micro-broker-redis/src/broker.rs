@@ -2,12 +2,12 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
-use futures_util::{FutureExt, StreamExt};
+use futures_util::StreamExt;
+pub(crate) use micro_core::broker::support::Backoff;
 use micro_core::broker::{Delivery, Handler, Message, SubscribeOptions, Subscription};
 use micro_core::{Broker, Error, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub};
@@ -489,23 +489,7 @@ impl PubSubWorker {
 
 /// Runs the handler; a panic becomes an error, so one bad message cannot end a subscription.
 pub(crate) async fn call_handler(handler: &Handler, delivery: Delivery) -> Result<()> {
-    let future = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(delivery))) {
-        Ok(future) => future,
-        Err(panic) => return Err(panicked(panic)),
-    };
-    match AssertUnwindSafe(future).catch_unwind().await {
-        Ok(result) => result,
-        Err(panic) => Err(panicked(panic)),
-    }
-}
-
-fn panicked(panic: Box<dyn std::any::Any + Send>) -> Error {
-    let what = panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a non-string payload".into());
-    Error::internal(ERROR_ID, format!("the subscriber panicked: {what}"))
+    micro_core::broker::support::call_handler(handler, delivery, ERROR_ID).await
 }
 
 /// Waits `delay` unless cancelled first; false when cancelled.
@@ -513,24 +497,6 @@ pub(crate) async fn pause(token: &CancellationToken, delay: Duration) -> bool {
     tokio::select! {
         _ = token.cancelled() => false,
         _ = tokio::time::sleep(delay) => true,
-    }
-}
-
-/// Retry delays: 100 ms doubling to 5 s.
-#[derive(Debug, Default)]
-pub(crate) struct Backoff {
-    attempt: u32,
-}
-
-impl Backoff {
-    pub(crate) fn next_delay(&mut self) -> Duration {
-        let delay = Duration::from_millis(100u64.saturating_mul(1 << self.attempt.min(6)));
-        self.attempt = self.attempt.saturating_add(1);
-        delay.min(Duration::from_secs(5))
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.attempt = 0;
     }
 }
 

@@ -4,6 +4,7 @@
 //! subscribers sharing a queue group share the messages: each reaches one member of the group.
 
 pub mod envelope;
+pub mod support;
 
 use std::fmt;
 use std::sync::Arc;
