@@ -19,6 +19,9 @@ use bytes::Bytes;
 use crate::rpc::{self, AttemptError};
 use crate::{Metadata, Result};
 
+mod load;
+pub use load::{Admitted, Connections, Load, LoadLimits, OpenConnection};
+
 /// One message on a transport: headers (`Micro-Endpoint`, `Content-Type`, metadata ...) and a
 /// body already encoded by a codec.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -64,6 +67,14 @@ pub trait CallHandler: Send + Sync + 'static {
     /// What kind of call `endpoint` is; `None` when the server has no such endpoint (a
     /// listener then hands the call over as a stream, which the server ends with its 404).
     fn kind(&self, endpoint: &str) -> Option<EndpointKind>;
+
+    /// Takes one call (unary or stream) on within the server's [`Load`], as it arrives and
+    /// before its body is read: a `503` when the server is full, which the listener answers at
+    /// once. The listener counts the request body's bytes on the [`Admitted`] as they arrive
+    /// ([`Admitted::hold`]) and keeps it until the call ends. Unbounded by default.
+    fn admit(&self) -> Result<Admitted> {
+        Ok(Admitted::unbounded())
+    }
 
     /// Answers one unary call; `timeout` is the caller's, when it sent one. The listener reads
     /// the request's fields off its wire (`req.service` as the caller named it) and writes the

@@ -152,6 +152,7 @@
 mod client;
 mod codec;
 mod options;
+mod preface;
 mod server;
 mod tls;
 mod wire;

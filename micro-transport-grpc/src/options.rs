@@ -46,6 +46,18 @@ pub struct GrpcOptions {
     /// tools can list and call its services. `MICRO_GRPC_REFLECTION` (`true`/`false`),
     /// default on: the registry already publishes every endpoint and its fields.
     pub reflection: bool,
+    /// The most connections the server holds open at once; past it a new connection is
+    /// closed at once while those open keep being served. `MICRO_GRPC_MAX_CONNECTIONS`,
+    /// default 16 384 (mind `ulimit -n`).
+    pub max_connections: usize,
+    /// How long a server connection may go without a call in flight before it is closed
+    /// (with a `GOAWAY`, after which gRPC clients reconnect on their next call), as gRPC's
+    /// `MaxConnectionIdle`. `MICRO_GRPC_IDLE_TIMEOUT`, default 5 minutes.
+    pub idle_timeout: Duration,
+    /// How long one reply may wait to be taken by a caller that stopped reading (its
+    /// flow-control window full) before the call fails; once a connection closes, how long its
+    /// calls get to finish before it is cut. `MICRO_GRPC_WRITE_TIMEOUT`, default 30 s.
+    pub write_timeout: Duration,
     /// TLS for both sides, or `None` for plaintext HTTP/2 (h2c). `MICRO_TLS_CERT`,
     /// `MICRO_TLS_KEY`, `MICRO_TLS_CA`: see [`TlsOptions`].
     pub tls: Option<TlsOptions>,
@@ -61,6 +73,9 @@ impl Default for GrpcOptions {
             keepalive_timeout: Duration::from_secs(20),
             connect_timeout: Duration::from_secs(5),
             reflection: true,
+            max_connections: 16_384,
+            idle_timeout: Duration::from_secs(300),
+            write_timeout: Duration::from_secs(30),
             tls: None,
         }
     }
@@ -106,6 +121,9 @@ impl GrpcOptions {
         if let Some(n) = size("MICRO_GRPC_MAX_SEND_MSG_SIZE")? {
             o.max_send_message_bytes = n;
         }
+        if let Some(n) = size("MICRO_GRPC_MAX_CONNECTIONS")? {
+            o.max_connections = n.max(1);
+        }
         let switch = |name: &str| -> Result<Option<bool>> {
             var(name)
                 .map(|v| {
@@ -142,6 +160,12 @@ impl GrpcOptions {
         }
         if let Some(d) = duration("MICRO_GRPC_CONNECT_TIMEOUT")? {
             o.connect_timeout = d;
+        }
+        if let Some(d) = duration("MICRO_GRPC_IDLE_TIMEOUT")? {
+            o.idle_timeout = d;
+        }
+        if let Some(d) = duration("MICRO_GRPC_WRITE_TIMEOUT")? {
+            o.write_timeout = d;
         }
         o.tls = TlsOptions::from_vars(&var)?;
         Ok(o)
@@ -203,6 +227,9 @@ mod tests {
             ("MICRO_GRPC_KEEPALIVE_TIMEOUT", "500ms"),
             ("MICRO_GRPC_CONNECT_TIMEOUT", "2m"),
             ("MICRO_GRPC_REFLECTION", "false"),
+            ("MICRO_GRPC_MAX_CONNECTIONS", "10"),
+            ("MICRO_GRPC_IDLE_TIMEOUT", "1m"),
+            ("MICRO_GRPC_WRITE_TIMEOUT", "3s"),
         ])
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(o.max_recv_message_bytes, 16 * MIB);
@@ -212,6 +239,9 @@ mod tests {
         assert_eq!(o.keepalive_timeout, Duration::from_millis(500));
         assert_eq!(o.connect_timeout, Duration::from_secs(120));
         assert!(!o.reflection);
+        assert_eq!(o.max_connections, 10);
+        assert_eq!(o.idle_timeout, Duration::from_secs(60));
+        assert_eq!(o.write_timeout, Duration::from_secs(3));
         let o = from(&[
             ("MICRO_GRPC_MAX_RECV_MSG_SIZE", "1024"),
             ("MICRO_GRPC_GZIP", "off"),

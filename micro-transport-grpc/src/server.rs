@@ -8,7 +8,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,8 +21,11 @@ use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use micro_core::headers::{EOS, ERROR, STREAM};
-use micro_core::transport::{CallHandler, EndpointKind, Listener, Message, Socket};
+use micro_core::transport::{
+    Admitted, CallHandler, Connections, EndpointKind, Listener, Message, Socket,
+};
 use micro_core::{headers, rpc, Error, GrpcCode, Metadata, Result};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -39,6 +43,7 @@ use tower::util::BoxCloneSyncService;
 use tower_service::Service as _;
 
 use crate::codec::RawCodec;
+use crate::preface::read_preface;
 use crate::tls::explain_server_handshake;
 use crate::wire::{
     endpoint_of_path, error_of, error_of_status, is_eos, metadata_of_headers, micro_content_type,
@@ -48,7 +53,8 @@ use crate::{GrpcOptions, ID};
 
 /// How many replies of one call may wait to be written before `send` waits.
 const REPLY_BUFFER: usize = 16;
-/// How long a new connection may take to show its first byte and finish a TLS handshake.
+/// How long a new connection may take to show its first byte, finish a TLS handshake, and
+/// send the HTTP/2 preface.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The standard health service, which the listener answers itself.
 const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
@@ -97,6 +103,7 @@ struct Shared {
     reflection: Option<(TonicService, TonicService)>,
     builder: http2::Builder<TokioExecutor>,
     handler: Arc<dyn CallHandler>,
+    open: Arc<Connections>,
 }
 
 impl GrpcListener {
@@ -142,6 +149,7 @@ impl GrpcListener {
             connections: Arc::new(AtomicU64::new(0)),
         };
         let shared = Arc::new(Shared {
+            open: Connections::new(opts.max_connections),
             opts: Arc::new(opts),
             tls,
             shutdown,
@@ -209,8 +217,16 @@ async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 connections.fetch_add(1, Ordering::Relaxed);
+                let Some(open) = shared.open.open() else {
+                    tracing::warn!(%peer, addr = %shared.local_addr, "{} connections open already; closing a new one", shared.open.max());
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
-                tasks.spawn(serve_connection(stream, peer, shared.clone()));
+                let shared = shared.clone();
+                tasks.spawn(async move {
+                    serve_connection(stream, peer, shared).await;
+                    drop(open);
+                });
             }
             Err(e) => {
                 // Usually out of file descriptors: pause rather than spin.
@@ -227,7 +243,7 @@ async fn accept_loop(
 async fn serve_connection(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let peer = peer.to_string();
     let Some(acceptor) = shared.tls.clone() else {
-        serve_http2(TokioIo::new(tcp), peer, shared, false).await;
+        serve_http2(tcp, peer, shared, false).await;
         return;
     };
     // A TLS connection starts with a handshake record (0x16); anything else is a plaintext
@@ -243,7 +259,7 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>)
     }
     if first[0] != 0x16 {
         tracing::debug!(%peer, addr = %shared.local_addr, "plaintext client on a TLS port");
-        serve_http2(TokioIo::new(tcp), peer, shared, true).await;
+        serve_http2(tcp, peer, shared, true).await;
         return;
     }
     let handshake = tokio::select! {
@@ -251,31 +267,52 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>)
         handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)) => handshake,
     };
     match handshake {
-        Ok(Ok(tls)) => serve_http2(TokioIo::new(tls), peer, shared, false).await,
+        Ok(Ok(tls)) => serve_http2(tls, peer, shared, false).await,
         Ok(Err(e)) => tracing::debug!("{}", explain_server_handshake(&peer, &e)),
         Err(_) => tracing::debug!(%peer, "TLS handshake took longer than {HANDSHAKE_TIMEOUT:?}"),
     }
 }
 
+/// Serves HTTP/2 on one connection until it closes: once its preface arrived (within
+/// `HANDSHAKE_TIMEOUT`), until it has had no call in flight for `idle_timeout`, or the listener
+/// shuts down; then its calls get `write_timeout` to finish before it is cut.
 async fn serve_http2<I>(io: I, peer: String, shared: Arc<Shared>, plaintext_on_tls: bool)
 where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let preface = tokio::select! {
+        _ = shared.shutdown.cancelled() => return,
+        preface = read_preface(io, HANDSHAKE_TIMEOUT) => preface,
+    };
+    let Some(io) = preface else {
+        tracing::debug!(%peer, "no HTTP/2 preface within {HANDSHAKE_TIMEOUT:?}; closed");
+        return;
+    };
+    let (in_flight, idle_rx) = watch::channel(0usize);
+    let in_flight = Arc::new(in_flight);
     let for_calls = shared.clone();
     let call_peer = peer.clone();
     let service = service_fn(move |req: Request<Incoming>| {
         let shared = for_calls.clone();
         let peer = call_peer.clone();
+        // The call counts as in flight until its response body ends.
+        let call = InFlight::new(&in_flight);
         async move {
-            if plaintext_on_tls {
-                return Ok::<_, Infallible>(requires_tls(&shared));
-            }
-            Ok(handle(req, shared, peer).await)
+            let response = if plaintext_on_tls {
+                requires_tls(&shared)
+            } else {
+                handle(req, shared, peer).await
+            };
+            Ok::<_, Infallible>(held(response, call))
         }
     });
-    let conn = shared.builder.serve_connection(io, service);
+    let conn = shared.builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
+    let idle = idle_for(idle_rx, shared.opts.idle_timeout);
+    tokio::pin!(idle);
     let mut closing = false;
+    let close_by = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(close_by);
     loop {
         tokio::select! {
             result = conn.as_mut() => {
@@ -287,8 +324,128 @@ where
             _ = shared.shutdown.cancelled(), if !closing => {
                 conn.as_mut().graceful_shutdown();
                 closing = true;
+                close_by.as_mut().reset(Instant::now() + shared.opts.write_timeout);
+            }
+            _ = &mut idle, if !closing => {
+                tracing::debug!(%peer, "closing idle connection");
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+                close_by.as_mut().reset(Instant::now() + shared.opts.write_timeout);
+            }
+            _ = &mut close_by, if closing => {
+                tracing::debug!(%peer, "cut a connection whose calls did not finish within {:?} of its closing", shared.opts.write_timeout);
+                return;
             }
         }
+    }
+}
+
+/// Counts a call as in flight on its connection for as long as it lives.
+struct InFlight(Arc<watch::Sender<usize>>);
+
+impl InFlight {
+    fn new(counter: &Arc<watch::Sender<usize>>) -> Self {
+        counter.send_modify(|n| *n += 1);
+        InFlight(counter.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// Completes once no call has been in flight for `limit`.
+async fn idle_for(mut in_flight: watch::Receiver<usize>, limit: Duration) {
+    loop {
+        if in_flight.wait_for(|n| *n == 0).await.is_err() {
+            return std::future::pending().await;
+        }
+        match tokio::time::timeout(limit, in_flight.changed()).await {
+            Err(_) => return,
+            Ok(Ok(())) => continue,
+            Ok(Err(_)) => return std::future::pending().await,
+        }
+    }
+}
+
+/// `response` with `hold` kept alive until its body has been sent (or dropped).
+fn held(response: Response<Body>, hold: impl Send + Sync + 'static) -> Response<Body> {
+    response.map(|body| {
+        Body::new(Held {
+            body,
+            _hold: Box::new(hold),
+        })
+    })
+}
+
+/// A body and something that lives as long as it.
+struct Held<B> {
+    body: B,
+    _hold: Box<dyn std::any::Any + Send + Sync>,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Held<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<http_body::Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A request body whose bytes count on the call's [`Admitted`] as they arrive: past the
+/// server's bound it fails with `UNAVAILABLE`, which tonic answers the call with.
+struct Metered {
+    body: Incoming,
+    admitted: Arc<Mutex<Admitted>>,
+}
+
+impl http_body::Body for Metered {
+    type Data = Bytes;
+    type Error = tonic::codegen::StdError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let frame = match Pin::new(&mut self.body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
+        };
+        if let Some(data) = frame.data_ref() {
+            let held = self
+                .admitted
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .hold(data.len());
+            if let Err(e) = held {
+                return Poll::Ready(Some(Err(status_of_error(&e).into())));
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -379,6 +536,14 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>, peer: String) -> Re
         ))
         .into_http();
     }
+    let admitted = match shared.handler.admit() {
+        Ok(admitted) => Arc::new(Mutex::new(admitted)),
+        Err(e) => return status_of_error(&e).into_http(),
+    };
+    let req = req.map(|body| Metered {
+        body,
+        admitted: admitted.clone(),
+    });
     let opts = &shared.opts;
     let mut grpc = tonic::server::Grpc::new(RawCodec)
         .accept_compressed(CompressionEncoding::Gzip)
@@ -444,7 +609,8 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>, peer: String) -> Re
     if let Some(ct) = wire_ct.and_then(|ct| HeaderValue::from_str(&ct).ok()) {
         response.headers_mut().insert(CONTENT_TYPE, ct);
     }
-    response
+    // The call counts for the server's load until its response has been sent.
+    held(response, admitted)
 }
 
 /// A unary call: the typed request from the gRPC request, the handler's answer as the gRPC
@@ -540,6 +706,7 @@ impl Call {
             replies: Some(tx),
             deadline: self.deadline,
             max_send: self.shared.opts.max_send_message_bytes,
+            write_timeout: self.shared.opts.write_timeout,
             endpoint: self.endpoint,
         };
         if self.shared.shutdown.is_cancelled() {
@@ -651,6 +818,7 @@ struct ServerSocket {
     replies: Option<mpsc::Sender<Reply>>,
     deadline: Option<Instant>,
     max_send: usize,
+    write_timeout: Duration,
     endpoint: String,
 }
 
@@ -710,19 +878,31 @@ impl Socket for ServerSocket {
             }
         };
         let ends = matches!(reply, Reply::End(_));
-        let sent = tx.send(reply).await;
+        let sent = tokio::time::timeout(self.write_timeout, tx.send(reply)).await;
         if ends {
             self.replies = None;
         }
-        sent.map_err(|_| {
-            Error::internal(
+        match sent {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Error::internal(
                 ID,
                 format!(
                     "the call to {} from {} has ended: the caller went away or its deadline passed",
                     self.endpoint, self.peer
                 ),
-            )
-        })
+            )),
+            Err(_) => {
+                // The caller is not reading: end the call rather than wait on it.
+                self.replies = None;
+                Err(Error::timeout(
+                    ID,
+                    format!(
+                        "the caller of {} at {} took no reply for {:?}: it stopped reading",
+                        self.endpoint, self.peer, self.write_timeout
+                    ),
+                ))
+            }
+        }
     }
 
     async fn recv(&mut self) -> Result<Option<Message>> {

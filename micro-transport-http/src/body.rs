@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use micro_core::transport::Admitted;
 use tokio::sync::mpsc;
 use tokio::time::{timeout_at, Instant};
 
@@ -22,13 +23,17 @@ pub(crate) enum ReadError {
     TimedOut,
     /// The connection failed.
     Failed(hyper::Error),
+    /// The server holds as many request bytes as it may (its `503`).
+    Busy(micro_core::Error),
 }
 
-/// Reads `body` whole, as long as it stays within `limit` bytes and arrives before `deadline`.
+/// Reads `body` whole, as long as it stays within `limit` bytes, arrives before `deadline` and
+/// fits in what the server's load may still hold (each piece counted on `admitted` as it comes).
 pub(crate) async fn read_to_limit(
     body: &mut Incoming,
     limit: usize,
     deadline: Instant,
+    admitted: &mut Admitted,
 ) -> Result<Bytes, ReadError> {
     if body.size_hint().exact().is_some_and(|n| n > limit as u64) {
         return Err(ReadError::TooLarge(0));
@@ -47,6 +52,7 @@ pub(crate) async fn read_to_limit(
             if len > limit {
                 return Err(ReadError::TooLarge(len as u64));
             }
+            admitted.hold(data.len()).map_err(ReadError::Busy)?;
             parts.push(data);
         }
     }

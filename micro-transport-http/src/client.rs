@@ -18,7 +18,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use micro_core::rpc::{self, AttemptError};
-use micro_core::transport::{CallParams, Message, Socket};
+use micro_core::transport::{Admitted, CallParams, Message, Socket};
 use micro_core::{Error, Metadata, Result};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -164,7 +164,7 @@ pub(crate) async fn unary(
     let (head, mut body) = reply.into_parts();
     let limit = opts.max_body_bytes;
     let deadline = Instant::now() + opts.body_read_timeout;
-    let body = read_to_limit(&mut body, limit, deadline)
+    let body = read_to_limit(&mut body, limit, deadline, &mut Admitted::unbounded())
         .await
         .map_err(|e| {
             AttemptError::Unreachable(match e {
@@ -182,6 +182,7 @@ pub(crate) async fn unary(
                 ReadError::Failed(e) => {
                     Error::internal(ID, format!("reading the reply from {addr}: {}", causes(&e)))
                 }
+                ReadError::Busy(e) => e,
             })
         })?;
     if let Some(e) = micro_error(&head.headers) {
@@ -406,6 +407,7 @@ impl Socket for StreamClientSocket {
                 reply.into_body(),
                 &self.opts,
                 self.addr.clone(),
+                None,
             ));
         }
         match &mut self.reader {

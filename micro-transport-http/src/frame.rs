@@ -66,13 +66,20 @@ pub(crate) struct FrameReader {
 }
 
 impl FrameReader {
-    pub(crate) fn new(body: Incoming, opts: &HttpOptions, peer: String) -> Self {
+    /// A reader of `body`; `first_within` bounds the wait for the first message (the server's
+    /// for a stream's opening), later ones may be quiet for as long as they like.
+    pub(crate) fn new(
+        body: Incoming,
+        opts: &HttpOptions,
+        peer: String,
+        first_within: Option<Duration>,
+    ) -> Self {
         FrameReader {
             body,
             buf: BytesMut::new(),
             ended: false,
             broken: None,
-            deadline: None,
+            deadline: first_within.map(|d| Instant::now() + d),
             max_header: opts.max_header_bytes,
             max_headers: opts.max_headers,
             max_body: opts.max_body_bytes,

@@ -46,6 +46,15 @@ pub struct HttpOptions {
     /// How long the client keeps an idle pooled connection; keep it below the server's
     /// `idle_timeout`. `MICRO_HTTP_POOL_IDLE_TIMEOUT`, default 60 s.
     pub pool_idle_timeout: Duration,
+    /// The most connections the server holds open at once; past it a new connection is
+    /// closed at once while those open keep being served. `MICRO_HTTP_MAX_CONNECTIONS`,
+    /// default 16 384 (mind `ulimit -n`).
+    pub max_connections: usize,
+    /// How long one stream message may wait to be taken by a peer that stopped reading (its
+    /// flow-control window full) before the stream fails with a `408`; a stream's first
+    /// message must also arrive within [`body_read_timeout`](Self::body_read_timeout) of the
+    /// stream's opening. `MICRO_HTTP_WRITE_TIMEOUT`, default 30 s.
+    pub write_timeout: Duration,
     /// TLS for both sides, or `None` for plaintext (HTTP/1.1 and h2c). With it the server
     /// speaks only TLS on its port and the client dials every address with TLS.
     /// `MICRO_TLS_CERT`, `MICRO_TLS_KEY`, `MICRO_TLS_CA`: see [`TlsOptions::from_env`].
@@ -62,6 +71,8 @@ impl Default for HttpOptions {
             body_read_timeout: Duration::from_secs(30),
             pool_max_idle_per_host: 256,
             pool_idle_timeout: Duration::from_secs(60),
+            max_connections: 16_384,
+            write_timeout: Duration::from_secs(30),
             tls: None,
         }
     }
@@ -94,6 +105,8 @@ impl HttpOptions {
         o.max_headers = MetadataLimits::from_vars(&var)?.max_entries;
         size("MICRO_HTTP_MAX_BODY", &mut o.max_body_bytes)?;
         size("MICRO_HTTP_POOL_MAX_IDLE", &mut o.pool_max_idle_per_host)?;
+        size("MICRO_HTTP_MAX_CONNECTIONS", &mut o.max_connections)?;
+        o.max_connections = o.max_connections.max(1);
         let duration = |name: &str, into: &mut Duration| -> Result<()> {
             if let Some(v) = var(name) {
                 *into = parse_duration(&v).ok_or_else(|| {
@@ -110,6 +123,7 @@ impl HttpOptions {
         duration("MICRO_HTTP_IDLE_TIMEOUT", &mut o.idle_timeout)?;
         duration("MICRO_HTTP_BODY_TIMEOUT", &mut o.body_read_timeout)?;
         duration("MICRO_HTTP_POOL_IDLE_TIMEOUT", &mut o.pool_idle_timeout)?;
+        duration("MICRO_HTTP_WRITE_TIMEOUT", &mut o.write_timeout)?;
         o.tls = TlsOptions::from_vars(&var)?;
         Ok(o)
     }
@@ -150,6 +164,8 @@ mod tests {
             ("MICRO_HTTP_BODY_TIMEOUT", "500ms"),
             ("MICRO_HTTP_POOL_MAX_IDLE", "4"),
             ("MICRO_HTTP_POOL_IDLE_TIMEOUT", "10"),
+            ("MICRO_HTTP_MAX_CONNECTIONS", "100"),
+            ("MICRO_HTTP_WRITE_TIMEOUT", "5s"),
         ];
         let o = HttpOptions::from_vars(|name| {
             vars.iter()
@@ -163,6 +179,8 @@ mod tests {
         assert_eq!(o.body_read_timeout, Duration::from_millis(500));
         assert_eq!(o.pool_max_idle_per_host, 4);
         assert_eq!(o.pool_idle_timeout, Duration::from_secs(10));
+        assert_eq!(o.max_connections, 100);
+        assert_eq!(o.write_timeout, Duration::from_secs(5));
         assert_eq!(o.drain_limit(), 4 * MIB);
     }
 

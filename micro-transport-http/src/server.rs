@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use micro_core::transport::{CallHandler, Listener, Message, Socket};
+use micro_core::transport::{Admitted, CallHandler, Connections, Listener, Message, Socket};
 use micro_core::{Error, Result};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -67,6 +67,7 @@ struct Shared {
     opts: Arc<HttpOptions>,
     builder: auto::Builder<TokioExecutor>,
     shutdown: CancellationToken,
+    open: Arc<Connections>,
     local_addr: String,
     tls: Option<TlsAcceptor>,
     handler: Arc<dyn CallHandler>,
@@ -93,6 +94,7 @@ impl HttpListener {
         let opts = Arc::new(opts);
         let shared = Arc::new(Shared {
             builder: builder(&opts),
+            open: Connections::new(opts.max_connections),
             opts,
             shutdown: CancellationToken::new(),
             local_addr: local_addr.to_string(),
@@ -179,8 +181,16 @@ async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 connections.fetch_add(1, Ordering::Relaxed);
+                let Some(open) = shared.open.open() else {
+                    tracing::warn!(%peer, addr = %shared.local_addr, "{} connections open already; closing a new one", shared.open.max());
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
-                tasks.spawn(serve_connection(stream, peer, shared.clone()));
+                let shared = shared.clone();
+                tasks.spawn(async move {
+                    serve_connection(stream, peer, shared).await;
+                    drop(open);
+                });
             }
             Err(e) => {
                 // Usually out of file descriptors: pause rather than spin.
@@ -254,7 +264,11 @@ where
     tokio::pin!(served);
     let idle = idle_for(idle_rx, shared.opts.idle_timeout);
     tokio::pin!(idle);
+    // Once closing, the calls under way get `write_timeout` to finish and be written; a peer
+    // that stopped reading cannot hold the connection, nor a shutdown, any longer.
     let mut closing = false;
+    let close_by = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(close_by);
     loop {
         tokio::select! {
             result = served.as_mut() => {
@@ -266,11 +280,17 @@ where
             _ = shared.shutdown.cancelled(), if !closing => {
                 served.as_mut().graceful_shutdown();
                 closing = true;
+                close_by.as_mut().reset(Instant::now() + shared.opts.write_timeout);
             }
             _ = &mut idle, if !closing => {
                 tracing::debug!(%peer, "closing idle connection");
                 served.as_mut().graceful_shutdown();
                 closing = true;
+                close_by.as_mut().reset(Instant::now() + shared.opts.write_timeout);
+            }
+            _ = &mut close_by, if closing => {
+                tracing::debug!(%peer, "closed a connection whose calls did not finish within {:?} of its closing", shared.opts.write_timeout);
+                return;
             }
         }
     }
@@ -294,6 +314,11 @@ async fn handle(req: Request<Incoming>, conn: Arc<ConnContext>) -> Response<Serv
     let in_flight = InFlight::new(&conn.in_flight);
     let http1 = req.version() < Version::HTTP_2;
     let (head, mut body) = req.into_parts();
+    let mut admitted = match conn.shared.handler.admit() {
+        Ok(admitted) => admitted,
+        // On HTTP/1 the unread body would have to be drained first: close instead.
+        Err(e) => return error_reply(&e, &head.headers, http1),
+    };
     if is_stream(&head.headers) {
         if http1 {
             let e = Error::new(
@@ -303,14 +328,15 @@ async fn handle(req: Request<Incoming>, conn: Arc<ConnContext>) -> Response<Serv
             );
             return error_reply(&e, &head.headers, true);
         }
-        return open_stream(body, &head.headers, &conn, in_flight);
+        return open_stream(body, &head.headers, &conn, (in_flight, admitted));
     }
 
     let opts = &conn.shared.opts;
     let declared = http_body::Body::size_hint(&body).exact();
     let deadline = Instant::now() + opts.body_read_timeout;
-    let bytes = match read_to_limit(&mut body, opts.max_body_bytes, deadline).await {
+    let bytes = match read_to_limit(&mut body, opts.max_body_bytes, deadline, &mut admitted).await {
         Ok(bytes) => bytes,
+        Err(ReadError::Busy(e)) => return error_reply(&e, &head.headers, http1),
         Err(ReadError::TooLarge(seen)) => {
             // On HTTP/1 the rest of the body must be read off the connection before it can
             // carry the next request; HTTP/2 simply resets this one stream.
@@ -376,15 +402,17 @@ fn open_stream(
     body: Incoming,
     request: &http::HeaderMap,
     conn: &ConnContext,
-    in_flight: InFlight,
+    in_flight: (InFlight, Admitted),
 ) -> Response<ServerBody> {
     if conn.shared.shutdown.is_cancelled() {
         return error_reply(&shutting_down(conn), request, false);
     }
-    // The stream counts as in flight until its response body ends.
+    // The stream counts as in flight, on its connection and for the server's load, until its
+    // response body ends.
     let (tx, reply_body) = ChannelBody::new(STREAM_BUFFER, Some(Box::new(in_flight)));
+    let opts = &conn.shared.opts;
     let socket = StreamServerSocket {
-        reader: FrameReader::new(body, &conn.shared.opts, conn.peer.clone()),
+        reader: FrameReader::new(body, opts, conn.peer.clone(), Some(opts.body_read_timeout)),
         tx: Some(tx),
         peer: conn.peer.clone(),
         opts: conn.shared.opts.clone(),
@@ -450,15 +478,23 @@ impl Socket for StreamServerSocket {
                 format!("send after close on the stream from {}", self.peer),
             ));
         };
-        tx.send(frame).await.map_err(|_| {
-            Error::internal(
+        match tokio::time::timeout(self.opts.write_timeout, tx.send(frame)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Error::internal(
                 ID,
                 format!(
                     "the stream from {} was closed or reset by the client",
                     self.peer
                 ),
-            )
-        })
+            )),
+            Err(_) => Err(Error::timeout(
+                ID,
+                format!(
+                    "the client at {} took no stream message for {:?}: it stopped reading",
+                    self.peer, self.opts.write_timeout
+                ),
+            )),
+        }
     }
 
     async fn recv(&mut self) -> Result<Option<Message>> {

@@ -186,6 +186,23 @@ pub struct Flags {
         global = true
     )]
     pub register_interval: Option<String>,
+    /// Calls in flight at once; more get a fast 503 (10000) [env: MICRO_SERVER_MAX_CALLS]
+    #[arg(
+        long = "server_max_calls",
+        alias = "server-max-calls",
+        value_name = "N",
+        global = true
+    )]
+    pub server_max_calls: Option<String>,
+    /// Request bytes held at once by the calls in flight; past it a 503 (256MiB)
+    /// [env: MICRO_SERVER_MAX_REQUEST_BYTES]
+    #[arg(
+        long = "server_max_request_bytes",
+        alias = "server-max-request-bytes",
+        value_name = "SIZE",
+        global = true
+    )]
+    pub server_max_request_bytes: Option<String>,
 }
 
 impl Flags {
@@ -224,6 +241,8 @@ impl Flags {
             "client_request_timeout" => &self.client_request_timeout,
             "register_ttl" => &self.register_ttl,
             "register_interval" => &self.register_interval,
+            "server_max_calls" => &self.server_max_calls,
+            "server_max_request_bytes" => &self.server_max_request_bytes,
             _ => return None,
         };
         value.as_deref()

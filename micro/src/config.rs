@@ -17,6 +17,8 @@
 //! | `MICRO_CLIENT_REQUEST_TIMEOUT` | `--client_request_timeout` | a call's deadline (`5s`) |
 //! | `MICRO_REGISTER_TTL` | `--register_ttl` | registration lifetime, seconds or a duration (90) |
 //! | `MICRO_REGISTER_INTERVAL` | `--register_interval` | re-registration period (30) |
+//! | `MICRO_SERVER_MAX_CALLS` | `--server_max_calls` | calls in flight at once; more get a fast `503` (10000) |
+//! | `MICRO_SERVER_MAX_REQUEST_BYTES` | `--server_max_request_bytes` | request bytes held at once by the calls in flight; past it a `503` (`256MiB`) |
 //!
 //! Flags take `--name value` or `--name=value`, and `-` may stand for `_`. Flags win over the
 //! environment, and both win over values set in code, as in Go Micro. Other arguments are left
@@ -59,6 +61,10 @@ pub struct Config {
     pub register_ttl: Option<Duration>,
     /// `MICRO_REGISTER_INTERVAL`.
     pub register_interval: Option<Duration>,
+    /// `MICRO_SERVER_MAX_CALLS`.
+    pub server_max_calls: Option<usize>,
+    /// `MICRO_SERVER_MAX_REQUEST_BYTES`.
+    pub server_max_request_bytes: Option<usize>,
 }
 
 /// The settings: (flag name, env name).
@@ -78,6 +84,8 @@ pub(crate) const KEYS: &[(&str, &str)] = &[
     ("client_request_timeout", "MICRO_CLIENT_REQUEST_TIMEOUT"),
     ("register_ttl", "MICRO_REGISTER_TTL"),
     ("register_interval", "MICRO_REGISTER_INTERVAL"),
+    ("server_max_calls", "MICRO_SERVER_MAX_CALLS"),
+    ("server_max_request_bytes", "MICRO_SERVER_MAX_REQUEST_BYTES"),
 ];
 
 impl Config {
@@ -156,6 +164,22 @@ impl Config {
                     .map_err(|_| env::invalid(&label, &v, "a whole number"))
             })
             .transpose()?;
+        let server_max_calls = read("server_max_calls")
+            .map(|(label, v)| {
+                v.trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| env::invalid(&label, &v, "a whole number above 0"))
+            })
+            .transpose()?;
+        let server_max_request_bytes = read("server_max_request_bytes")
+            .map(|(label, v)| {
+                env::parse_size(&v)
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| env::invalid(&label, &v, "a size above 0, like 256MiB"))
+            })
+            .transpose()?;
         let client_retry = read("client_retry")
             .map(|(label, v)| {
                 micro_core::rpc::RetryPolicy::parse(&v)
@@ -178,6 +202,8 @@ impl Config {
             client_request_timeout: duration("client_request_timeout")?,
             register_ttl: duration("register_ttl")?,
             register_interval: duration("register_interval")?,
+            server_max_calls,
+            server_max_request_bytes,
         })
     }
 
@@ -199,6 +225,10 @@ impl Config {
             client_request_timeout: over.client_request_timeout.or(self.client_request_timeout),
             register_ttl: over.register_ttl.or(self.register_ttl),
             register_interval: over.register_interval.or(self.register_interval),
+            server_max_calls: over.server_max_calls.or(self.server_max_calls),
+            server_max_request_bytes: over
+                .server_max_request_bytes
+                .or(self.server_max_request_bytes),
         }
     }
 }

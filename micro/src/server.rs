@@ -15,7 +15,8 @@ use futures_util::FutureExt as _;
 use micro_core::registry::{Endpoint, RegisterOptions};
 use micro_core::rpc::{CallKind, StreamSlot};
 use micro_core::transport::{
-    CallHandler, EndpointKind, Listener, Message as TransportMessage, Socket,
+    Admitted, CallHandler, EndpointKind, Listener, Load, LoadLimits, Message as TransportMessage,
+    Socket,
 };
 use micro_core::{rpc, Error, Metadata, Node, Registry, Result, Service, Transport};
 use tokio::task::JoinHandle;
@@ -62,6 +63,9 @@ pub struct ServerOptions {
     /// How long one register, renewal or deregister may take before it counts as failed (a
     /// registry that hangs must not hold a start or a stop).
     pub registry_timeout: Duration,
+    /// Calls in flight and request bytes held at once (`server_max_calls`,
+    /// `server_max_request_bytes`); past either, a call gets a fast `503`.
+    pub limits: LoadLimits,
 }
 
 impl ServerOptions {
@@ -80,6 +84,7 @@ impl ServerOptions {
             register_interval: Duration::from_secs(30),
             drain_wait: Duration::from_secs(10),
             registry_timeout: Duration::from_secs(10),
+            limits: LoadLimits::default(),
         }
     }
 }
@@ -105,6 +110,8 @@ struct Inner {
     // Held by start and stop for their whole run, so that two of them never interleave.
     lifecycle: tokio::sync::Mutex<()>,
     calls: TaskTracker,
+    // Calls in flight and their request bytes, within `opts.limits`.
+    load: Arc<Load>,
     // Cancelled when the drain wait of a stop runs out: handlers still running are dropped.
     cancel: Mutex<CancellationToken>,
 }
@@ -178,6 +185,7 @@ impl Server {
         );
         Server {
             inner: Arc::new(Inner {
+                load: Load::new(parts.opts.name.clone(), parts.opts.limits),
                 opts: parts.opts,
                 registry: parts.registry,
                 transport: parts.transport,
@@ -404,6 +412,13 @@ impl CallHandler for Serving {
         match inner.routes.get(endpoint)? {
             EndpointFn::Unary(_) => Some(EndpointKind::Unary),
             EndpointFn::ServerStream(_) | EndpointFn::Stream(_) => Some(EndpointKind::Stream),
+        }
+    }
+
+    fn admit(&self) -> Result<Admitted> {
+        match self.0.upgrade() {
+            Some(inner) => inner.load.admit(),
+            None => Err(Error::new("micro.server", 503, "the server is gone")),
         }
     }
 

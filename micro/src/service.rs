@@ -171,6 +171,13 @@ impl ServiceBuilder {
         self
     }
 
+    /// How much the server takes on at once: calls in flight (10 000) and the request bytes
+    /// they hold (256 MiB); a call past either gets a fast `503` from the listener.
+    pub fn limits(mut self, limits: micro_core::transport::LoadLimits) -> Self {
+        self.server.limits = limits;
+        self
+    }
+
     /// How long one register, renewal or deregister may take (10 s).
     pub fn registry_timeout(mut self, limit: Duration) -> Self {
         self.server.registry_timeout = limit;
@@ -353,6 +360,10 @@ impl ServiceBuilder {
         s.advertise = c.server_advertise.or(s.advertise.take());
         s.register_ttl = c.register_ttl.unwrap_or(s.register_ttl);
         s.register_interval = c.register_interval.unwrap_or(s.register_interval);
+        s.limits.max_calls = c.server_max_calls.unwrap_or(s.limits.max_calls);
+        s.limits.max_request_bytes = c
+            .server_max_request_bytes
+            .unwrap_or(s.limits.max_request_bytes);
         self.client.retries = c.client_retries.unwrap_or(self.client.retries);
         self.client.retry = c.client_retry.unwrap_or(self.client.retry);
         self.client.request_timeout = c

@@ -226,3 +226,152 @@ async fn shutdown_finishes_calls_under_way_and_takes_no_new_ones() {
         assert!(e.code == 404 || e.code >= 500, "{transport}: {e}");
     }
 }
+
+/// `Gate.Wait`: says it started, waits for a permit of `gate`, then answers the length of
+/// the text it was sent.
+fn gate(started: mpsc::UnboundedSender<()>, gate: Arc<tokio::sync::Semaphore>) -> Handler {
+    Handler::new("Gate").unary("Wait", move |req: Request<Json<String>>| {
+        let (started, gate) = (started.clone(), gate.clone());
+        Box::pin(async move {
+            let _ = started.send(());
+            let _permit = gate.acquire().await;
+            Ok(Response::new(Json(req.into_inner().0.len() as u64)))
+        })
+    })
+}
+
+async fn wait_call(client: &micro::Client, text: String) -> micro::Result<u64> {
+    let req = Request::new(Json(text)).with_retries(0);
+    let reply = client
+        .unary::<Json<String>, Json<u64>>("gated", "Gate.Wait", req)
+        .await?;
+    Ok(reply.into_inner().0)
+}
+
+/// Calls until one is answered (the load a finished call held is freed as its reply leaves,
+/// which the caller may see first); each refusal must be the server's 503.
+async fn eventually_answered(client: &micro::Client, what: &str) -> u64 {
+    within(what, async {
+        loop {
+            match wait_call(client, "x".into()).await {
+                Ok(n) => return n,
+                Err(e) => assert_eq!(e.code, 503, "{what}: {e}"),
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_server_sheds_calls_with_a_fast_503() {
+    use micro::transport::LoadLimits;
+    for transport in TRANSPORTS {
+        let registry = MemoryRegistry::new();
+        let (started, mut entered) = mpsc::unbounded_channel();
+        let open = Arc::new(tokio::sync::Semaphore::new(0));
+        let server = builder("gated", transport, &registry)
+            .handler(gate(started, open.clone()))
+            .handler(greeter_handler(GreeterService))
+            .limits(LoadLimits {
+                max_calls: 2,
+                max_request_bytes: 1 << 20,
+            })
+            .build()
+            .expect("build");
+        within("start", server.start()).await.expect("start");
+        let client = builder("caller", transport, &registry)
+            .build()
+            .expect("build the caller")
+            .client();
+
+        // Calls in flight: two held in the handler, the third refused before it runs.
+        let held: Vec<_> = (0..2)
+            .map(|_| {
+                tokio::spawn({
+                    let client = client.clone();
+                    async move { wait_call(&client, "held".into()).await }
+                })
+            })
+            .collect();
+        for _ in 0..2 {
+            within("a held call starts", entered.recv()).await;
+        }
+        let e = within("the third call", wait_call(&client, "x".into()))
+            .await
+            .expect_err("a third call in flight is refused");
+        assert_eq!(e.code, 503, "{transport}: {e}");
+        assert!(e.detail.contains("busy"), "{transport}: {e}");
+        assert!(entered.try_recv().is_err(), "{transport}: the handler ran");
+        open.add_permits(2);
+        for call in held {
+            let answered = within("a held call", call).await.expect("joined");
+            assert_eq!(answered.expect(transport), 4, "{transport}");
+        }
+        open.add_permits(1000);
+        assert_eq!(
+            eventually_answered(&client, transport).await,
+            1,
+            "{transport}"
+        );
+
+        // Request bytes held at once: 700 kB in the handler leaves no room for 700 kB more,
+        // while a small call still goes through.
+        open.forget_permits(usize::MAX);
+        while entered.try_recv().is_ok() {}
+        let big = "b".repeat(700_000);
+        let first = tokio::spawn({
+            let (client, big) = (client.clone(), big.clone());
+            async move { wait_call(&client, big).await }
+        });
+        within("the big call starts", entered.recv()).await;
+        let e = within("a second big call", wait_call(&client, big))
+            .await
+            .expect_err("no room for its bytes");
+        assert_eq!(e.code, 503, "{transport}: {e}");
+        assert!(e.detail.contains("bytes"), "{transport}: {e}");
+        let small = tokio::spawn({
+            let client = client.clone();
+            async move { wait_call(&client, "small".into()).await }
+        });
+        within("the small call starts beside it", entered.recv()).await;
+        open.add_permits(1000);
+        let small = within("the small call", small).await.expect("joined");
+        assert_eq!(small.expect(transport), 5, "{transport}");
+        let first = within("the big call", first).await.expect("joined");
+        assert_eq!(first.expect(transport), 700_000, "{transport}");
+
+        // A stream in flight counts as a call too.
+        eventually_answered(&client, transport).await;
+        open.forget_permits(usize::MAX);
+        while entered.try_recv().is_ok() {}
+        let held = tokio::spawn({
+            let client = client.clone();
+            async move { wait_call(&client, "held".into()).await }
+        });
+        within("a held call starts", entered.recv()).await;
+        let greeter = GreeterClient::new("gated", client.clone());
+        let mut chat = within("chat", greeter.chat(())).await.expect(transport);
+        chat.send(&HelloRequest { name: "x".into() })
+            .await
+            .expect(transport);
+        let hello = within("chat reply", chat.recv()).await.expect(transport);
+        assert_eq!(hello.map(|r| r.message).as_deref(), Some("Hello x"));
+        let e = within("a call beside the stream", wait_call(&client, "x".into()))
+            .await
+            .expect_err("the stream and the held call fill the server");
+        assert_eq!(e.code, 503, "{transport}: {e}");
+        chat.close_send().await.expect(transport);
+        assert!(within("chat end", chat.recv())
+            .await
+            .expect(transport)
+            .is_none());
+        open.add_permits(1000);
+        within("the held call", held)
+            .await
+            .expect("joined")
+            .expect(transport);
+        eventually_answered(&client, transport).await;
+        within("stop", server.stop()).await.expect("stop");
+    }
+}

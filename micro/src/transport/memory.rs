@@ -69,12 +69,14 @@ impl Transport for MemoryTransport {
         params: CallParams,
     ) -> std::result::Result<rpc::Response, AttemptError> {
         let served = find(addr).map_err(AttemptError::Unreachable)?;
+        let mut admitted = served.handler.admit().map_err(AttemptError::Answered)?;
+        admitted
+            .hold(req.body.len())
+            .map_err(AttemptError::Answered)?;
         let call = served.handler.unary(req.clone(), Some(params.timeout));
-        served
-            .calls
-            .track_future(call)
-            .await
-            .map_err(AttemptError::Answered)
+        let answer = served.calls.track_future(call).await;
+        drop(admitted);
+        answer.map_err(AttemptError::Answered)
     }
 
     async fn stream(
@@ -84,6 +86,7 @@ impl Transport for MemoryTransport {
         _connect_timeout: Duration,
     ) -> Result<Box<dyn Socket>> {
         let served = find(addr)?;
+        let admitted = served.handler.admit()?;
         let (mut client, server) = pair(addr);
         // The first message opens the stream, as the header of a stream on the wire does.
         let mut header = micro_core::headers::request_header(req, None);
@@ -95,7 +98,10 @@ impl Transport for MemoryTransport {
             })
             .await?;
         let serve = served.handler.stream(Box::new(server));
-        served.calls.spawn(serve);
+        served.calls.spawn(async move {
+            serve.await;
+            drop(admitted);
+        });
         Ok(Box::new(client))
     }
 
