@@ -392,7 +392,10 @@ impl EtcdRegistry {
             .with_revision(revision)
             .with_keys_only();
         let mut response = self
-            .call(what, |mut c| async move { c.get(from, Some(options)).await })
+            .call(
+                what,
+                |mut c| async move { c.get(from, Some(options)).await },
+            )
             .await?;
         let Some(huge) = response.take_kvs().into_iter().next() else {
             return Err(Error::internal(
@@ -695,9 +698,7 @@ impl WatchState {
         let prefix = &self.registry.inner.prefix;
         for event in response.events() {
             let Some(kv) = event.kv() else { continue };
-            self.next_revision = self
-                .next_revision
-                .max(kv.mod_revision().saturating_add(1));
+            self.next_revision = self.next_revision.max(kv.mod_revision().saturating_add(1));
             let decoded = match event.event_type() {
                 EventType::Put => layout::decode(prefix, kv.key(), kv.value()).map(|service| {
                     let kind = if kv.version() == 1 {

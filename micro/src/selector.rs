@@ -117,7 +117,11 @@ impl State {
     /// Caches what the registry answered for `name`.
     fn store(&mut self, name: &str, services: Vec<Service>) {
         let pool = Pool::new(&services, &mut self.in_flight);
-        let turn = self.round_robin.entry(name.to_string()).or_default().clone();
+        let turn = self
+            .round_robin
+            .entry(name.to_string())
+            .or_default()
+            .clone();
         let fresh: HashSet<&str> = pool.nodes.iter().map(|n| n.id.as_str()).collect();
         // A refresh may have dropped nodes that left without the watch seeing it.
         if let Some(old) = self.cache.get(name) {
@@ -251,11 +255,7 @@ impl RegistrySelector {
     /// selector weakly (a slow registry must not keep a dropped one alive). An answer replaces
     /// the cached nodes, a 404 drops them, an outage keeps them (stale nodes beat none) until a
     /// later call tries again; whatever it is, it is then sent to the callers waiting for it.
-    fn read(
-        &self,
-        state: &mut State,
-        name: &str,
-    ) -> watch::Receiver<Option<Result<Vec<Service>>>> {
+    fn read(&self, state: &mut State, name: &str) -> watch::Receiver<Option<Result<Vec<Service>>>> {
         if let Some(under_way) = state.reading.get(name) {
             return under_way.subscribe();
         }
@@ -1255,7 +1255,11 @@ mod tests {
                 .expect("the select task");
             answers.push(answer);
         }
-        assert_eq!(registry.lookups.load(Ordering::SeqCst), 1, "one lookup in all");
+        assert_eq!(
+            registry.lookups.load(Ordering::SeqCst),
+            1,
+            "one lookup in all"
+        );
         assert_eq!(sel.sizes().reading, 0, "the finished read is forgotten");
         answers
     }
