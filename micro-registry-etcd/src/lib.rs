@@ -32,7 +32,22 @@
 //! | `MICRO_ETCD_TLS_DOMAIN` | the name etcd's certificate must carry, when not the endpoint's host |
 //!
 //! The key prefix (`/micro/registry/`), the connect timeout and the per-request timeout (5 s
-//! each) are set in code.
+//! each), the keys per read request ([`EtcdOptions::read_page`], 100) and the bytes one lookup
+//! or listing reads at most ([`EtcdOptions::max_read_bytes`], 64 MiB) are set in code.
+//!
+//! # Large services, lost leaders and broken watches
+//!
+//! A lookup or listing reads its prefix page after page, all pages at one revision, and asks
+//! for a page again in halves when etcd's answer is larger than the client accepts (4 MiB): a
+//! service with many nodes or large entries reads whole. Past `max_read_bytes` the remaining
+//! entries are left out with a warning; an entry that alone is over 4 MiB is skipped with one.
+//!
+//! Every request says it needs a leader (etcd's `hasleader`): a member cut off from the others
+//! refuses at once, and ends the watches it serves rather than keeping them open and silent.
+//! When etcd ends a watch (that, a restart, a broken connection), the watch reports it once as
+//! an `Err` item and opens itself again from the first revision it has not reported, so no
+//! change is missed; if etcd has compacted that revision away, it says so and goes on from the
+//! present. It ends only when dropped.
 //!
 //! # Layout (Go Micro's)
 //!
@@ -77,7 +92,8 @@ mod registry;
 pub mod testing;
 
 pub use options::{
-    EtcdOptions, EtcdTls, ADDRESS_ENV, DEFAULT_ENDPOINT, DEFAULT_PREFIX, PASSWORD_ENV, TLS_CA_ENV,
-    TLS_CERT_ENV, TLS_DOMAIN_ENV, TLS_KEY_ENV, USERNAME_ENV,
+    EtcdOptions, EtcdTls, ADDRESS_ENV, DEFAULT_ENDPOINT, DEFAULT_MAX_READ_BYTES, DEFAULT_PREFIX,
+    DEFAULT_READ_PAGE, PASSWORD_ENV, TLS_CA_ENV, TLS_CERT_ENV, TLS_DOMAIN_ENV, TLS_KEY_ENV,
+    USERNAME_ENV,
 };
 pub use registry::EtcdRegistry;

@@ -35,6 +35,13 @@ pub const DEFAULT_PREFIX: &str = "/micro/registry/";
 /// The standard etcd client port, added to an address given without one.
 const DEFAULT_PORT: u16 = 2379;
 
+/// Keys per range request: at Go Micro's usual 1-2 KiB per node a page is far below the
+/// client's 4 MiB, and a service of a few hundred nodes still reads in a few round trips.
+pub const DEFAULT_READ_PAGE: u32 = 100;
+
+/// Bytes one lookup or listing reads at most: tens of thousands of typical nodes.
+pub const DEFAULT_MAX_READ_BYTES: usize = 64 << 20;
+
 /// HTTP/2 pings on open streams, so that a watch on an etcd that vanished without closing the
 /// connection (a dead host, a cut cable) fails instead of waiting forever. etcd answers pings
 /// more often than every 5 s, or pings on idle connections, with `too_many_pings`, hence these.
@@ -62,6 +69,14 @@ pub struct EtcdOptions {
     pub dial_timeout: Duration,
     /// How long one request may take, connecting included; nothing waits longer.
     pub request_timeout: Duration,
+    /// How many keys one range request of a lookup or listing asks for, 100 by default. A
+    /// read goes on page after page (all at one revision), and halves the page when etcd's
+    /// answer is larger than the client accepts (4 MiB), so a service with many nodes or large
+    /// entries reads whole.
+    pub read_page: u32,
+    /// The most bytes of keys and values one lookup or listing reads, 64 MiB by default; the
+    /// entries past it are left out, with a warning.
+    pub max_read_bytes: usize,
 }
 
 /// TLS settings for the connection to etcd. Every file is PEM.
@@ -87,6 +102,8 @@ impl Default for EtcdOptions {
             tls: None,
             dial_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
+            read_page: DEFAULT_READ_PAGE,
+            max_read_bytes: DEFAULT_MAX_READ_BYTES,
         }
     }
 }
@@ -101,6 +118,8 @@ impl fmt::Debug for EtcdOptions {
             .field("tls", &self.tls)
             .field("dial_timeout", &self.dial_timeout)
             .field("request_timeout", &self.request_timeout)
+            .field("read_page", &self.read_page)
+            .field("max_read_bytes", &self.max_read_bytes)
             .finish()
     }
 }
@@ -193,6 +212,18 @@ impl EtcdOptions {
         self
     }
 
+    /// These options with another number of keys per range request (at least 1).
+    pub fn with_read_page(mut self, keys: u32) -> Self {
+        self.read_page = keys.max(1);
+        self
+    }
+
+    /// These options with another bound on the bytes one lookup or listing reads.
+    pub fn with_max_read_bytes(mut self, bytes: usize) -> Self {
+        self.max_read_bytes = bytes;
+        self
+    }
+
     /// The endpoints as errors name them: `127.0.0.1:2379,10.0.0.2:2379`.
     pub(crate) fn endpoints_label(&self) -> String {
         self.endpoints.join(",")
@@ -209,7 +240,12 @@ impl EtcdOptions {
         let mut opts = ConnectOptions::new()
             .with_connect_timeout(self.dial_timeout)
             .with_keep_alive(KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT)
-            .with_keep_alive_while_idle(false);
+            .with_keep_alive_while_idle(false)
+            // Every request says it needs a leader: a member cut off from the others refuses
+            // at once instead of timing out, and ends the watches it serves (a watch on it
+            // would otherwise stay open and silent while the others change the registry),
+            // so that they are opened again elsewhere or once it rejoins.
+            .with_require_leader(true);
         match (&self.user, &self.password) {
             (Some(user), password) => {
                 // Tokens are lost when etcd restarts or they time out; get a new one then.
@@ -452,6 +488,7 @@ mod tests {
         assert!(plain.contains("user: None"), "{plain}");
         assert!(plain.contains("tls: None"), "{plain}");
         assert!(plain.contains("connect_timeout: Some(5s)"), "{plain}");
+        assert!(plain.contains("require_leader: true"), "{plain}");
         let with_user = connect_debug(&EtcdOptions::default().with_user("root", "pw"));
         assert!(
             with_user.contains(r#"user: Some(("root", "pw"))"#),

@@ -312,12 +312,107 @@ impl EtcdRegistry {
         Ok(())
     }
 
+    /// Every entry under `prefix`: page after page of at most `read_page` keys, all at the
+    /// revision of the first page (one consistent view, however many pages), and at most
+    /// `max_read_bytes` of keys and values in all (the rest is left out, with a warning). A page
+    /// larger than the client accepts is asked for again in halves; a single entry that large
+    /// is skipped with a warning.
     async fn read(&self, what: &str, prefix: String) -> Result<Vec<KeyValue>> {
-        self.call(what, |mut c| async move {
-            let mut response = c.get(prefix, Some(GetOptions::new().with_prefix())).await?;
-            Ok(response.take_kvs())
-        })
-        .await
+        let opts = &self.inner.opts;
+        let end = prefix_end(prefix.as_bytes());
+        let mut page = i64::from(opts.read_page.max(1));
+        let mut from = prefix.into_bytes();
+        let mut revision = 0;
+        let mut kvs = Vec::new();
+        let mut bytes = 0usize;
+        loop {
+            let options = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(page)
+                .with_revision(revision);
+            let key = from.clone();
+            let answer = self
+                .call(what, |mut c| async move {
+                    match c.get(key, Some(options)).await {
+                        Ok(response) => Ok(Some(response)),
+                        Err(e) if too_large(&e) => Ok(None),
+                        Err(e) => Err(e),
+                    }
+                })
+                .await?;
+            let Some(mut response) = answer else {
+                if page > 1 {
+                    page /= 2;
+                } else {
+                    from = self.skip_huge_entry(what, from, &end, revision).await?;
+                }
+                continue;
+            };
+            if revision == 0 {
+                revision = response.header().map_or(0, |h| h.revision());
+            }
+            let more = response.more();
+            let found = response.take_kvs();
+            let Some(last) = found.last() else { break };
+            from = key_after(last.key());
+            for kv in found {
+                let size = kv.key().len().saturating_add(kv.value().len());
+                bytes = bytes.saturating_add(size);
+                if bytes > opts.max_read_bytes {
+                    tracing::warn!(
+                        registry = "etcd",
+                        "{}: {what}: more than {} bytes of entries; the rest is left out \
+                         (EtcdOptions::max_read_bytes)",
+                        self.inner.label,
+                        opts.max_read_bytes
+                    );
+                    return Ok(kvs);
+                }
+                kvs.push(kv);
+            }
+            if !more {
+                break;
+            }
+        }
+        Ok(kvs)
+    }
+
+    /// Skips the entry at `from` (or the first one after it), which alone is larger than the
+    /// client accepts: where the next page starts.
+    async fn skip_huge_entry(
+        &self,
+        what: &str,
+        from: Vec<u8>,
+        end: &[u8],
+        revision: i64,
+    ) -> Result<Vec<u8>> {
+        let options = GetOptions::new()
+            .with_range(end.to_vec())
+            .with_limit(1)
+            .with_revision(revision)
+            .with_keys_only();
+        let mut response = self
+            .call(
+                what,
+                |mut c| async move { c.get(from, Some(options)).await },
+            )
+            .await?;
+        let Some(huge) = response.take_kvs().into_iter().next() else {
+            return Err(Error::internal(
+                ID,
+                format!(
+                    "{}: {what}: etcd's answer was too large, but it holds no entry",
+                    self.inner.label
+                ),
+            ));
+        };
+        tracing::warn!(
+            registry = "etcd",
+            "{}: {what}: skipping {}, larger than the client accepts",
+            self.inner.label,
+            String::from_utf8_lossy(huge.key())
+        );
+        Ok(key_after(huge.key()))
     }
 
     /// The services of valid entries; the others are skipped with a warning.
@@ -441,35 +536,26 @@ impl Registry for EtcdRegistry {
                 "watching all services".to_string(),
             ),
         };
-        let (stream, first) = self
-            .call(&what, |mut c| async move {
-                let options = WatchOptions::new().with_prefix().with_prev_key();
-                let mut stream = c.watch(key, Some(options)).await?;
-                // Wait for etcd to confirm the watch: a change made after `watch` returns is
-                // then sure to be reported.
-                match stream.message().await? {
-                    Some(r) if r.canceled() => Err(etcd_client::Error::WatchError(format!(
-                        "etcd refused the watch: {}",
-                        r.cancel_reason()
-                    ))),
-                    Some(r) if r.created() && r.events().is_empty() => Ok((stream, None)),
-                    Some(r) => Ok((stream, Some(r))),
-                    None => Err(etcd_client::Error::WatchError(
-                        "etcd closed the watch before confirming it".to_string(),
-                    )),
-                }
-            })
-            .await?;
+        let (stream, first) = self.open_watch(&what, key.clone(), 0).await?;
+        if first.canceled() {
+            return Err(self.failure(
+                &what,
+                &etcd_client::Error::WatchError(format!(
+                    "etcd refused the watch: {}",
+                    first.cancel_reason()
+                )),
+            ));
+        }
         let mut state = WatchState {
             registry: self.clone(),
-            stream,
+            key,
+            stream: Some(stream),
             pending: VecDeque::new(),
-            done: false,
+            next_revision: 0,
+            failures: 0,
             what,
         };
-        if let Some(r) = first {
-            state.absorb(&r);
-        }
+        state.take(&first);
         Ok(Box::pin(futures_util::stream::unfold(
             state,
             WatchState::next,
@@ -477,51 +563,142 @@ impl Registry for EtcdRegistry {
     }
 }
 
-/// A watch in progress: the etcd stream and the events of its last response not yet handed out.
+impl EtcdRegistry {
+    /// Opens a prefix watch of `key` from revision `start` (0: from now on), and waits for
+    /// etcd's first answer, which confirms it (a change made after this returns is then sure
+    /// to be reported) or refuses it.
+    async fn open_watch(
+        &self,
+        what: &str,
+        key: String,
+        start: i64,
+    ) -> Result<(WatchStream, WatchResponse)> {
+        self.call(what, |mut c| async move {
+            let mut options = WatchOptions::new().with_prefix().with_prev_key();
+            if start > 0 {
+                options = options.with_start_revision(start);
+            }
+            let mut stream = c.watch(key, Some(options)).await?;
+            match stream.message().await? {
+                Some(first) => Ok((stream, first)),
+                None => Err(etcd_client::Error::WatchError(
+                    "etcd closed the watch before confirming it".to_string(),
+                )),
+            }
+        })
+        .await
+    }
+}
+
+/// A watch in progress: the etcd stream, the events of its last response not yet handed out,
+/// and the revision to resume from when etcd ends the stream.
 struct WatchState {
     registry: EtcdRegistry,
-    stream: WatchStream,
+    /// The prefix watched.
+    key: String,
+    /// `None` once etcd ended it, until it is opened again.
+    stream: Option<WatchStream>,
     pending: VecDeque<Event>,
-    done: bool,
+    /// The first revision not reported yet; 0 when unknown (then a new watch starts from now).
+    next_revision: i64,
+    /// Failed attempts to open the watch again, in a row.
+    failures: u32,
     what: String,
 }
 
 impl WatchState {
+    /// The next event. When etcd ends the stream (it restarted, the member lost its leader,
+    /// the connection broke), that is reported once as an `Err` item and the watch is opened
+    /// again from the first revision not reported, so no change is missed; when etcd has
+    /// compacted that revision away, that is reported too and the watch goes on from the
+    /// present (the caller should read again). It ends only when dropped.
     async fn next(mut self) -> Option<(Result<Event>, Self)> {
         loop {
             if let Some(event) = self.pending.pop_front() {
                 return Some((Ok(event), self));
             }
-            if self.done {
-                return None;
-            }
-            let problem = match self.stream.message().await {
-                Ok(Some(r)) if r.canceled() => {
-                    let mut why = format!("etcd cancelled the watch: {}", r.cancel_reason());
-                    if r.compact_revision() > 0 {
-                        why.push_str(&format!(" (compacted at {})", r.compact_revision()));
+            let problem = match self.stream.as_mut() {
+                Some(stream) => match stream.message().await {
+                    Ok(Some(r)) => match self.take(&r) {
+                        Some(problem) => problem,
+                        None => continue,
+                    },
+                    Ok(None) => etcd_client::Error::WatchError("etcd closed the watch".into()),
+                    Err(e) => e,
+                },
+                None => match self.reopen().await {
+                    Ok(None) => continue,
+                    Ok(Some(problem)) => problem,
+                    Err(e) => {
+                        self.failures = self.failures.saturating_add(1);
+                        if self.failures == 1 {
+                            tracing::warn!(registry = "etcd", "{e}; retrying");
+                        } else {
+                            tracing::debug!(registry = "etcd", "{e}; retrying");
+                        }
+                        tokio::time::sleep(reopen_backoff(self.failures)).await;
+                        continue;
                     }
-                    etcd_client::Error::WatchError(why)
-                }
-                Ok(Some(r)) => {
-                    self.absorb(&r);
-                    continue;
-                }
-                Ok(None) => etcd_client::Error::WatchError("etcd closed the watch".to_string()),
-                Err(e) => e,
+                },
             };
-            // The stream is over: report why once, then end, so that the caller watches again.
-            self.done = true;
+            self.stream = None;
             let mut err = self.registry.failure(&self.what, &problem);
-            err.detail.push_str("; watch again");
+            err.detail.push_str(if self.next_revision > 0 {
+                "; watching again from where it stopped"
+            } else {
+                "; watching again from now on: read the registry again"
+            });
             return Some((Err(err), self));
         }
+    }
+
+    /// Opens the watch again, from `next_revision`; `Some` when etcd ended it at once.
+    async fn reopen(&mut self) -> Result<Option<etcd_client::Error>> {
+        let (stream, first) = self
+            .registry
+            .open_watch(&self.what, self.key.clone(), self.next_revision)
+            .await?;
+        tracing::debug!(
+            registry = "etcd",
+            "{}: {} again from revision {}",
+            self.registry.inner.label,
+            self.what,
+            self.next_revision
+        );
+        self.failures = 0;
+        self.stream = Some(stream);
+        Ok(self.take(&first))
+    }
+
+    /// Takes in one response of etcd: its events, or why etcd ended the watch.
+    fn take(&mut self, response: &WatchResponse) -> Option<etcd_client::Error> {
+        if response.canceled() {
+            let mut why = format!("etcd cancelled the watch: {}", response.cancel_reason());
+            if response.compact_revision() > 0 {
+                why.push_str(&format!(
+                    " (compacted at {}: changes before it are lost)",
+                    response.compact_revision()
+                ));
+                // Nothing left to resume from: go on from the present.
+                self.next_revision = 0;
+            }
+            return Some(etcd_client::Error::WatchError(why));
+        }
+        if response.created() && self.next_revision == 0 {
+            // A watch from now on reports what comes after the revision it was made at.
+            if let Some(header) = response.header() {
+                self.next_revision = header.revision().saturating_add(1);
+            }
+        }
+        self.absorb(response);
+        None
     }
 
     fn absorb(&mut self, response: &WatchResponse) {
         let prefix = &self.registry.inner.prefix;
         for event in response.events() {
             let Some(kv) = event.kv() else { continue };
+            self.next_revision = self.next_revision.max(kv.mod_revision().saturating_add(1));
             let decoded = match event.event_type() {
                 EventType::Put => layout::decode(prefix, kv.key(), kv.value()).map(|service| {
                     let kind = if kv.version() == 1 {
@@ -548,6 +725,42 @@ impl WatchState {
             }
         }
     }
+}
+
+/// How long to wait before opening a broken watch again, after `failures` failed attempts:
+/// 100 ms, doubling, at most 5 s (each attempt is bounded by the request timeout too).
+fn reopen_backoff(failures: u32) -> Duration {
+    Duration::from_millis(100)
+        .saturating_mul(1 << failures.saturating_sub(1).min(6))
+        .min(Duration::from_secs(5))
+}
+
+/// Whether etcd's answer was larger than the client accepts (tonic's decoding limit).
+fn too_large(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(status)
+        if grpc_code(status.code() as i32) == GrpcCode::OutOfRange
+            && status.message().contains("message length too large"))
+}
+
+/// The end of the range of keys starting with `prefix`: its last byte that can grow, grown,
+/// with what follows it dropped; `\0` (every key from the start) when there is none.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// The smallest key after `key`.
+fn key_after(key: &[u8]) -> Vec<u8> {
+    let mut next = Vec::with_capacity(key.len() + 1);
+    next.extend_from_slice(key);
+    next.push(0);
+    next
 }
 
 /// The lease TTL in whole seconds, rounded up; 0 (no lease, live until deregistered) for a
@@ -645,6 +858,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefix_ends_and_keys_after() {
+        assert_eq!(prefix_end(b"/micro/registry/"), b"/micro/registry0");
+        assert_eq!(prefix_end(b"a\xff\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff"), b"\0");
+        assert_eq!(prefix_end(b""), b"\0");
+        assert_eq!(key_after(b"/a"), b"/a\0");
+    }
+
+    #[test]
+    fn reopening_backs_off_up_to_five_seconds() {
+        assert_eq!(reopen_backoff(1), Duration::from_millis(100));
+        assert_eq!(reopen_backoff(2), Duration::from_millis(200));
+        assert_eq!(reopen_backoff(40), Duration::from_secs(5));
+    }
 
     #[test]
     fn ttl_is_rounded_up_to_seconds() {

@@ -72,6 +72,16 @@
 //! they arrive, and, by polling every second (configurable), nodes that vanished without a
 //! goodbye.
 //!
+//! # Bounds
+//!
+//! Anyone on the network can announce services and nodes, so what the registry keeps of them
+//! is bounded: a watch, or a listing, tracks at most [`MdnsOptions::max_services`] services
+//! (`MICRO_MDNS_MAX_SERVICES`, 1024), and a watch or lookup at most
+//! [`MdnsOptions::max_nodes_per_service`] nodes of one service
+//! (`MICRO_MDNS_MAX_NODES_PER_SERVICE`, 256). Past a bound, new services or nodes are left out
+//! with a warning (at most one every 10 s per watch); those already tracked keep working, and
+//! one that leaves makes room.
+//!
 //! # Example
 //!
 //! ```no_run
@@ -80,7 +90,7 @@
 //! use micro_registry_mdns::{MdnsOptions, MdnsRegistry};
 //!
 //! # async fn run() -> micro_core::Result<()> {
-//! let registry = MdnsRegistry::new(MdnsOptions::from_env())?;
+//! let registry = MdnsRegistry::new(MdnsOptions::from_env()?)?;
 //! let mut service = Service::new("greeter", "latest");
 //! service.nodes.push(Node {
 //!     id: "greeter-1".into(),
@@ -101,7 +111,10 @@ mod records;
 mod registry;
 mod txt;
 
-pub use options::{Interface, MdnsOptions, DEFAULT_PORT, INTERFACE_ENV};
+pub use options::{
+    Interface, MdnsOptions, DEFAULT_MAX_NODES_PER_SERVICE, DEFAULT_MAX_SERVICES, DEFAULT_PORT,
+    INTERFACE_ENV, MAX_NODES_ENV, MAX_SERVICES_ENV,
+};
 pub use registry::MdnsRegistry;
 
 /// The `id` of errors raised by this registry.

@@ -4,9 +4,26 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use micro_core::{env, Result};
+
+use crate::ERROR_ID;
+
 /// The environment variable that picks the interface: unset, `lo` or `loopback` for loopback
 /// only, an interface name (`eth0`) for that LAN, or `all` for every interface.
 pub const INTERFACE_ENV: &str = "MICRO_MDNS_INTERFACE";
+
+/// The environment variable that bounds how many services a watch (or a listing) tracks.
+pub const MAX_SERVICES_ENV: &str = "MICRO_MDNS_MAX_SERVICES";
+
+/// The environment variable that bounds how many nodes of one service a watch (or a lookup)
+/// tracks.
+pub const MAX_NODES_ENV: &str = "MICRO_MDNS_MAX_NODES_PER_SERVICE";
+
+/// Services a watch or listing tracks at most, by default.
+pub const DEFAULT_MAX_SERVICES: usize = 1024;
+
+/// Nodes of one service a watch or lookup tracks at most, by default.
+pub const DEFAULT_MAX_NODES_PER_SERVICE: usize = 256;
 
 /// The standard mDNS port.
 pub const DEFAULT_PORT: u16 = 5353;
@@ -65,6 +82,14 @@ pub struct MdnsOptions {
     /// How often a watch asks again to notice nodes that vanished without a goodbye, 1 s by
     /// default. Registrations and goodbyes are reported as soon as their packet arrives.
     pub watch_interval: Duration,
+    /// How many services a watch of every service, or a listing, tracks at most (1024 by
+    /// default): anyone on the network can announce services, and each one tracked costs
+    /// memory and a question in every poll. Past it, new services are left out with a warning
+    /// (at most one every 10 s per watch); those tracked keep working.
+    pub max_services: usize,
+    /// How many nodes of one service a watch or lookup tracks at most (256 by default); past
+    /// it, new nodes are left out the same way.
+    pub max_nodes_per_service: usize,
 }
 
 impl Default for MdnsOptions {
@@ -75,19 +100,48 @@ impl Default for MdnsOptions {
             query_timeout: Duration::from_millis(100),
             domain: "micro".to_string(),
             watch_interval: Duration::from_secs(1),
+            max_services: DEFAULT_MAX_SERVICES,
+            max_nodes_per_service: DEFAULT_MAX_NODES_PER_SERVICE,
         }
     }
 }
 
 impl MdnsOptions {
-    /// The defaults, with the interface taken from `MICRO_MDNS_INTERFACE` when it is set.
-    pub fn from_env() -> Self {
+    /// The defaults, with what the environment sets:
+    ///
+    /// | variable | meaning |
+    /// |---|---|
+    /// | `MICRO_MDNS_INTERFACE` | `lo` (default), an interface name, or `all` |
+    /// | `MICRO_MDNS_MAX_SERVICES` | services a watch or listing tracks at most, 1024 |
+    /// | `MICRO_MDNS_MAX_NODES_PER_SERVICE` | nodes of one service a watch or lookup tracks at most, 256 |
+    ///
+    /// A bound that is not a positive whole number is a 400 that names the variable.
+    pub fn from_env() -> Result<Self> {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`from_env`](Self::from_env), with variables looked up through `var`.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let mut opts = MdnsOptions::default();
-        if let Ok(v) = std::env::var(INTERFACE_ENV) {
+        if let Some(v) = var(INTERFACE_ENV) {
             // Parsing an interface cannot fail: any other word is an interface name.
             opts.interface = v.parse().unwrap_or_default();
         }
-        opts
+        let bound = |name: &str, into: &mut usize| -> Result<()> {
+            let Some(v) = var(name).map(|v| v.trim().to_string()) else {
+                return Ok(());
+            };
+            if v.is_empty() {
+                return Ok(());
+            }
+            *into = v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                env::invalid_from(ERROR_ID, name, &v, "a whole number above 0, e.g. 1024")
+            })?;
+            Ok(())
+        };
+        bound(MAX_SERVICES_ENV, &mut opts.max_services)?;
+        bound(MAX_NODES_ENV, &mut opts.max_nodes_per_service)?;
+        Ok(opts)
     }
 
     /// These options on another port.
@@ -99,6 +153,13 @@ impl MdnsOptions {
     /// These options with another lookup timeout.
     pub fn with_query_timeout(mut self, timeout: Duration) -> Self {
         self.query_timeout = timeout;
+        self
+    }
+
+    /// These options with other bounds on the services and the nodes per service tracked.
+    pub fn with_bounds(mut self, max_services: usize, max_nodes_per_service: usize) -> Self {
+        self.max_services = max_services.max(1);
+        self.max_nodes_per_service = max_nodes_per_service.max(1);
         self
     }
 
@@ -132,5 +193,38 @@ mod tests {
         assert_eq!(o.port, 5353);
         assert_eq!(o.query_timeout, Duration::from_millis(100));
         assert_eq!(o.domain, "micro");
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn bounds_from_the_environment() {
+        let o = MdnsOptions::from_vars(vars(&[])).expect("defaults");
+        assert_eq!(o.max_services, DEFAULT_MAX_SERVICES);
+        assert_eq!(o.max_nodes_per_service, DEFAULT_MAX_NODES_PER_SERVICE);
+        let o = MdnsOptions::from_vars(vars(&[
+            (MAX_SERVICES_ENV, " 10 "),
+            (MAX_NODES_ENV, "3"),
+            (INTERFACE_ENV, "lo"),
+        ]))
+        .expect("valid");
+        assert_eq!((o.max_services, o.max_nodes_per_service), (10, 3));
+        assert_eq!(o.interface, Interface::Loopback);
+        for (var, bad) in [
+            (MAX_NODES_ENV, "0"),
+            (MAX_NODES_ENV, "-1"),
+            (MAX_SERVICES_ENV, "many"),
+            (MAX_SERVICES_ENV, "1.5"),
+        ] {
+            let err = MdnsOptions::from_vars(vars(&[(var, bad)])).expect_err(bad);
+            assert_eq!(err.code, 400, "{err}");
+            assert!(err.detail.contains(var), "{err}");
+        }
     }
 }

@@ -41,6 +41,11 @@ impl Zone {
         }
     }
 
+    /// `micro`: the domain, without dots around it.
+    pub(crate) fn domain(&self) -> &str {
+        &self.domain
+    }
+
     /// `greeter.micro`: what a lookup asks for.
     pub(crate) fn service(&self, service: &str) -> String {
         format!("{}.{}", service, self.domain)
@@ -214,8 +219,8 @@ impl Zone {
         answers
             .ptrs
             .iter()
-            .filter(|(o, _, _)| *o == owner)
-            .filter_map(|(_, target, ttl)| {
+            .filter(|((o, _), _)| *o == owner)
+            .filter_map(|((_, target), ttl)| {
                 let lower = target.to_ascii_lowercase();
                 if !lower.ends_with(&suffix) || lower.len() == suffix.len() {
                     return None;
@@ -364,8 +369,9 @@ fn text(n: &Name<'_>) -> String {
 }
 
 /// Records gathered from the answers to one query (or one announcement), keyed by lower-case
-/// name, the later record winning.
-#[derive(Debug, Default)]
+/// name, the later record winning. At most `limit` names are kept in each kind of record, so
+/// that a lookup's memory does not grow with whatever the network sends during it.
+#[derive(Debug)]
 pub(crate) struct Answers {
     /// instance -> (name as sent, port, lower-case target, ttl)
     srv: BTreeMap<String, (String, u16, String, u32)>,
@@ -373,8 +379,17 @@ pub(crate) struct Answers {
     txt: BTreeMap<String, (String, Option<String>, u32)>,
     /// name -> addresses
     addrs: BTreeMap<String, Vec<IpAddr>>,
-    /// (lower-case owner, target as sent, ttl)
-    ptrs: Vec<(String, String, u32)>,
+    /// (lower-case owner, target as sent) -> ttl
+    ptrs: BTreeMap<(String, String), u32>,
+    limit: usize,
+    /// Records left out for the limit.
+    pub(crate) dropped: usize,
+}
+
+impl Default for Answers {
+    fn default() -> Self {
+        Answers::bounded(usize::MAX)
+    }
 }
 
 /// One instance seen in [`Answers`].
@@ -392,14 +407,41 @@ pub(crate) struct Instance<'a> {
 }
 
 impl Answers {
+    /// Answers keeping at most `limit` names of each kind of record.
+    pub(crate) fn bounded(limit: usize) -> Self {
+        Answers {
+            srv: BTreeMap::new(),
+            txt: BTreeMap::new(),
+            addrs: BTreeMap::new(),
+            ptrs: BTreeMap::new(),
+            limit,
+            dropped: 0,
+        }
+    }
+
     /// Adds the records of one packet.
     pub(crate) fn add(&mut self, records: &[Record]) {
         // A responder sends all addresses of a name together: they replace earlier ones.
         let mut fresh = HashSet::new();
         for r in records {
             let key = r.name.to_ascii_lowercase();
+            let (known, held) = match &r.data {
+                Data::Ptr(target) => (
+                    self.ptrs.contains_key(&(key.clone(), target.clone())),
+                    self.ptrs.len(),
+                ),
+                Data::Srv { .. } => (self.srv.contains_key(&key), self.srv.len()),
+                Data::Txt(_) => (self.txt.contains_key(&key), self.txt.len()),
+                Data::Addr(_) => (self.addrs.contains_key(&key), self.addrs.len()),
+            };
+            if !known && held >= self.limit {
+                self.dropped = self.dropped.saturating_add(1);
+                continue;
+            }
             match &r.data {
-                Data::Ptr(target) => self.ptrs.push((key, target.clone(), r.ttl)),
+                Data::Ptr(target) => {
+                    self.ptrs.insert((key, target.clone()), r.ttl);
+                }
                 Data::Srv { port, target } => {
                     let target = target.to_ascii_lowercase();
                     self.srv.insert(key, (r.name.clone(), *port, target, r.ttl));
@@ -602,6 +644,31 @@ mod tests {
             .node_packet("greeter", &id, addr, &[], RECORD_TTL)
             .expect_err("too long");
         assert!(err.contains("63"), "{err}");
+    }
+
+    #[test]
+    fn answers_keep_at_most_their_limit_of_names() {
+        let zone = Zone::new("micro");
+        let mut answers = Answers::bounded(2);
+        for id in ["a", "b", "c"] {
+            let addr: SocketAddr = "127.0.0.1:4000".parse().expect("address");
+            let packet = zone
+                .node_packet("greeter", id, addr, &greeter_txt(), RECORD_TTL)
+                .expect("packet");
+            answers.add(&parse(&packet).expect("parse").records);
+        }
+        // Each node is a PTR, an SRV, an A and a TXT record: the third node's are left out,
+        // and what is known of the first two can still change.
+        assert_eq!(answers.dropped, 4);
+        let ids: Vec<&str> = answers.instances().iter().map(|i| i.key).collect();
+        assert_eq!(ids, ["a.greeter.micro", "b.greeter.micro"]);
+        let addr: SocketAddr = "127.0.0.1:4001".parse().expect("address");
+        let again = zone
+            .node_packet("greeter", "a", addr, &greeter_txt(), RECORD_TTL)
+            .expect("packet");
+        answers.add(&parse(&again).expect("parse").records);
+        assert_eq!(answers.dropped, 4);
+        assert_eq!(answers.instances()[0].port, Some(4001));
     }
 
     #[test]

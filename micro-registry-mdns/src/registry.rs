@@ -13,8 +13,8 @@ use tokio::sync::{broadcast, mpsc, watch, Mutex};
 use tokio::time::Instant;
 
 use crate::net::{Net, Via};
-use crate::options::MdnsOptions;
-use crate::records::{self, Answers, Message, Record, Zone, MAX_PACKET, RECORD_TTL};
+use crate::options::{MdnsOptions, MAX_NODES_ENV, MAX_SERVICES_ENV};
+use crate::records::{self, Answers, Data, Message, Record, Zone, MAX_PACKET, RECORD_TTL};
 use crate::txt::{self, TxtRecord};
 use crate::ERROR_ID;
 
@@ -31,6 +31,9 @@ const ANNOUNCE_AFTER: [Duration; 3] = [
 
 /// Questions per query packet.
 const QUESTIONS_PER_PACKET: usize = 32;
+
+/// How often a watch warns, at most, about services or nodes it leaves out for its bounds.
+const BOUND_WARNING_EVERY: Duration = Duration::from_secs(10);
 
 /// The mDNS registry: Go Micro's wire format, on loopback unless told otherwise.
 ///
@@ -94,9 +97,10 @@ impl MdnsRegistry {
         })
     }
 
-    /// The default options, with `MICRO_MDNS_INTERFACE` applied.
+    /// The default options, with the `MICRO_MDNS_*` variables applied (see
+    /// [`MdnsOptions::from_env`]).
     pub fn from_env() -> Result<Self> {
-        Self::new(MdnsOptions::from_env())
+        Self::new(MdnsOptions::from_env()?)
     }
 
     /// The options this registry runs with.
@@ -121,7 +125,21 @@ impl Registry for MdnsRegistry {
 
     async fn get_service(&self, name: &str) -> Result<Vec<Service>> {
         let inner = &self.inner;
-        let answers = inner.query(&[inner.zone.service(name)]).await?;
+        let owner = inner.zone.service(name);
+        let answers = inner
+            .query(
+                std::slice::from_ref(&owner),
+                inner.opts.max_nodes_per_service,
+                |r| {
+                    // The service's PTR and its instances' records, and addresses outside the
+                    // domain (Go Micro's SRV records point at the host's name).
+                    is_at_or_under(&r.name, &owner)
+                        || (matches!(r.data, Data::Addr(_))
+                            && !is_at_or_under(&r.name, inner.zone.domain()))
+                },
+            )
+            .await?;
+        warn_dropped(&answers, || format!("looking up {name}"), MAX_NODES_ENV);
         let found: Vec<Service> = answers
             .instances()
             .iter()
@@ -141,7 +159,13 @@ impl Registry for MdnsRegistry {
 
     async fn list_services(&self) -> Result<Vec<Service>> {
         let inner = &self.inner;
-        let answers = inner.query(&[inner.zone.list()]).await?;
+        let owner = inner.zone.list();
+        let answers = inner
+            .query(std::slice::from_ref(&owner), inner.opts.max_services, |r| {
+                r.name.eq_ignore_ascii_case(&owner)
+            })
+            .await?;
+        warn_dropped(&answers, || "listing services".into(), MAX_SERVICES_ENV);
         let names: BTreeSet<String> = inner
             .zone
             .listed(&answers)
@@ -164,7 +188,9 @@ impl Registry for MdnsRegistry {
         let mut state = WatchState {
             filter: service.map(str::to_string),
             nodes: HashMap::new(),
+            per_service: HashMap::new(),
             services: BTreeSet::new(),
+            left_out: LeftOut::default(),
             inner,
         };
         state.baseline(&mut rx).await?;
@@ -415,15 +441,29 @@ impl Inner {
         Ok(())
     }
 
-    /// Asks for `names` and gathers the answers for the query timeout.
-    async fn query(&self, names: &[String]) -> Result<Answers> {
+    /// Asks for `names` and gathers the answers for the query timeout: the records `wanted`,
+    /// at most `limit` names of each kind.
+    async fn query(
+        &self,
+        names: &[String],
+        limit: usize,
+        wanted: impl Fn(&Record) -> bool,
+    ) -> Result<Answers> {
         let mut rx = self.answers.subscribe();
         self.send_query(names).await?;
-        let mut answers = Answers::default();
+        let mut answers = Answers::bounded(limit);
         let until = Instant::now() + self.opts.query_timeout;
         loop {
             match tokio::time::timeout_at(until, rx.recv()).await {
-                Ok(Ok(records)) => answers.add(&records),
+                Ok(Ok(records)) => {
+                    if records.iter().all(&wanted) {
+                        answers.add(&records);
+                    } else {
+                        let kept: Vec<Record> =
+                            records.iter().filter(|r| wanted(r)).cloned().collect();
+                        answers.add(&kept);
+                    }
+                }
                 Ok(Err(broadcast::error::RecvError::Lagged(n))) => {
                     tracing::warn!("mdns: lookup missed {n} answers (too much traffic)");
                 }
@@ -634,14 +674,71 @@ async fn resolve(address: &str) -> std::result::Result<SocketAddr, String> {
         .ok_or_else(|| format!("{host:?} resolves to no address"))
 }
 
+/// Whether `name` is `owner` or a name under it, in any case.
+fn is_at_or_under(name: &str, owner: &str) -> bool {
+    let (name, owner) = (name.as_bytes(), owner.as_bytes());
+    if name.len() == owner.len() {
+        return name.eq_ignore_ascii_case(owner);
+    }
+    name.len() > owner.len()
+        && name[name.len() - owner.len()..].eq_ignore_ascii_case(owner)
+        && name[name.len() - owner.len() - 1] == b'.'
+}
+
+/// Warns when a lookup left answers out for its bound.
+fn warn_dropped(answers: &Answers, what: impl Fn() -> String, bound: &str) {
+    if answers.dropped > 0 {
+        tracing::warn!(
+            "mdns: {}: {} records left out, past the bound ({bound})",
+            what(),
+            answers.dropped
+        );
+    }
+}
+
+/// Services and nodes a watch left out for its bounds, told at most every
+/// [`BOUND_WARNING_EVERY`].
+#[derive(Default)]
+struct LeftOut {
+    services: u64,
+    nodes: u64,
+    warned: Option<Instant>,
+}
+
+impl LeftOut {
+    fn warn(&mut self, opts: &MdnsOptions) {
+        let now = Instant::now();
+        if self
+            .warned
+            .is_some_and(|at| now.duration_since(at) < BOUND_WARNING_EVERY)
+        {
+            return;
+        }
+        self.warned = Some(now);
+        tracing::warn!(
+            "mdns: a watch left out {} services past {} ({MAX_SERVICES_ENV}) and {} nodes past \
+             {} per service ({MAX_NODES_ENV}); those it tracks keep working",
+            self.services,
+            opts.max_services,
+            self.nodes,
+            opts.max_nodes_per_service
+        );
+        self.services = 0;
+        self.nodes = 0;
+    }
+}
+
 /// The state behind one watch: the nodes it has reported and when each was last heard of.
 struct WatchState {
     inner: Arc<Inner>,
     filter: Option<String>,
     /// By lower-case instance name: the node's service (with that node only), last heard.
     nodes: HashMap<String, (Service, Instant)>,
+    /// How many of `nodes` each service has, by service name.
+    per_service: HashMap<String, usize>,
     /// Service names to poll, for a watch of every service.
     services: BTreeSet<String>,
+    left_out: LeftOut,
 }
 
 impl WatchState {
@@ -750,26 +847,35 @@ impl WatchState {
     }
 
     /// Applies the records of one packet: the events they cause and the service names first
-    /// seen in them.
+    /// seen in them. Services and nodes past the bounds are left out.
     fn apply(&mut self, records: &[Record]) -> (Vec<Event>, Vec<String>) {
-        let zone = &self.inner.zone;
+        let inner = self.inner.clone();
+        let (zone, opts) = (&inner.zone, &inner.opts);
         let mut answers = Answers::default();
         answers.add(records);
         let now = Instant::now();
         let mut events = Vec::new();
         let mut new = Vec::new();
+        let mut left_out = false;
         if self.filter.is_none() {
             for (name, alive) in zone.listed(&answers) {
                 if !alive {
                     self.services.remove(&name);
-                } else if self.services.insert(name.clone()) {
-                    new.push(name);
+                } else if !self.services.contains(&name) {
+                    if self.services.len() >= opts.max_services {
+                        self.left_out.services += 1;
+                        left_out = true;
+                    } else {
+                        self.services.insert(name.clone());
+                        new.push(name);
+                    }
                 }
             }
         }
         for inst in answers.instances() {
             if inst.gone {
                 if let Some((service, _)) = self.nodes.remove(inst.key) {
+                    self.forget_node_of(&service.name);
                     events.push(Event {
                         kind: EventKind::Delete,
                         service,
@@ -780,9 +886,6 @@ impl WatchState {
             let Some(service) = zone.node(&inst, self.filter.as_deref()) else {
                 continue;
             };
-            if self.filter.is_none() && self.services.insert(service.name.clone()) {
-                new.push(service.name.clone());
-            }
             match self.nodes.get_mut(inst.key) {
                 Some((old, seen)) => {
                     *seen = now;
@@ -795,6 +898,22 @@ impl WatchState {
                     }
                 }
                 None => {
+                    if self.filter.is_none() && !self.services.contains(&service.name) {
+                        if self.services.len() >= opts.max_services {
+                            self.left_out.services += 1;
+                            left_out = true;
+                            continue;
+                        }
+                        self.services.insert(service.name.clone());
+                        new.push(service.name.clone());
+                    }
+                    let count = self.per_service.entry(service.name.clone()).or_default();
+                    if *count >= opts.max_nodes_per_service {
+                        self.left_out.nodes += 1;
+                        left_out = true;
+                        continue;
+                    }
+                    *count += 1;
                     self.nodes
                         .insert(inst.key.to_string(), (service.clone(), now));
                     events.push(Event {
@@ -804,7 +923,20 @@ impl WatchState {
                 }
             }
         }
+        if left_out {
+            self.left_out.warn(opts);
+        }
         (events, new)
+    }
+
+    /// Counts one node of `service` less.
+    fn forget_node_of(&mut self, service: &str) {
+        if let Some(count) = self.per_service.get_mut(service) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.per_service.remove(service);
+            }
+        }
     }
 
     /// Deletes the nodes not heard of since `since` (they did not answer the last poll).
@@ -815,13 +947,32 @@ impl WatchState {
             .filter(|(_, (_, seen))| *seen < since)
             .map(|(k, _)| k.clone())
             .collect();
-        silent
-            .into_iter()
-            .filter_map(|k| self.nodes.remove(&k))
-            .map(|(service, _)| Event {
-                kind: EventKind::Delete,
-                service,
-            })
-            .collect()
+        let mut events = Vec::with_capacity(silent.len());
+        for key in silent {
+            if let Some((service, _)) = self.nodes.remove(&key) {
+                self.forget_node_of(&service.name);
+                events.push(Event {
+                    kind: EventKind::Delete,
+                    service,
+                });
+            }
+        }
+        events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_at_or_under_an_owner() {
+        assert!(is_at_or_under("greeter.micro", "greeter.micro"));
+        assert!(is_at_or_under("n-1.Greeter.MICRO", "greeter.micro"));
+        assert!(!is_at_or_under("n-1.xgreeter.micro", "greeter.micro"));
+        assert!(!is_at_or_under("micro", "greeter.micro"));
+        assert!(!is_at_or_under(".micro", "greeter.micro"));
+        assert!(is_at_or_under("host.micro", "micro"));
+        assert!(!is_at_or_under("host.local", "micro"));
     }
 }

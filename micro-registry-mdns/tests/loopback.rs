@@ -725,3 +725,115 @@ fn new_outside_a_runtime_is_an_error() {
     let err = MdnsRegistry::new(MdnsOptions::default()).expect_err("no runtime");
     assert!(err.detail.contains("tokio runtime"), "{err}");
 }
+
+/// The events of `watcher` up to the first that `last` accepts, within `limit`.
+async fn events_until(
+    watcher: &mut Watcher,
+    limit: Duration,
+    last: impl Fn(&Event) -> bool,
+) -> Vec<Event> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut seen = Vec::new();
+    loop {
+        match tokio::time::timeout_at(deadline, watcher.next()).await {
+            Ok(Some(Ok(e))) if last(&e) => return seen,
+            Ok(Some(Ok(e))) => seen.push(e),
+            Ok(Some(Err(_))) => continue,
+            Ok(None) => panic!("watch ended"),
+            Err(_) => panic!("no matching event within {limit:?}; before it: {seen:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_lookups_and_listings_track_bounded_services_and_nodes() {
+    if !multicast_ready() {
+        return;
+    }
+    let port = private_port();
+    let announcer = registry(port);
+    // Three services, two nodes each.
+    let opts = MdnsOptions::default()
+        .with_port(port)
+        .with_query_timeout(Duration::from_millis(250))
+        .with_watch_interval(Duration::from_millis(300))
+        .with_bounds(3, 2);
+    let bounded = MdnsRegistry::new(opts).expect("bounded mdns registry on loopback");
+    let mut all = bounded.watch(None).await.expect("watch all");
+    let wait = Duration::from_secs(10);
+    let mut port_of_node = 4100;
+    let mut announce = |name: &str, id: &str| {
+        port_of_node += 1;
+        let node = node(
+            &format!("{name}-{id}"),
+            &format!("127.0.0.1:{port_of_node}"),
+        );
+        service(name, "latest", vec![node])
+    };
+
+    // Three services fill the watch.
+    for i in 0..3 {
+        let svc = announce(&format!("bounded-{i}"), "a");
+        announcer
+            .register(&svc, RegisterOptions::default())
+            .await
+            .expect("register");
+        next_event(&mut all, wait, is(EventKind::Create, &svc.nodes[0].id)).await;
+    }
+    // Five more are left out: a second node of a tracked service, announced after them, is
+    // reported, and none of them before it.
+    let left_out: Vec<String> = (3..8).map(|i| format!("bounded-{i}")).collect();
+    for name in &left_out {
+        let svc = announce(name, "a");
+        announcer
+            .register(&svc, RegisterOptions::default())
+            .await
+            .expect("register");
+    }
+    let second = announce("bounded-0", "b");
+    announcer
+        .register(&second, RegisterOptions::default())
+        .await
+        .expect("register");
+    let seen = events_until(&mut all, wait, is(EventKind::Create, "bounded-0-b")).await;
+    assert!(
+        seen.iter().all(|e| !left_out.contains(&e.service.name)),
+        "{seen:?}"
+    );
+    // A third node of that service is left out as well.
+    let third = announce("bounded-0", "c");
+    announcer
+        .register(&third, RegisterOptions::default())
+        .await
+        .expect("register");
+    let next = announce("bounded-1", "b");
+    announcer
+        .register(&next, RegisterOptions::default())
+        .await
+        .expect("register");
+    let seen = events_until(&mut all, wait, is(EventKind::Create, "bounded-1-b")).await;
+    assert!(
+        seen.iter().all(
+            |e| !left_out.contains(&e.service.name) && !is(EventKind::Create, "bounded-0-c")(e)
+        ),
+        "{seen:?}"
+    );
+
+    // Lookups and listings keep to the same bounds.
+    let found = bounded.get_service("bounded-0").await.expect("lookup");
+    let nodes: usize = found.iter().map(|s| s.nodes.len()).sum();
+    assert_eq!(nodes, 2, "{found:?}");
+    let listed = bounded.list_services().await.expect("listing");
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    let everything = announcer.list_services().await.expect("unbounded listing");
+    assert_eq!(everything.len(), 8, "{everything:?}");
+
+    // What is tracked keeps working, and a service that leaves makes room for another.
+    let gone = announce("bounded-2", "a");
+    announcer.deregister(&gone).await.expect("deregister");
+    next_event(&mut all, wait, is(EventKind::Delete, "bounded-2-a")).await;
+    next_event(&mut all, wait, |e| {
+        e.kind == EventKind::Create && left_out.contains(&e.service.name)
+    })
+    .await;
+}

@@ -189,7 +189,7 @@ pub fn registry(name: &str, address: Option<&str>) -> Result<Arc<dyn Registry>> 
         }
         #[cfg(feature = "mdns")]
         "mdns" => Ok(Arc::new(micro_registry_mdns::MdnsRegistry::new(
-            micro_registry_mdns::MdnsOptions::from_env(),
+            micro_registry_mdns::MdnsOptions::from_env()?,
         )?)),
         _ => {
             let _ = address;

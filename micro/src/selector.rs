@@ -16,6 +16,7 @@ use micro_core::registry::{Event, EventKind};
 use micro_core::selector::{no_nodes, Outcome, Pick, Picker, SelectOptions, Strategy};
 use micro_core::{Node, Registry, Result, Selector, Service};
 use rand::RngExt;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use micro_core::selector::{Filter, Strategy as SelectorStrategy};
@@ -47,6 +48,13 @@ impl Default for SelectorOptions {
 /// background read (per service, at a time) asks the registry again, so once a service has
 /// been found no call waits on the registry; while the registry is unreachable the last known
 /// nodes keep being served.
+///
+/// A service not cached yet is read by that same one read per service: however many calls
+/// select it at once, the registry is asked once and they all get its answer (the nodes, or
+/// the error). They wait as long as that read, which the registry bounds by its own timeout
+/// (etcd's request timeout, mDNS's query timeout, ...). The read runs on its own task, so a
+/// caller that gives up (its call timed out or was dropped) neither cancels it for the others
+/// nor loses its answer for the cache.
 ///
 /// What it keeps per node (in-flight counters, ejections) and per service (the cache entry,
 /// the round-robin turn) is dropped once the node or service has left the registry and no
@@ -81,6 +89,10 @@ struct State {
     ejected: HashMap<String, Instant>,
     in_flight: HashMap<String, Arc<AtomicUsize>>,
     round_robin: HashMap<String, Arc<AtomicUsize>>,
+    /// The registry read under way for each service (at most one): selections of a service
+    /// not cached yet wait on it, and an expired entry is not read twice at once. Its answer
+    /// is sent once the cache holds it, and the entry is removed in the same step.
+    reading: HashMap<String, watch::Sender<Option<Result<Vec<Service>>>>>,
     watching: bool,
 }
 
@@ -102,6 +114,47 @@ impl State {
         }
     }
 
+    /// Caches what the registry answered for `name`.
+    fn store(&mut self, name: &str, services: Vec<Service>) {
+        let pool = Pool::new(&services, &mut self.in_flight);
+        let turn = self
+            .round_robin
+            .entry(name.to_string())
+            .or_default()
+            .clone();
+        let fresh: HashSet<&str> = pool.nodes.iter().map(|n| n.id.as_str()).collect();
+        // A refresh may have dropped nodes that left without the watch seeing it.
+        if let Some(old) = self.cache.get(name) {
+            let old = old.pool.clone();
+            self.left(
+                old.nodes
+                    .iter()
+                    .map(|n| n.id.as_str())
+                    .filter(|id| !fresh.contains(id)),
+            );
+        }
+        drop(fresh);
+        self.cache.insert(
+            name.to_string(),
+            Cached {
+                services,
+                fetched: Instant::now(),
+                pool,
+                turn,
+            },
+        );
+        self.prune();
+    }
+
+    /// Drops the cache entry of a service the registry no longer knows.
+    fn forget(&mut self, name: &str) {
+        if let Some(gone) = self.cache.remove(name) {
+            self.left(gone.pool.nodes.iter().map(|n| n.id.as_str()));
+            drop(gone);
+            self.prune();
+        }
+    }
+
     /// Forgets the ejections of nodes the registry says have left.
     fn left<'a>(&mut self, ids: impl IntoIterator<Item = &'a str>) {
         if !self.ejected.is_empty() {
@@ -116,8 +169,6 @@ impl State {
 struct Cached {
     services: Vec<Service>,
     fetched: Instant,
-    /// Whether a background read of the registry is under way for this entry.
-    refreshing: bool,
     /// The nodes of `services`, ready for selections without filters; rebuilt on each change,
     /// so that a selection copies no node and costs the same for 10 nodes or 1000.
     pool: Arc<Pool>,
@@ -173,92 +224,78 @@ impl RegistrySelector {
 
     /// The services called `name`: the cached ones whenever there are some (an expired entry
     /// is read again in the background, once at a time, so no call waits on the registry),
-    /// else the registry's answer.
+    /// else the answer of the one registry read of `name` under way, started if there is none.
     async fn services(&self, name: &str) -> Result<Vec<Service>> {
         self.ensure_watch();
-        if let Some(c) = self.state().cache.get_mut(name) {
-            if c.fetched.elapsed() >= self.inner.opts.cache_ttl && !c.refreshing {
-                c.refreshing = true;
-                self.refresh_in_background(name);
+        let mut answer = {
+            let mut state = self.state();
+            if let Some(c) = state.cache.get(name) {
+                let services = c.services.clone();
+                if c.fetched.elapsed() >= self.inner.opts.cache_ttl {
+                    self.read(&mut state, name);
+                }
+                return Ok(services);
             }
-            return Ok(c.services.clone());
-        }
-        match self.inner.registry.get_service(name).await {
-            Ok(services) => {
-                self.store(name, services.clone());
-                Ok(services)
-            }
-            Err(e) if e.code == 404 => Err(no_nodes(name)),
-            Err(e) => Err(e),
+            self.read(&mut state, name)
+        };
+        let answer = answer.wait_for(Option::is_some).await;
+        match answer.as_deref() {
+            Ok(Some(Ok(services))) => Ok(services.clone()),
+            Ok(Some(Err(e))) => Err(e.clone()),
+            // The read's task ended without answering: the runtime is shutting down.
+            Ok(None) | Err(_) => Err(micro_core::Error::new(
+                "micro.selector",
+                503,
+                format!("looking up {name} in the registry was abandoned"),
+            )),
         }
     }
 
-    /// Reads `name` from the registry again while callers keep its cached nodes: an answer
-    /// replaces them, a 404 drops them, an outage keeps them (stale nodes beat none) until a
-    /// later call tries again.
-    fn refresh_in_background(&self, name: &str) {
-        // The selector is held weakly: a slow registry must not keep a dropped one alive.
+    /// The registry read of `name` under way, or a new one: on a task of its own, holding the
+    /// selector weakly (a slow registry must not keep a dropped one alive). An answer replaces
+    /// the cached nodes, a 404 drops them, an outage keeps them (stale nodes beat none) until a
+    /// later call tries again; whatever it is, it is then sent to the callers waiting for it.
+    fn read(&self, state: &mut State, name: &str) -> watch::Receiver<Option<Result<Vec<Service>>>> {
+        if let Some(under_way) = state.reading.get(name) {
+            return under_way.subscribe();
+        }
+        let (answer_tx, answer_rx) = watch::channel(None);
+        state.reading.insert(name.to_string(), answer_tx.clone());
         let weak = Arc::downgrade(&self.inner);
         let registry = self.inner.registry.clone();
         let name = name.to_string();
         tokio::spawn(async move {
-            let answer = registry.get_service(&name).await;
-            with_selector(&weak, |selector| match answer {
-                Ok(services) => selector.store(&name, services),
-                Err(e) if e.code == 404 => selector.forget(&name),
-                Err(e) => {
-                    tracing::warn!(service = %name, error = %e, "registry unavailable, using cached nodes");
-                    if let Some(c) = selector.state().cache.get_mut(&name) {
-                        c.refreshing = false;
+            let answer = match registry.get_service(&name).await {
+                Err(e) if e.code == 404 => Err(no_nodes(&name)),
+                answer => answer,
+            };
+            with_selector(&weak, |selector| {
+                let mut state = selector.state();
+                match &answer {
+                    Ok(services) => state.store(&name, services.clone()),
+                    Err(e) if e.code == 404 => state.forget(&name),
+                    Err(e) => {
+                        if state.cache.contains_key(&name) {
+                            tracing::warn!(service = %name, error = %e, "registry unavailable, using cached nodes");
+                        }
                     }
                 }
+                state.reading.remove(&name);
             });
+            // Nobody waiting (every caller was served from the cache, or gave up) is fine.
+            let _ = answer_tx.send(Some(answer));
         });
+        answer_rx
     }
 
     /// Caches what the registry answered for `name`.
     fn store(&self, name: &str, services: Vec<Service>) {
-        let mut state = self.state();
-        let state = &mut *state;
-        let pool = Pool::new(&services, &mut state.in_flight);
-        let turn = state
-            .round_robin
-            .entry(name.to_string())
-            .or_default()
-            .clone();
-        let fresh: HashSet<&str> = pool.nodes.iter().map(|n| n.id.as_str()).collect();
-        // A refresh may have dropped nodes that left without the watch seeing it.
-        if let Some(old) = state.cache.get(name) {
-            let old = old.pool.clone();
-            state.left(
-                old.nodes
-                    .iter()
-                    .map(|n| n.id.as_str())
-                    .filter(|id| !fresh.contains(id)),
-            );
-        }
-        drop(fresh);
-        state.cache.insert(
-            name.to_string(),
-            Cached {
-                services,
-                fetched: Instant::now(),
-                refreshing: false,
-                pool,
-                turn,
-            },
-        );
-        state.prune();
+        self.state().store(name, services);
     }
 
     /// Drops the cache entry of a service the registry no longer knows.
     fn forget(&self, name: &str) {
-        let mut state = self.state();
-        if let Some(gone) = state.cache.remove(name) {
-            state.left(gone.pool.nodes.iter().map(|n| n.id.as_str()));
-            drop(gone);
-            state.prune();
-        }
+        self.state().forget(name);
     }
 
     fn ensure_watch(&self) {
@@ -373,7 +410,17 @@ impl RegistrySelector {
             ejected: state.ejected.len(),
             in_flight: state.in_flight.len(),
             round_robin: state.round_robin.len(),
+            reading: state.reading.len(),
         }
+    }
+
+    /// How many callers wait on the registry read of `name` under way.
+    #[cfg(test)]
+    fn waiting_on(&self, name: &str) -> usize {
+        self.state()
+            .reading
+            .get(name)
+            .map_or(0, |r| r.receiver_count())
     }
 
     /// The calls in flight to the node `id`, as the p2c strategy sees them.
@@ -563,6 +610,7 @@ struct Sizes {
     ejected: usize,
     in_flight: usize,
     round_robin: usize,
+    reading: usize,
 }
 
 /// Picks among a snapshot of nodes.
@@ -1162,6 +1210,74 @@ mod tests {
         })
         .await;
         assert!(found.is_ok(), "the refreshed nodes never arrived");
+    }
+
+    /// Twenty selects of `greeter`, which nothing has looked up yet, while the registry holds
+    /// its lookups: the node each got, or its error, once the one lookup is released.
+    async fn twenty_cold_selects(registered: bool) -> Vec<Result<String>> {
+        let registry = Arc::new(Held {
+            inner: MemoryRegistry::new(),
+            held: true.into(),
+            release: tokio::sync::Notify::new(),
+            lookups: AtomicUsize::new(0),
+        });
+        if registered {
+            registry
+                .register(&service("latest", &["a"]), RegisterOptions::default())
+                .await
+                .expect("register");
+        }
+        let sel = RegistrySelector::new(registry.clone(), SelectorOptions::default());
+        let selects: Vec<_> = (0..20)
+            .map(|_| {
+                let sel = sel.clone();
+                tokio::spawn(async move {
+                    let mut picker = sel.select("greeter", &SelectOptions::default()).await?;
+                    picker.pick().map(|node| node.id.clone())
+                })
+            })
+            .collect();
+        // Every one of them waits on the same read, which is still held.
+        let all_waiting = tokio::time::timeout(Duration::from_secs(20), async {
+            while sel.waiting_on("greeter") < 20 {
+                tokio::task::yield_now().await;
+            }
+        });
+        all_waiting.await.expect("every select waits on the read");
+        assert_eq!(registry.lookups.load(Ordering::SeqCst), 1);
+
+        registry.release.notify_one();
+        let mut answers = Vec::new();
+        for select in selects {
+            let answer = tokio::time::timeout(Duration::from_secs(20), select)
+                .await
+                .expect("answered once the read is released")
+                .expect("the select task");
+            answers.push(answer);
+        }
+        assert_eq!(
+            registry.lookups.load(Ordering::SeqCst),
+            1,
+            "one lookup in all"
+        );
+        assert_eq!(sel.sizes().reading, 0, "the finished read is forgotten");
+        answers
+    }
+
+    #[tokio::test]
+    async fn concurrent_selects_of_an_uncached_service_share_one_lookup() {
+        for answer in twenty_cold_selects(true).await {
+            assert_eq!(answer.expect("a node"), "a");
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_selects_of_an_unknown_service_share_its_404() {
+        for answer in twenty_cold_selects(false).await {
+            let err = answer.expect_err("not registered");
+            assert_eq!(err.code, 404, "{err}");
+            assert!(err.detail.contains("greeter"), "{err}");
+        }
     }
 
     #[tokio::test]
