@@ -107,8 +107,12 @@ async fn a_message_that_keeps_failing_goes_to_the_dead_letter_topic_and_the_next
     assert_eq!(h.get(dl::ATTEMPTS_HEADER), Some("3"));
     assert_eq!(h.get(dl::TOPIC_HEADER), Some(topic.as_str()));
     assert_eq!(h.get(dl::QUEUE_HEADER), Some(group.as_str()));
-    assert!(h.get(dl::PARTITION_HEADER).is_some_and(|p| p.parse::<i32>().is_ok()));
-    assert!(h.get(dl::OFFSET_HEADER).is_some_and(|o| o.parse::<i64>().is_ok()));
+    assert!(h
+        .get(dl::PARTITION_HEADER)
+        .is_some_and(|p| p.parse::<i32>().is_ok()));
+    assert!(h
+        .get(dl::OFFSET_HEADER)
+        .is_some_and(|o| o.parse::<i64>().is_ok()));
     sub.unsubscribe().await.expect("unsubscribe");
 
     // Both were settled: the group's next member starts after them, and loses nothing new.

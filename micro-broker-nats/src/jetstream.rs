@@ -513,7 +513,9 @@ impl JsAcker {
         };
         let destination = self.js.opts.dead_letter.destination(&self.subject);
         let Some(destination) = destination else {
-            return self.send(if requeue { redeliver } else { AckKind::Term }).await;
+            return self
+                .send(if requeue { redeliver } else { AckKind::Term })
+                .await;
         };
         if requeue && !self.last_chance() {
             return self.send(redeliver).await;

@@ -39,7 +39,9 @@ fn group(name: &str) -> SubscribeOptions {
     }
 }
 
-async fn with_jetstream(js: impl FnOnce(JetStreamOptions) -> JetStreamOptions) -> Option<NatsOptions> {
+async fn with_jetstream(
+    js: impl FnOnce(JetStreamOptions) -> JetStreamOptions,
+) -> Option<NatsOptions> {
     let mut o = common::jetstream_options().await?;
     o.jetstream = o.jetstream.map(js);
     Some(o)
@@ -128,7 +130,10 @@ async fn a_message_that_keeps_failing_is_stored_on_its_dead_letter_subject() {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let name = js.stream_by_subject(subject.clone()).await.expect("a dead-letter stream");
+        let name = js
+            .stream_by_subject(subject.clone())
+            .await
+            .expect("a dead-letter stream");
         let dead = js.get_stream(&name).await.expect("dead-letter stream");
         dead.get_last_raw_message_by_subject(&subject)
             .await
@@ -178,7 +183,10 @@ async fn under_block_a_failing_message_keeps_coming_back() {
         .subscribe(&topic, h, group(&unique("workers")))
         .await
         .expect("subscribe");
-    broker.publish(&topic, body(b"bad", &[])).await.expect("bad");
+    broker
+        .publish(&topic, body(b"bad", &[]))
+        .await
+        .expect("bad");
     for _ in 0..5 {
         assert_eq!(recv(&mut failed, "the blocking message").await, b"bad");
     }
@@ -206,7 +214,8 @@ async fn a_handler_longer_than_the_ack_wait_gets_one_delivery() {
     let (done_tx, mut done) = mpsc::unbounded_channel();
     let (c, r) = (calls.clone(), release.clone());
     let handler: Handler = Arc::new(move |d: Delivery| {
-        let (c, r, started_tx, done_tx) = (c.clone(), r.clone(), started_tx.clone(), done_tx.clone());
+        let (c, r, started_tx, done_tx) =
+            (c.clone(), r.clone(), started_tx.clone(), done_tx.clone());
         Box::pin(async move {
             c.fetch_add(1, Ordering::SeqCst);
             if &d.message.body[..] == b"long" {
@@ -221,7 +230,10 @@ async fn a_handler_longer_than_the_ack_wait_gets_one_delivery() {
         .subscribe(&topic, handler, group(&unique("workers")))
         .await
         .expect("subscribe");
-    broker.publish(&topic, body(b"long", &[])).await.expect("publish");
+    broker
+        .publish(&topic, body(b"long", &[]))
+        .await
+        .expect("publish");
     recv(&mut started, "the long handler starts").await;
 
     // The clock: a plain consumer with the same ack wait that never acks. Its message coming
@@ -264,14 +276,19 @@ async fn a_handler_longer_than_the_ack_wait_gets_one_delivery() {
     assert_eq!(recv(&mut done, "the long handler ends").await, b"long");
 
     // A redelivery made during the run would come before this.
-    broker.publish(&topic, body(b"next", &[])).await.expect("publish");
+    broker
+        .publish(&topic, body(b"next", &[]))
+        .await
+        .expect("publish");
     assert_eq!(recv(&mut done, "the next message").await, b"next");
     assert_eq!(
         calls.load(Ordering::SeqCst),
         2,
         "the long message was delivered once, then the next one"
     );
-    let _ = js.delete_stream(stream.cached_info().config.name.clone()).await;
+    let _ = js
+        .delete_stream(stream.cached_info().config.name.clone())
+        .await;
     sub.unsubscribe().await.expect("unsubscribe");
     broker.disconnect().await.expect("disconnect");
 }

@@ -201,7 +201,10 @@ impl RabbitBroker {
             ));
         }
         if let PoisonPolicy::DeadLetter(dlx) = &opts.dead_letter {
-            if dlx.is_empty() || dlx.contains("{topic}") || ShortString::try_new(dlx.as_str()).is_err() {
+            if dlx.is_empty()
+                || dlx.contains("{topic}")
+                || ShortString::try_new(dlx.as_str()).is_err()
+            {
                 return Err(Error::bad_request(
                     ERROR_ID,
                     format!("{label}: the dead-letter exchange {dlx:?} must be one name of 1 to 255 bytes (no {{topic}})"),
@@ -474,14 +477,22 @@ impl Inner {
         bound.map_err(|e| {
             Error::internal(
                 ERROR_ID,
-                format!("{}: cannot bind the dead-letter queue {queue} to the exchange {dlx}: {e}", self.label),
+                format!(
+                    "{}: cannot bind the dead-letter queue {queue} to the exchange {dlx}: {e}",
+                    self.label
+                ),
             )
         })
     }
 
     /// Declares topic exchange `name`; one that exists with another durability (declared by
     /// Go Micro, say) is used as it is.
-    async fn declare_exchange(&self, conn: &Connection, name: &ShortString, durable: bool) -> Result<()> {
+    async fn declare_exchange(
+        &self,
+        conn: &Connection,
+        name: &ShortString,
+        durable: bool,
+    ) -> Result<()> {
         let open = || async {
             conn.create_channel()
                 .await
@@ -494,7 +505,12 @@ impl Inner {
                 ..ExchangeDeclareOptions::default()
             };
             let done = channel
-                .exchange_declare(name.clone(), ExchangeKind::Topic, options, FieldTable::default())
+                .exchange_declare(
+                    name.clone(),
+                    ExchangeKind::Topic,
+                    options,
+                    FieldTable::default(),
+                )
                 .await;
             if done.is_ok() {
                 let _ = channel.close(200, "declared".into()).await;
@@ -545,7 +561,10 @@ impl Inner {
             }
         };
         let channel = open().await?;
-        match channel.queue_declare(name.clone(), options, arguments).await {
+        match channel
+            .queue_declare(name.clone(), options, arguments)
+            .await
+        {
             Ok(queue) => Ok((channel, queue.name().clone())),
             Err(e) if precondition_failed(&e) && !name.as_str().is_empty() => {
                 let channel = open().await?;
@@ -1103,9 +1122,10 @@ fn deliveries(props: &BasicProperties) -> u32 {
     };
     let count = |name: &str| -> u32 {
         match table.inner().get(name) {
-            Some(AMQPValue::LongString(s)) => {
-                String::from_utf8_lossy(s.as_bytes()).trim().parse().unwrap_or(0)
-            }
+            Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes())
+                .trim()
+                .parse()
+                .unwrap_or(0),
             Some(AMQPValue::LongUInt(n)) => *n,
             Some(AMQPValue::LongInt(n)) => u32::try_from(*n).unwrap_or(0),
             Some(AMQPValue::LongLongInt(n)) => u32::try_from(*n).unwrap_or(u32::MAX),

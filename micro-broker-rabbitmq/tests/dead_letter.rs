@@ -90,7 +90,10 @@ async fn an_unroutable_publish_is_an_error() {
         .await
         .expect_err("no queue takes it");
     assert_eq!(e.code, 404, "{e}");
-    assert!(e.detail.contains(&topic) && e.detail.contains("unroutable"), "{e}");
+    assert!(
+        e.detail.contains(&topic) && e.detail.contains("unroutable"),
+        "{e}"
+    );
 
     let (h, mut rx) = collector();
     let sub = b
@@ -139,7 +142,10 @@ async fn a_poison_message_reaches_the_dead_letter_exchange_after_the_limit() {
         .expect("bad");
     b.publish(&topic, body(b"good", &[])).await.expect("good");
     assert_eq!(
-        &next(&mut handled, "the message after the poisoned one").await.message.body[..],
+        &next(&mut handled, "the message after the poisoned one")
+            .await
+            .message
+            .body[..],
         b"good"
     );
     for _ in 0..3 {
@@ -166,7 +172,9 @@ async fn a_poison_message_reaches_the_dead_letter_exchange_after_the_limit() {
     assert_eq!(letter.routing_key.as_str(), topic, "routed by its topic");
     let headers = letter.properties.headers().clone().expect("headers");
     let get = |name: &str| match headers.inner().get(name) {
-        Some(lapin::types::AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        Some(lapin::types::AMQPValue::LongString(s)) => {
+            String::from_utf8_lossy(s.as_bytes()).into_owned()
+        }
         other => panic!("dead letter header {name}: {other:?}"),
     };
     assert_eq!(get("Trace"), "t-1", "the original headers travel");
@@ -186,10 +194,15 @@ async fn a_poison_message_reaches_the_dead_letter_exchange_after_the_limit() {
         .lines()
         .find(|l| l.contains(&workers))
         .unwrap_or_else(|| panic!("the group's queue in {queues}"));
-    assert!(line.contains("x-dead-letter-exchange") && line.contains("micro.dlx"), "{line}");
+    assert!(
+        line.contains("x-dead-letter-exchange") && line.contains("micro.dlx"),
+        "{line}"
+    );
     let exchanges = common::ctl(&["list_exchanges", "-p", &vhost.name, "name", "durable"]).await;
     assert!(
-        exchanges.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["micro", "true"]),
+        exchanges
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["micro", "true"]),
         "the exchange is durable: {exchanges}"
     );
     sub.unsubscribe().await.expect("unsubscribe");
@@ -221,7 +234,10 @@ async fn under_block_a_failing_message_keeps_coming_back() {
     sub.unsubscribe().await.expect("unsubscribe");
     b.disconnect().await.expect("disconnect");
     let exchanges = common::ctl(&["list_exchanges", "-p", &vhost.name, "name"]).await;
-    assert!(!exchanges.contains("micro.dlx"), "no dead-letter exchange: {exchanges}");
+    assert!(
+        !exchanges.contains("micro.dlx"),
+        "no dead-letter exchange: {exchanges}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,8 +281,13 @@ async fn go_micro_exchanges_and_queues_are_used_as_they_are() {
         .subscribe(&topic, h, group(&workers))
         .await
         .expect("subscribing to Go Micro's queue works");
-    b.publish(&topic, body(b"hello", &[])).await.expect("publish");
-    assert_eq!(&next(&mut rx, "the message").await.message.body[..], b"hello");
+    b.publish(&topic, body(b"hello", &[]))
+        .await
+        .expect("publish");
+    assert_eq!(
+        &next(&mut rx, "the message").await.message.body[..],
+        b"hello"
+    );
     sub.unsubscribe().await.expect("unsubscribe");
     b.disconnect().await.expect("disconnect");
 }
