@@ -104,6 +104,17 @@ fn validate(o: &KafkaOptions) -> Result<()> {
             o.acks
         ));
     }
+    if let Some(sample) = o.dead_letter.destination("topic") {
+        check_topic(&sample).map_err(|e| {
+            Error::bad_request(
+                ERROR_ID,
+                format!(
+                    "the dead-letter topic pattern makes no valid topic name ({}): {}",
+                    sample, e.detail
+                ),
+            )
+        })?;
+    }
     if let RecordKey::Header(h) = &o.key {
         if h.is_empty() {
             return bad("the record key header name is empty".into());
@@ -445,7 +456,7 @@ impl Connection {
             .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES)
     }
 
-    async fn publish(self: &Arc<Self>, topic: &str, msg: &Message) -> Result<()> {
+    pub(crate) async fn publish(self: &Arc<Self>, topic: &str, msg: &Message) -> Result<()> {
         self.ensure_topic(topic).await?;
         let o = &self.options;
         let mut headers = OwnedHeaders::new_with_capacity(msg.header.len());
@@ -651,6 +662,14 @@ mod tests {
         })
         .expect_err("no partitions");
         assert_eq!(e.code, 400);
+        let e = KafkaBroker::new(KafkaOptions {
+            dead_letter: micro_core::broker::dead_letter::PoisonPolicy::DeadLetter(
+                "{topic}/dead".into(),
+            ),
+            ..Default::default()
+        })
+        .expect_err("a dead-letter pattern that makes bad names");
+        assert!(e.detail.contains("dead-letter"), "{e}");
         let b = KafkaBroker::new(KafkaOptions::from_brokers("k1:9092,k2:9092")).expect("valid");
         assert_eq!(b.name(), "kafka");
         assert_eq!(b.address(), "k1:9092,k2:9092");

@@ -75,12 +75,27 @@
 //!   with anything after it. Unsubscribing commits what was settled and leaves the group.
 //! - **Auto-ack** (the default): `Ok` acks. An `Err` or a panic retries the message in place,
 //!   keeping the partition's order, after [`KafkaOptions::redelivery_backoff`] (doubling, up
-//!   to 10 s), at most [`KafkaOptions::max_redeliveries`] times (5); then it is logged and
-//!   skipped (committed). A failing handler never stops the subscription.
+//!   to 10 s), at most [`KafkaOptions::max_redeliveries`] times (5). A failing handler never
+//!   stops the subscription, and a message is never skipped:
+//! - **Dead letters.** Once its redeliveries are used up, a message is produced to its
+//!   dead-letter topic, `<topic>.dlq` by default ([`KafkaOptions::dead_letter`], a pattern in
+//!   which `{topic}` is the topic), made like any other topic. The dead letter is the record's
+//!   headers and body plus `Micro-Dead-Letter-Error` (the last error), `-Attempts`, `-Topic`,
+//!   `-Queue` (the group), `-Partition` and `-Offset`
+//!   ([`micro_core::broker::dead_letter`]). Only once the cluster acknowledged the dead letter
+//!   is the original's offset settled; while producing it fails the partition waits and it is
+//!   tried again with the backoff, so a message is on its topic's committed side or in the
+//!   dead-letter topic, never lost in between. With [`PoisonPolicy::Block`]
+//!   (`MICRO_KAFKA_DEAD_LETTER=block`) the message is instead retried in place for as long as
+//!   it fails: its partition delivers nothing after it and commits nothing past it (a consumer
+//!   blocked longer than librdkafka's `max.poll.interval.ms`, 5 minutes, loses its partitions
+//!   to another member, which then blocks on the same message).
 //! - **Manual ack**: the handler acks or nacks each [`Delivery`](micro_core::broker::Delivery)
 //!   when it likes; the first settle wins. `nack(true)` redelivers after the backoff (up to
-//!   `max_redeliveries`, then skips), `nack(false)` skips. At most
-//!   [`KafkaOptions::max_unacked`] deliveries may be unsettled before fetching pauses.
+//!   `max_redeliveries`, then dead-letters; under `block`, always), `nack(false)` dead-letters
+//!   at once (under `block`, it drops the message, as the handler asked); the nack returns once
+//!   the dead letter is produced. At most [`KafkaOptions::max_unacked`] deliveries may be
+//!   unsettled before fetching pauses.
 //! - **Order** holds per partition: one-partition topics (the default for topics this broker
 //!   creates), or a record key ([`KafkaOptions::key`]) that puts related messages together.
 //! - **Headers** travel as record headers, values as UTF-8. Records from other producers are
@@ -117,7 +132,8 @@
 //! | `MICRO_KAFKA_KEY_HEADER` | a Micro header whose value becomes the record key ([`RecordKey::Header`]) |
 //! | `MICRO_KAFKA_KEY` | one fixed record key for every message ([`RecordKey::Fixed`]) |
 //! | `MICRO_KAFKA_INITIAL_OFFSET` | `latest` or `earliest`: where a new queue group starts (`latest`) |
-//! | `MICRO_KAFKA_MAX_REDELIVERIES` | attempts after the first before a message is skipped (5) |
+//! | `MICRO_KAFKA_MAX_REDELIVERIES` | attempts after the first before a message is dead-lettered (5) |
+//! | `MICRO_KAFKA_DEAD_LETTER` | the dead-letter topic, `{topic}` standing for the topic (`{topic}.dlq`), or `block` |
 //! | `MICRO_MAX_HEADERS`, `MICRO_MAX_HEADER_BYTES` | headers and header bytes one received record may carry; a record past them is logged and skipped (512, 64 KiB) |
 //! | `MICRO_KAFKA_OPERATION_TIMEOUT_MS` | connect, metadata, admin and offset requests (10000) |
 //! | `MICRO_KAFKA_PUBLISH_TIMEOUT_MS` | one publish until the cluster has it (30000) |
@@ -145,6 +161,7 @@ mod options;
 mod subscriber;
 
 pub use broker::KafkaBroker;
+pub use micro_core::broker::dead_letter::PoisonPolicy;
 pub use options::*;
 
 /// The `id` of errors this crate raises.

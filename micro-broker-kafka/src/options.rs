@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use micro_core::broker::dead_letter::PoisonPolicy;
 use micro_core::{env, Error, MetadataLimits, Result};
 
 use crate::ERROR_ID;
@@ -32,8 +33,11 @@ pub const KEY_HEADER_ENV: &str = "MICRO_KAFKA_KEY_HEADER";
 pub const KEY_ENV: &str = "MICRO_KAFKA_KEY";
 /// `latest` or `earliest`: where a queue group with no committed offset starts.
 pub const INITIAL_OFFSET_ENV: &str = "MICRO_KAFKA_INITIAL_OFFSET";
-/// How often a failed message is retried before it is skipped.
+/// How often a failed message is retried before it is dead-lettered (or, under `block`, kept).
 pub const MAX_REDELIVERIES_ENV: &str = "MICRO_KAFKA_MAX_REDELIVERIES";
+/// Where a message goes once its retries are used up: a topic pattern (`{topic}.dlq`, the
+/// default; `{topic}` is the message's topic) or `block` ([`PoisonPolicy`]).
+pub const DEAD_LETTER_ENV: &str = "MICRO_KAFKA_DEAD_LETTER";
 /// Milliseconds for metadata, admin, offset and connect requests.
 pub const OPERATION_TIMEOUT_ENV: &str = "MICRO_KAFKA_OPERATION_TIMEOUT_MS";
 /// Milliseconds a publish may take until the cluster has the message.
@@ -126,8 +130,14 @@ pub struct KafkaOptions {
     /// Where a new queue group starts.
     pub initial_offset: InitialOffset,
     /// How often a message whose handler failed (or that was nacked with requeue) is handed to
-    /// the handler again before it is logged and skipped.
+    /// the handler again before [`KafkaOptions::dead_letter`] decides its fate.
     pub max_redeliveries: u32,
+    /// What happens to a message once its redeliveries are used up: produced to a dead-letter
+    /// topic (by default `<topic>.dlq`, made like any other topic) with the reason headers of
+    /// [`micro_core::broker::dead_letter`], and its offset settled only once the cluster has
+    /// the dead letter; or, with [`PoisonPolicy::Block`], redelivered until a handler takes it,
+    /// holding its partition back. Never skipped.
+    pub dead_letter: PoisonPolicy,
     /// How many headers, and bytes of them, one received record may carry; a record past them
     /// is logged and skipped (its offset committed). `MICRO_MAX_HEADERS` (default 512),
     /// `MICRO_MAX_HEADER_BYTES` (default 64 KiB).
@@ -169,6 +179,7 @@ impl Default for KafkaOptions {
             key: RecordKey::None,
             initial_offset: InitialOffset::Latest,
             max_redeliveries: 5,
+            dead_letter: PoisonPolicy::default(),
             header_limits: MetadataLimits::default(),
             redelivery_backoff: Duration::from_millis(100),
             max_unacked: 1000,
@@ -197,6 +208,7 @@ impl std::fmt::Debug for KafkaOptions {
             .field("key", &self.key)
             .field("initial_offset", &self.initial_offset)
             .field("max_redeliveries", &self.max_redeliveries)
+            .field("dead_letter", &self.dead_letter)
             .field("redelivery_backoff", &self.redelivery_backoff)
             .field("max_unacked", &self.max_unacked)
             .field("operation_timeout", &self.operation_timeout)
@@ -357,6 +369,9 @@ impl KafkaOptions {
                 env::invalid_from(ERROR_ID, MAX_REDELIVERIES_ENV, &v, "a whole number")
             })?;
         }
+        if let Some(v) = get(DEAD_LETTER_ENV) {
+            o.dead_letter = PoisonPolicy::from_setting(ERROR_ID, DEAD_LETTER_ENV, &v)?;
+        }
         if let Some(v) = get(OPERATION_TIMEOUT_ENV) {
             o.operation_timeout = parse_millis(OPERATION_TIMEOUT_ENV, &v)?;
         }
@@ -466,6 +481,10 @@ mod tests {
         assert_eq!((o.partitions, o.replication_factor), (1, 1));
         assert_eq!(o.acks, "all");
         assert_eq!(o.key, RecordKey::None);
+        assert_eq!(
+            o.dead_letter.destination("orders").as_deref(),
+            Some("orders.dlq")
+        );
     }
 
     #[test]
@@ -490,6 +509,7 @@ mod tests {
             ),
             ("MICRO_KAFKA_CONSUMER_CONFIG", "session.timeout.ms=6000"),
             ("MICRO_KAFKA_PUBLISH_TIMEOUT_MS", "1500"),
+            ("MICRO_KAFKA_DEAD_LETTER", "block"),
         ])
         .expect("valid environment");
         assert_eq!(o.brokers, ["a:9092", "b:9093"]);
@@ -507,6 +527,13 @@ mod tests {
         assert_eq!(o.config["linger.ms"], "5");
         assert_eq!(o.consumer_config["session.timeout.ms"], "6000");
         assert_eq!(o.publish_timeout, Duration::from_millis(1500));
+        assert_eq!(o.dead_letter, PoisonPolicy::Block);
+        let o = KafkaOptions::from_vars([("MICRO_KAFKA_DEAD_LETTER", "dead-letters")])
+            .expect("a fixed topic");
+        assert_eq!(
+            o.dead_letter.destination("orders").as_deref(),
+            Some("dead-letters")
+        );
         assert!(
             !format!("{o:?}").contains("svc"),
             "Debug hides config values"

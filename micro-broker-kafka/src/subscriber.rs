@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use micro_core::broker::dead_letter::{self, PoisonPolicy, Reason};
 use micro_core::broker::{Acknowledger, Delivery, Handler, Message, SubscribeOptions};
 use micro_core::{BoxFuture, Error, MetadataLimits, Result};
 use rdkafka::config::RDKafkaLogLevel;
@@ -124,6 +125,8 @@ pub(crate) async fn start(
             RecordKey::Header(h) => Some(h.clone()),
             _ => None,
         },
+        group: opts.queue.clone(),
+        conn: Arc::downgrade(conn),
         options: o.clone(),
         stop: AtomicBool::new(false),
         state: Mutex::new(State::default()),
@@ -294,6 +297,10 @@ impl Drop for StopOnDrop {
 struct Shared {
     topic: String,
     group_mode: bool,
+    group: Option<String>,
+    // Weak: the connection holds the subscriptions. Gone means disconnected, and then no
+    // dead letter can be produced (the message stays unsettled).
+    conn: Weak<Connection>,
     brokers: String,
     key_header: Option<String>,
     options: Arc<KafkaOptions>,
@@ -578,6 +585,45 @@ impl Shared {
             .map_or(POLL, |d| d.min(POLL))
     }
 
+    /// Produces the dead letter of the message at `partition`/`offset` and waits until the
+    /// cluster has it. `Ok(())` also under [`PoisonPolicy::Block`], where there is none to make.
+    async fn dead_letter(
+        &self,
+        message: &Message,
+        partition: i32,
+        offset: i64,
+        attempts: u32,
+        error: &str,
+    ) -> Result<()> {
+        let Some(topic) = self.options.dead_letter.destination(&self.topic) else {
+            return Ok(());
+        };
+        let conn = self.conn.upgrade().ok_or_else(|| {
+            unavailable(
+                &self.brokers,
+                "the broker disconnected before the dead letter could be produced",
+            )
+        })?;
+        let mut letter = dead_letter::letter(
+            message,
+            Reason {
+                topic: &self.topic,
+                queue: self.group.as_deref(),
+                error,
+                attempts: u64::from(attempts),
+            },
+        );
+        letter
+            .header
+            .insert(dead_letter::PARTITION_HEADER, partition.to_string());
+        letter
+            .header
+            .insert(dead_letter::OFFSET_HEADER, offset.to_string());
+        conn.publish(&topic, &letter).await?;
+        tracing::warn!(topic = %self.topic, partition, offset, dead_letter = %topic, attempts, %error, "gave a message up to its dead-letter topic");
+        Ok(())
+    }
+
     /// Waits `d` unless the subscription stops first; false when it stopped.
     fn pause_for(&self, d: Duration) -> bool {
         let end = Instant::now() + d;
@@ -714,26 +760,63 @@ impl KafkaAcker {
         }
     }
 
-    fn nack_now(&self, requeue: bool) {
+    async fn nack_now(&self, requeue: bool) -> Result<()> {
         if !self.claim() {
-            return;
+            return Ok(());
         }
-        let max = self.shared.options.max_redeliveries;
-        if requeue && self.attempt < max {
-            self.shared.requeue(Redelivery {
-                due: Instant::now() + self.shared.backoff(self.attempt),
+        let shared = &self.shared;
+        let block = shared.options.dead_letter == PoisonPolicy::Block;
+        if requeue && (block || self.attempt < shared.options.max_redeliveries) {
+            shared.requeue(Redelivery {
+                due: Instant::now() + shared.backoff(self.attempt),
                 partition: self.partition,
                 offset: self.offset,
                 epoch: self.epoch,
-                attempt: self.attempt + 1,
+                attempt: self.attempt.saturating_add(1),
                 message: self.message.clone(),
             });
-            return;
+            return Ok(());
         }
-        if requeue {
-            tracing::error!(topic = %self.shared.topic, partition = self.partition, offset = self.offset, "message nacked {} times; giving up on it and moving on", self.attempt + 1);
+        if block {
+            // The handler itself said not to deliver it again, and there is nowhere else to
+            // put it.
+            tracing::warn!(topic = %shared.topic, partition = self.partition, offset = self.offset, "message nacked without requeue and no dead-letter topic (policy block): dropped as the handler asked");
+            self.finish();
+            return Ok(());
         }
-        self.finish();
+        let why = if requeue {
+            format!("nacked by the handler {} times", self.attempt + 1)
+        } else {
+            "nacked by the handler without requeue".to_string()
+        };
+        let mut attempt = 0;
+        loop {
+            let made = shared
+                .dead_letter(
+                    &self.message,
+                    self.partition,
+                    self.offset,
+                    self.attempt + 1,
+                    &why,
+                )
+                .await;
+            match made {
+                Ok(()) => {
+                    self.finish();
+                    return Ok(());
+                }
+                Err(e) if shared.stopped() || self.consumer.strong_count() == 0 => {
+                    // Unsettled: the next consumer of the partition gets it again.
+                    return Err(e);
+                }
+                Err(e) => {
+                    let wait = shared.backoff(attempt);
+                    tracing::warn!(topic = %shared.topic, partition = self.partition, offset = self.offset, error = %e, "producing a dead letter failed; the message stays unsettled, trying again in {wait:?}");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+            }
+        }
     }
 }
 
@@ -744,8 +827,7 @@ impl Acknowledger for KafkaAcker {
     }
 
     fn nack(&self, requeue: bool) -> BoxFuture<'_, Result<()>> {
-        self.nack_now(requeue);
-        Box::pin(async { Ok(()) })
+        Box::pin(self.nack_now(requeue))
     }
 }
 
@@ -899,19 +981,56 @@ impl Runner {
                 // the group hands it out again.
                 return;
             }
-            let max = self.shared.options.max_redeliveries;
-            if attempt >= max {
-                tracing::error!(topic = %self.shared.topic, partition, offset, error = %error, "handler failed {} times; giving up on the message and moving on", attempt + 1);
-                acker.finish();
+            let block = self.shared.options.dead_letter == PoisonPolicy::Block;
+            if attempt >= self.shared.options.max_redeliveries && !block {
+                let failed = format!("the handler failed {} times: {error}", attempt + 1);
+                if self.produce_dead_letter(&message, partition, offset, attempt + 1, &failed) {
+                    acker.finish();
+                }
                 return;
             }
             let wait = self.shared.backoff(attempt);
-            tracing::warn!(topic = %self.shared.topic, partition, offset, error = %error, "handler failed; redelivering in {wait:?}");
+            tracing::warn!(topic = %self.shared.topic, partition, offset, error = %error, attempt = attempt + 1, "handler failed; redelivering in {wait:?}");
             if !self.shared.pause_for(wait) {
                 return;
             }
+            attempt = attempt.saturating_add(1);
+        }
+    }
+
+    /// Produces the dead letter, trying again (with the capped backoff) until the cluster has
+    /// it; the partition waits meanwhile. False when the subscription stopped first: the
+    /// message stays unsettled and its partition's next consumer gets it again.
+    fn produce_dead_letter(
+        &self,
+        message: &Message,
+        partition: i32,
+        offset: i64,
+        attempts: u32,
+        error: &str,
+    ) -> bool {
+        let mut attempt = 0;
+        while !self.shared.stopped() {
+            let shared = self.shared.clone();
+            let (message, error) = (message.clone(), error.to_string());
+            let task = self.rt.spawn(async move {
+                shared
+                    .dead_letter(&message, partition, offset, attempts, &error)
+                    .await
+            });
+            let e = match self.rt.block_on(task) {
+                Ok(Ok(())) => return true,
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => format!("the producing task failed: {e}"),
+            };
+            let wait = self.shared.backoff(attempt);
+            tracing::warn!(topic = %self.shared.topic, partition, offset, error = %e, "producing a dead letter failed; the message stays unsettled and its partition waits, trying again in {wait:?}");
+            if !self.shared.pause_for(wait) {
+                break;
+            }
             attempt += 1;
         }
+        false
     }
 
     /// Settles a record no handler will see, so the group moves past it.

@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{collector, message, next, options, unique, PATIENCE};
+use common::{collector, message, next, options, topic_partitions, unique, PATIENCE};
 use micro_broker_kafka::{KafkaBroker, KafkaOptions, RecordKey, TopicCreation};
 use micro_core::broker::{Delivery, Handler, SubscribeOptions};
 use micro_core::{Broker, Error};
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -23,23 +23,6 @@ fn queue(group: &str, auto_ack: bool) -> SubscribeOptions {
         queue: Some(group.to_string()),
         auto_ack,
     }
-}
-
-/// Whether the cluster has `topic`, asked without letting the question create it.
-fn topic_partitions(topic: &str) -> Option<usize> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", common::bootstrap())
-        .set("allow.auto.create.topics", "false")
-        .create()
-        .expect("a metadata client");
-    let md = c
-        .fetch_metadata(Some(topic), Duration::from_secs(5))
-        .expect("metadata");
-    md.topics()
-        .iter()
-        .find(|t| t.name() == topic && t.error().is_none())
-        .map(|t| t.partitions().len())
-        .filter(|n| *n > 0)
 }
 
 /// A raw rdkafka consumer reading every partition of `topic` from the beginning.
@@ -547,7 +530,7 @@ fn picky(attempts: Arc<AtomicUsize>) -> (Handler, tokio::sync::mpsc::UnboundedRe
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failing_handlers_are_retried_then_skipped_and_never_stop_the_consumer() {
+async fn failing_handlers_are_retried_then_dead_lettered_and_never_stop_the_consumer() {
     let b = common::broker_with(KafkaOptions {
         max_redeliveries: 2,
         ..options()

@@ -429,6 +429,7 @@ impl Broker for NatsBroker {
                         topic: topic.to_string(),
                         consumer_name: name,
                         shared,
+                        queue: opts.queue.clone(),
                         stream,
                         consumer,
                         handler,

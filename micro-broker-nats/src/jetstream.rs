@@ -16,6 +16,7 @@ use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::{self, AckKind};
 use async_nats::Client;
 use futures_util::StreamExt;
+use micro_core::broker::dead_letter::{self, PoisonPolicy, Reason};
 use micro_core::broker::{Acknowledger, Delivery, Handler, Message};
 use micro_core::{BoxFuture, Error, MetadataLimits, Result};
 use tokio_util::sync::CancellationToken;
@@ -28,6 +29,9 @@ use crate::ERROR_ID;
 /// How many messages one pull request asks for. Handlers run one at a time, and every pulled
 /// message's ack wait is already running, so the batch is kept small.
 const PULL_BATCH: usize = 32;
+
+/// The shortest pause between two in-progress acks.
+const PROGRESS_MIN: Duration = Duration::from_millis(100);
 
 /// The header JetStream deduplicates publishes by.
 const NATS_MSG_ID: &str = "Nats-Msg-Id";
@@ -106,6 +110,11 @@ impl JetStream {
     /// The name of the stream that covers `topic`: one that already does, or `<prefix>_<topic>`,
     /// created now.
     pub(crate) async fn ensure_stream(&self, topic: &str) -> Result<String> {
+        self.ensure_stream_kept(topic, self.opts.retention).await
+    }
+
+    /// [`JetStream::ensure_stream`], creating the stream with `retention`.
+    async fn ensure_stream_kept(&self, topic: &str, retention: Retention) -> Result<String> {
         if let Some(name) = self.streams().get(topic) {
             return Ok(name.clone());
         }
@@ -117,7 +126,7 @@ impl JetStream {
         let config = jetstream::stream::Config {
             name: name.clone(),
             subjects: vec![topic.to_string()],
-            retention: match self.opts.retention {
+            retention: match retention {
                 Retention::Interest => RetentionPolicy::Interest,
                 Retention::Limits => RetentionPolicy::Limits,
             },
@@ -169,12 +178,22 @@ impl JetStream {
 
     /// Publishes and waits for the server's acknowledgement: `Ok` means the message is stored.
     pub(crate) async fn publish(&self, topic: &str, msg: Message) -> Result<()> {
-        self.ensure_stream(topic).await?;
+        self.publish_kept(topic, msg, self.opts.retention).await
+    }
+
+    /// Publishes a dead letter to `subject`. A stream made for it keeps messages by its limits
+    /// only: under interest retention a subject nobody consumes yet would store nothing.
+    async fn publish_dead_letter(&self, subject: &str, msg: Message) -> Result<()> {
+        self.publish_kept(subject, msg, Retention::Limits).await
+    }
+
+    async fn publish_kept(&self, topic: &str, msg: Message, retention: Retention) -> Result<()> {
+        self.ensure_stream_kept(topic, retention).await?;
         match self.publish_once(topic, &msg).await {
             Err(PublishFailure::NoStream) => {
                 // The stream was deleted behind our back: make it again, once.
                 self.streams().remove(topic);
-                self.ensure_stream(topic).await?;
+                self.ensure_stream_kept(topic, retention).await?;
                 match self.publish_once(topic, &msg).await {
                     Ok(()) => Ok(()),
                     Err(PublishFailure::NoStream) => Err(self.unavailable(format!(
@@ -258,7 +277,10 @@ impl JetStream {
                 .get_consumer_from_stream::<pull::Config, _, _>(name, &stream)
                 .await
             {
-                Ok(consumer) => return Ok((stream, consumer)),
+                Ok(consumer) => {
+                    warn_if_server_gives_up(&consumer, name);
+                    return Ok((stream, consumer));
+                }
                 Err(e) if is_not_found(&e) => {}
                 Err(e) => {
                     return Err(
@@ -277,7 +299,9 @@ impl JetStream {
             deliver_policy: DeliverPolicy::New,
             ack_policy: AckPolicy::Explicit,
             ack_wait: self.opts.ack_wait,
-            max_deliver: self.opts.max_deliver,
+            // The broker counts deliveries and dead-letters (or blocks) itself: a server-side
+            // limit would stop redelivering without telling anyone.
+            max_deliver: -1,
             filter_subject: topic.to_string(),
             // Only for a subscriber's own consumer: a queue group's outlives its members.
             inactive_threshold: if shared {
@@ -337,6 +361,15 @@ impl JetStream {
 
     pub(crate) fn options(&self) -> &JetStreamOptions {
         &self.opts
+    }
+}
+
+/// A queue group's consumer made before dead letters (or by someone else) may carry a
+/// server-side delivery limit, past which JetStream stops redelivering without a word.
+fn warn_if_server_gives_up(consumer: &PullConsumer, name: &str) {
+    let limit = consumer.cached_info().config.max_deliver;
+    if limit > 0 {
+        tracing::warn!(consumer = %name, max_deliver = limit, "this JetStream consumer has a server-side max_deliver: a message that reaches it is no longer redelivered nor dead-lettered; set it to -1 (nats consumer edit) so the broker's dead-lettering sees every failure");
     }
 }
 
@@ -409,11 +442,20 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     hash
 }
 
-/// Settles one JetStream delivery; the first ack or nack wins.
+/// Settles one JetStream delivery; the first ack or nack wins. A nack of a delivery that used
+/// up its budget (or one without requeue) dead-letters it first.
 struct JsAcker {
     acker: Acker,
     settled: AtomicBool,
     nack_delay: Duration,
+    js: Arc<JetStream>,
+    message: Message,
+    subject: String,
+    queue: Option<String>,
+    stream: String,
+    sequence: u64,
+    /// Which delivery of the message this is (1 for the first).
+    delivered: i64,
 }
 
 impl fmt::Debug for JsAcker {
@@ -441,6 +483,73 @@ impl JsAcker {
     fn is_settled(&self) -> bool {
         self.settled.load(Ordering::SeqCst)
     }
+
+    /// Tells JetStream the handler is still at it, restarting the ack wait.
+    async fn progress(&self) {
+        if self.is_settled() {
+            return;
+        }
+        if let Err(e) = self.acker.ack_with(AckKind::Progress).await {
+            tracing::debug!(subject = %self.subject, error = %e, "sending an in-progress ack");
+        }
+    }
+
+    /// Whether this delivery used up the message's budget (never under block).
+    fn last_chance(&self) -> bool {
+        let budget = self.js.opts.max_deliver;
+        let dead_letters = matches!(self.js.opts.dead_letter, PoisonPolicy::DeadLetter(_));
+        dead_letters && budget > 0 && self.delivered >= budget
+    }
+
+    /// The message was not handled (`why`): redelivered if `requeue` and it has deliveries
+    /// left (always under block); otherwise dead-lettered, then terminated. When the dead
+    /// letter cannot be published, the message is nacked instead, so it comes back and the
+    /// dead letter is tried again.
+    async fn fail(&self, requeue: bool, why: &str) -> Result<()> {
+        let redeliver = if self.nack_delay.is_zero() {
+            AckKind::Nak(None)
+        } else {
+            AckKind::Nak(Some(self.nack_delay))
+        };
+        let destination = self.js.opts.dead_letter.destination(&self.subject);
+        let Some(destination) = destination else {
+            return self
+                .send(if requeue { redeliver } else { AckKind::Term })
+                .await;
+        };
+        if requeue && !self.last_chance() {
+            return self.send(redeliver).await;
+        }
+        if self.is_settled() {
+            return Ok(());
+        }
+        let mut letter = dead_letter::letter(
+            &self.message,
+            Reason {
+                topic: &self.subject,
+                queue: self.queue.as_deref(),
+                error: why,
+                attempts: u64::try_from(self.delivered).unwrap_or_default(),
+            },
+        );
+        letter
+            .header
+            .insert(dead_letter::STREAM_HEADER, self.stream.as_str());
+        letter
+            .header
+            .insert(dead_letter::SEQUENCE_HEADER, self.sequence.to_string());
+        match self.js.publish_dead_letter(&destination, letter).await {
+            Ok(()) => {
+                tracing::warn!(subject = %self.subject, dead_letter = %destination, delivered = self.delivered, error = %why, "gave a message up to its dead-letter subject");
+                self.send(AckKind::Term).await
+            }
+            Err(e) => {
+                tracing::warn!(subject = %self.subject, dead_letter = %destination, error = %e, "publishing a dead letter failed; the message comes back and it is tried again");
+                self.send(redeliver).await?;
+                Err(e)
+            }
+        }
+    }
 }
 
 impl Acknowledger for JsAcker {
@@ -449,14 +558,14 @@ impl Acknowledger for JsAcker {
     }
 
     fn nack(&self, requeue: bool) -> BoxFuture<'_, Result<()>> {
-        let kind = if !requeue {
-            AckKind::Term
-        } else if self.nack_delay.is_zero() {
-            AckKind::Nak(None)
-        } else {
-            AckKind::Nak(Some(self.nack_delay))
-        };
-        Box::pin(self.send(kind))
+        Box::pin(async move {
+            let why = if requeue {
+                format!("nacked by the handler on delivery {}", self.delivered)
+            } else {
+                "nacked by the handler without requeue".to_string()
+            };
+            self.fail(requeue, &why).await
+        })
     }
 }
 
@@ -466,6 +575,7 @@ pub(crate) struct JsLoop {
     pub(crate) topic: String,
     pub(crate) consumer_name: String,
     pub(crate) shared: bool,
+    pub(crate) queue: Option<String>,
     pub(crate) stream: String,
     pub(crate) consumer: PullConsumer,
     pub(crate) handler: Handler,
@@ -561,18 +671,29 @@ impl JsLoop {
     }
 
     async fn deliver(&self, m: jetstream::Message) {
+        let (stream, sequence, delivered) = match m.info() {
+            Ok(i) => (i.stream.to_string(), i.stream_sequence, i.delivered),
+            Err(_) => (self.stream.clone(), 0, 1),
+        };
         let (msg, acker) = m.split();
-        let acker = Arc::new(JsAcker {
+        let mut acker = JsAcker {
             acker,
             settled: AtomicBool::new(false),
             nack_delay: self.js.options().nack_delay,
-        });
+            js: self.js.clone(),
+            message: Message::default(),
+            subject: msg.subject.to_string(),
+            queue: self.queue.clone(),
+            stream,
+            sequence,
+            delivered,
+        };
         let mut message = match incoming(msg.headers.as_ref(), msg.payload, self.js.limits) {
             Ok(m) => m,
             Err(e) => {
                 // Redelivering it would only fail again: terminate it.
                 tracing::warn!(topic = %self.topic, error = %e, "dropped a message");
-                if let Err(e) = acker.nack(false).await {
+                if let Err(e) = acker.send(AckKind::Term).await {
                     tracing::debug!(error = %e, "terminating a dropped JetStream message");
                 }
                 return;
@@ -583,22 +704,51 @@ impl JsLoop {
             // Set by publish from Micro-Id; not part of the message as it was published.
             header.remove(NATS_MSG_ID);
         }
+        acker.message = message.clone();
+        let acker = Arc::new(acker);
+        let budget = self.js.options().max_deliver;
+        if acker.last_chance() && acker.delivered > budget {
+            // Its last delivery ended without a settle (a crash, or an ack wait that ran out),
+            // or its dead letter could not be published: give it up without running it again.
+            let why = format!(
+                "delivered {} times without being handled (the limit is {budget})",
+                acker.delivered
+            );
+            if let Err(e) = acker.fail(false, &why).await {
+                tracing::warn!(topic = %self.topic, error = %e, "dead-lettering a JetStream delivery");
+            }
+            return;
+        }
         let delivery = Delivery::new(
             msg.subject.as_str(),
             message,
             Some(acker.clone() as Arc<dyn Acknowledger>),
         );
-        let settle = match call_handler(&self.handler, delivery).await {
+        let handled = call_handler(&self.handler, delivery);
+        tokio::pin!(handled);
+        // In-progress acks while the handler runs, so a long handler is not redelivered under
+        // it. A third of the consumer's ack wait leaves room for one to get lost or be slow.
+        let every = (self.consumer.cached_info().config.ack_wait / 3).max(PROGRESS_MIN);
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let result = loop {
+            tokio::select! {
+                result = &mut handled => break result,
+                _ = ticks.tick() => acker.progress().await,
+            }
+        };
+        let settle = match result {
             Ok(()) if self.auto_ack => acker.ack().await,
             Ok(()) => Ok(()),
             Err(e) => {
-                tracing::warn!(topic = %self.topic, error = %e, "subscriber failed; the message will be redelivered");
+                tracing::warn!(topic = %self.topic, error = %e, delivered = acker.delivered, "subscriber failed");
                 // Under manual ack too: a failed handler that did not settle gets a prompt retry
-                // rather than one after the ack wait.
+                // (or its dead letter) rather than one after the ack wait.
                 if acker.is_settled() {
                     Ok(())
                 } else {
-                    acker.nack(true).await
+                    let why = format!("the handler failed {} times: {e}", acker.delivered);
+                    acker.fail(true, &why).await
                 }
             }
         };

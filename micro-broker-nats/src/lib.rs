@@ -78,9 +78,25 @@
 //!   it: it comes back after [`JetStreamOptions::nack_delay`]. With manual ack the handler
 //!   calls `Delivery::ack` or `nack` (a nack with `requeue = false` drops the message for
 //!   good); a handler error still nacks what it left unsettled. A message neither acked nor
-//!   nacked comes back after [`JetStreamOptions::ack_wait`]; one that failed
-//!   [`JetStreamOptions::max_deliver`] times is given up. Expect duplicates: after a restart,
-//!   a lost ack or a slow handler, a message can arrive twice.
+//!   nacked comes back after [`JetStreamOptions::ack_wait`]. While a handler runs, the broker
+//!   sends in-progress acks every third of the consumer's ack wait, so a long handler is not
+//!   redelivered under it. Expect duplicates: after a restart or a lost ack a message can
+//!   arrive twice.
+//! - **Dead letters.** A message is never given up silently: the consumers the broker makes
+//!   have no server-side delivery limit, and the broker counts. When the
+//!   [`JetStreamOptions::max_deliver`]th delivery (10) fails too, or a handler nacks without
+//!   requeue, the message is published to its dead-letter subject, `dlq.<topic>` by default
+//!   ([`JetStreamOptions::dead_letter`], `MICRO_NATS_DEAD_LETTER`; `{topic}` is the subject it
+//!   came on), and terminated only once JetStream stored the dead letter; if that publish
+//!   fails, it is nacked, comes back, and the dead letter is tried again. A delivery past the
+//!   limit (its last one was never settled) is dead-lettered without running the handler. A
+//!   dead-letter subject no stream covers gets one made with [`Retention::Limits`], so dead
+//!   letters stay until someone reads them. The dead letter is the message plus
+//!   `Micro-Dead-Letter-Error`, `-Attempts`, `-Topic`, `-Queue`, `-Stream` and `-Sequence`
+//!   headers ([`micro_core::broker::dead_letter`]). With [`PoisonPolicy::Block`]
+//!   (`MICRO_NATS_DEAD_LETTER=block`) a failing message is redelivered for as long as it
+//!   fails. A queue group's consumer made earlier with a server-side `max_deliver` keeps it
+//!   (the broker warns): set it to `-1` with `nats consumer edit`.
 //! - **Outages.** Publishes fail (503) while the server is away; subscriptions resume by
 //!   themselves when it is back, and a consumer that disappeared is made again.
 //!
@@ -92,7 +108,8 @@
 //! `max_payload` (1 MiB by default) is refused with a 413 that says so. One limit comes from
 //! async-nats: a message whose *headers* are not UTF-8 (a foreign client can send one) makes
 //! it drop and re-establish the connection. In core mode that message is lost; in JetStream
-//! mode it is redelivered, and drops the connection again, until `max_deliver` runs out.
+//! mode it is redelivered, and drops the connection again, until `max_deliver` runs out and
+//! the delivery past it is dead-lettered (this needs no header to be read).
 //! Either way subscriptions carry on after the reconnect, and nothing panics.
 //!
 //! # Options and environment
@@ -116,7 +133,8 @@
 //! | `MICRO_NATS_CONSUMER_PREFIX` | prefix of durable consumers, `micro` |
 //! | `MICRO_NATS_ACK_WAIT` | redelivery after this long without an ack, `30s` |
 //! | `MICRO_NATS_NACK_DELAY` | redelivery this long after a nack, `1s` |
-//! | `MICRO_NATS_MAX_DELIVER` | deliveries per message at most, `10` (`-1`: no limit) |
+//! | `MICRO_NATS_MAX_DELIVER` | deliveries of a failing message before it is dead-lettered, `10` (`-1`: no limit) |
+//! | `MICRO_NATS_DEAD_LETTER` | the dead-letter subject, `{topic}` standing for the subject (`dlq.{topic}`), or `block` |
 //! | `MICRO_NATS_STORAGE` | `file` (default) or `memory`, for created streams |
 //! | `MICRO_NATS_RETENTION` | `interest` (default) or `limits`, for created streams |
 //! | `MICRO_NATS_MAX_AGE` | the longest created streams keep a message (no limit by default) |
@@ -169,6 +187,7 @@ pub mod testing;
 mod wire;
 
 pub use broker::NatsBroker;
+pub use micro_core::broker::dead_letter::PoisonPolicy;
 pub use options::*;
 
 /// Who raises this crate's errors.

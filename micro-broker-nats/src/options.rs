@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use micro_core::broker::dead_letter::PoisonPolicy;
 use micro_core::{env, MetadataLimits, Result};
 
 use crate::ERROR_ID;
@@ -44,8 +45,14 @@ pub const ENV_CONSUMER_PREFIX: &str = "MICRO_NATS_CONSUMER_PREFIX";
 pub const ENV_ACK_WAIT: &str = "MICRO_NATS_ACK_WAIT";
 /// JetStream: how long a nacked message waits before it is redelivered.
 pub const ENV_NACK_DELAY: &str = "MICRO_NATS_NACK_DELAY";
-/// JetStream: how many times a message is delivered at most (`-1`: no limit).
+/// JetStream: how many times a message is delivered before it is dead-lettered (`-1`: no limit).
 pub const ENV_MAX_DELIVER: &str = "MICRO_NATS_MAX_DELIVER";
+/// JetStream: where a message goes once its deliveries are used up: a subject pattern
+/// (`dlq.{topic}`, the default) or `block` ([`PoisonPolicy`]).
+pub const ENV_DEAD_LETTER: &str = "MICRO_NATS_DEAD_LETTER";
+/// The dead-letter subject pattern of JetStream mode unless configured: a prefix rather than
+/// a suffix, so that a stream on `orders.>` does not take the dead letters of `orders.new` back.
+pub const DEFAULT_DEAD_LETTER: &str = "dlq.{topic}";
 /// JetStream: `file` (default) or `memory` storage for created streams.
 pub const ENV_STORAGE: &str = "MICRO_NATS_STORAGE";
 /// JetStream: `interest` (default) or `limits` retention for created streams.
@@ -146,8 +153,16 @@ pub struct JetStreamOptions {
     /// How long a nacked message (or one whose handler failed) waits before it is redelivered.
     /// Default 1 s.
     pub nack_delay: Duration,
-    /// How many times one message is delivered at most; `-1` for no limit. Default 10.
+    /// How many times one message is delivered before [`JetStreamOptions::dead_letter`]
+    /// decides its fate; `-1` (or 0) for no limit. Default 10. The broker counts (JetStream's
+    /// own `max_deliver` of the consumers it makes is unlimited, so the server never gives a
+    /// message up silently).
     pub max_deliver: i64,
+    /// What happens to a message delivered `max_deliver` times that still fails: published to
+    /// a dead-letter subject (by default `dlq.<topic>`, stored in a stream the broker makes with
+    /// [`Retention::Limits`] when none covers it) and terminated once JetStream stored the dead
+    /// letter; or, with [`PoisonPolicy::Block`], redelivered for as long as it fails.
+    pub dead_letter: PoisonPolicy,
     /// Storage of the streams this broker creates. Default [`Storage::File`].
     pub storage: Storage,
     /// Retention of the streams this broker creates. Default [`Retention::Interest`].
@@ -170,6 +185,7 @@ impl Default for JetStreamOptions {
             ack_wait: Duration::from_secs(30),
             nack_delay: Duration::from_secs(1),
             max_deliver: 10,
+            dead_letter: PoisonPolicy::DeadLetter(DEFAULT_DEAD_LETTER.to_string()),
             storage: Storage::File,
             retention: Retention::Interest,
             max_age: None,
@@ -309,6 +325,9 @@ impl NatsOptions {
                     invalid(ENV_MAX_DELIVER, &v, "a whole number, or -1 for no limit")
                 })?;
             }
+            if let Some(v) = get(ENV_DEAD_LETTER) {
+                js.dead_letter = PoisonPolicy::from_setting(ERROR_ID, ENV_DEAD_LETTER, &v)?;
+            }
             if let Some(v) = get(ENV_STORAGE) {
                 js.storage = match v.to_ascii_lowercase().as_str() {
                     "file" => Storage::File,
@@ -398,6 +417,7 @@ mod tests {
             (ENV_ACK_WAIT, "10s"),
             (ENV_NACK_DELAY, "250ms"),
             (ENV_MAX_DELIVER, "-1"),
+            (ENV_DEAD_LETTER, "block"),
             (ENV_STORAGE, "memory"),
             (ENV_RETENTION, "limits"),
             (ENV_MAX_AGE, "2h"),
@@ -424,6 +444,14 @@ mod tests {
         assert_eq!(js.ack_wait, Duration::from_secs(10));
         assert_eq!(js.nack_delay, Duration::from_millis(250));
         assert_eq!(js.max_deliver, -1);
+        assert_eq!(js.dead_letter, PoisonPolicy::Block);
+        assert_eq!(
+            JetStreamOptions::default()
+                .dead_letter
+                .destination("orders.new")
+                .as_deref(),
+            Some("dlq.orders.new")
+        );
         assert_eq!(js.storage, Storage::Memory);
         assert_eq!(js.retention, Retention::Limits);
         assert_eq!(js.max_age, Some(Duration::from_secs(7200)));

@@ -23,7 +23,11 @@ use lapin::options::{
 use lapin::tcp::OwnedTLSConfig;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::uri::AMQPUri;
-use lapin::{Channel, Confirmation, Connection, ConnectionProperties, Consumer, ExchangeKind};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Consumer,
+    ExchangeKind,
+};
+use micro_core::broker::dead_letter::{self, PoisonPolicy, Reason};
 use micro_core::broker::{
     Acknowledger, Delivery, Handler, Message, SubscribeOptions, Subscription,
 };
@@ -45,6 +49,10 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 const HEARTBEAT_SECS: u16 = 10;
 /// The name RabbitMQ shows for our connections (`rabbitmqctl list_connections client_properties`).
 const CONNECTION_NAME: &str = "micro-rabbitmq";
+/// The header in which the broker counts the deliveries of a message it republished.
+const DELIVERIES_HEADER: &str = "Micro-Deliveries";
+/// The header that carries a republished message's topic (Micro's publisher sets it too).
+const TOPIC_HEADER: &str = "Micro-Topic";
 /// What to tell a person when RabbitMQ cannot be reached.
 const START_HINT: &str =
     "is RabbitMQ running and reachable there? (start a local one with `rabbitmq-server -detached`)";
@@ -191,6 +199,17 @@ impl RabbitBroker {
                 ERROR_ID,
                 format!("{label}: the exchange name is empty; the default (nameless) exchange cannot route by topic"),
             ));
+        }
+        if let PoisonPolicy::DeadLetter(dlx) = &opts.dead_letter {
+            if dlx.is_empty()
+                || dlx.contains("{topic}")
+                || ShortString::try_new(dlx.as_str()).is_err()
+            {
+                return Err(Error::bad_request(
+                    ERROR_ID,
+                    format!("{label}: the dead-letter exchange {dlx:?} must be one name of 1 to 255 bytes (no {{topic}})"),
+                ));
+            }
         }
         let tls = OwnedTLSConfig {
             identity: None,
@@ -385,6 +404,9 @@ impl Inner {
                 )));
             }
         };
+        tokio::time::timeout(self.opts.connect_timeout, self.declare_layout(&conn))
+            .await
+            .map_err(|_| self.unavailable("declaring the exchanges timed out"))??;
         let channel =
             tokio::time::timeout(self.opts.connect_timeout, self.publishing_channel(&conn))
                 .await
@@ -397,7 +419,7 @@ impl Inner {
         }))
     }
 
-    /// A channel in confirm mode (unless confirms are off), with the exchange declared.
+    /// A channel in confirm mode (unless confirms are off).
     async fn publishing_channel(&self, conn: &Connection) -> Result<Channel> {
         let channel = conn
             .create_channel()
@@ -409,28 +431,156 @@ impl Inner {
                 .await
                 .map_err(|e| self.unavailable(format!("cannot turn on publisher confirms: {e}")))?;
         }
-        let options = ExchangeDeclareOptions {
-            durable: self.opts.durable_exchange,
-            ..ExchangeDeclareOptions::default()
+        Ok(channel)
+    }
+
+    /// The dead-letter exchange, unless the policy is block.
+    fn dead_letter_exchange(&self) -> Option<ShortString> {
+        match &self.opts.dead_letter {
+            // Checked in `new` to fit.
+            PoisonPolicy::DeadLetter(name) => ShortString::try_new(name.as_str()).ok(),
+            PoisonPolicy::Block => None,
+        }
+    }
+
+    /// Declares the topic exchange, and the dead-letter exchange and queue, each on a channel
+    /// of its own: RabbitMQ closes the channel of a declaration it refuses.
+    async fn declare_layout(&self, conn: &Connection) -> Result<()> {
+        self.declare_exchange(conn, &self.exchange, self.opts.durable_exchange)
+            .await?;
+        let Some(dlx) = self.dead_letter_exchange() else {
+            return Ok(());
         };
-        channel
-            .exchange_declare(
-                self.exchange.clone(),
-                ExchangeKind::Topic,
-                options,
+        self.declare_exchange(conn, &dlx, true).await?;
+        let Some(queue) = &self.opts.dead_letter_queue else {
+            return Ok(());
+        };
+        let queue = ShortString::try_new(queue.as_str())
+            .map_err(|_| self.bad_request("the dead-letter queue name is longer than 255 bytes"))?;
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        let (channel, _) = self
+            .declare_queue(conn, &queue, durable, FieldTable::default())
+            .await?;
+        let bound = channel
+            .queue_bind(
+                queue.clone(),
+                dlx.clone(),
+                "#".into(),
+                QueueBindOptions::default(),
                 FieldTable::default(),
             )
-            .await
-            .map_err(|e| {
-                Error::internal(
-                    ERROR_ID,
-                    format!(
-                        "{}: cannot declare the topic exchange {:?} (durable: {}): {e}; if it exists with other settings, match them (MICRO_RABBITMQ_DURABLE_EXCHANGE) or pick another exchange",
-                        self.label, self.opts.exchange, self.opts.durable_exchange
-                    ),
+            .await;
+        let _ = channel.close(200, "declared".into()).await;
+        bound.map_err(|e| {
+            Error::internal(
+                ERROR_ID,
+                format!(
+                    "{}: cannot bind the dead-letter queue {queue} to the exchange {dlx}: {e}",
+                    self.label
+                ),
+            )
+        })
+    }
+
+    /// Declares topic exchange `name`; one that exists with another durability (declared by
+    /// Go Micro, say) is used as it is.
+    async fn declare_exchange(
+        &self,
+        conn: &Connection,
+        name: &ShortString,
+        durable: bool,
+    ) -> Result<()> {
+        let open = || async {
+            conn.create_channel()
+                .await
+                .map_err(|e| self.unavailable(format!("cannot open a channel: {e}")))
+        };
+        let declare = |channel: Channel, passive: bool| async move {
+            let options = ExchangeDeclareOptions {
+                durable,
+                passive,
+                ..ExchangeDeclareOptions::default()
+            };
+            let done = channel
+                .exchange_declare(
+                    name.clone(),
+                    ExchangeKind::Topic,
+                    options,
+                    FieldTable::default(),
                 )
-            })?;
-        Ok(channel)
+                .await;
+            if done.is_ok() {
+                let _ = channel.close(200, "declared".into()).await;
+            }
+            done
+        };
+        let refused = |e: lapin::Error| {
+            Error::internal(
+                ERROR_ID,
+                format!(
+                    "{}: cannot declare the topic exchange {name} (durable: {durable}): {e}; pick another exchange, or check the user's permissions",
+                    self.label
+                ),
+            )
+        };
+        match declare(open().await?, false).await {
+            Ok(()) => Ok(()),
+            Err(e) if precondition_failed(&e) => {
+                declare(open().await?, true).await.map_err(refused)?;
+                tracing::warn!(broker = %self.label, exchange = %name, durable, "the exchange exists with other settings (a Go Micro service may have declared it; MICRO_RABBITMQ_DURABLE_EXCHANGE): using it as it is");
+                Ok(())
+            }
+            Err(e) => Err(refused(e)),
+        }
+    }
+
+    /// Declares queue `name` with `arguments` on a new channel, returned for what comes next.
+    /// A queue that exists with other arguments (one Go Micro declared, or one from before
+    /// dead-lettering) is used as it is, with a warning.
+    async fn declare_queue(
+        &self,
+        conn: &Connection,
+        name: &ShortString,
+        options: QueueDeclareOptions,
+        arguments: FieldTable,
+    ) -> Result<(Channel, ShortString)> {
+        let open = || async {
+            conn.create_channel()
+                .await
+                .map_err(|e| self.unavailable(format!("cannot open a channel: {e}")))
+        };
+        let refused = |e: lapin::Error| {
+            let detail = format!("{}: cannot declare the queue {name}: {e}", self.label);
+            if e.is_amqp_soft_error() {
+                Error::internal(ERROR_ID, detail)
+            } else {
+                Error::new(ERROR_ID, 503, detail)
+            }
+        };
+        let channel = open().await?;
+        match channel
+            .queue_declare(name.clone(), options, arguments)
+            .await
+        {
+            Ok(queue) => Ok((channel, queue.name().clone())),
+            Err(e) if precondition_failed(&e) && !name.as_str().is_empty() => {
+                let channel = open().await?;
+                let passive = QueueDeclareOptions {
+                    passive: true,
+                    ..options
+                };
+                channel
+                    .queue_declare(name.clone(), passive, FieldTable::default())
+                    .await
+                    .map_err(refused)?;
+                tracing::warn!(broker = %self.label, queue = %name, error = %e, "the queue exists with other arguments (a Go Micro group's queue, or one declared before dead-lettering): using it as it is; RabbitMQ's own rejects from it are not dead-lettered, the broker's are");
+                Ok((channel, name.clone()))
+            }
+            Err(e) => Err(refused(e)),
+        }
     }
 
     /// Keeps a connection up until the session ends.
@@ -553,59 +703,14 @@ impl Inner {
         }
         let props = headers::to_properties(&msg.header, self.opts.persistent)
             .map_err(|e| self.bad_request(format!("cannot publish to topic {topic:?}: {e}")))?;
-        self.session().await?;
-        let deadline = tokio::time::Instant::now() + self.opts.publish_timeout;
-        let live = self.live(Some(deadline)).await.map_err(|e| {
-            Error::new(
-                ERROR_ID,
-                503,
-                format!(
-                    "{}; the message to topic {topic:?} was not published",
-                    e.detail
-                ),
-            )
-        })?;
-        let failed = |what: &str, e: &dyn fmt::Display| {
-            self.nudge.notify_one();
-            self.unavailable(format!(
-                "{what} to topic {topic:?}: {e}; the message may not have been published"
-            ))
-        };
-        let channel = match tokio::time::timeout_at(deadline, live.channel(self)).await {
-            Ok(Ok(channel)) => channel,
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(failed("publishing", &"no channel in time")),
-        };
-        let sent = channel.basic_publish(
+        self.send(
             self.exchange.clone(),
             routing_key,
-            BasicPublishOptions::default(),
             &msg.body,
             props,
-        );
-        let confirm = match tokio::time::timeout_at(deadline, sent).await {
-            Ok(Ok(confirm)) => confirm,
-            Ok(Err(e)) => return Err(failed("publishing", &e)),
-            Err(_) => return Err(failed("publishing", &"timed out")),
-        };
-        if !self.opts.confirms {
-            return Ok(());
-        }
-        match tokio::time::timeout_at(deadline, confirm).await {
-            Ok(Ok(Confirmation::Ack(_) | Confirmation::NotRequested)) => Ok(()),
-            Ok(Ok(Confirmation::Nack(_))) => Err(Error::internal(
-                ERROR_ID,
-                format!(
-                    "{}: RabbitMQ refused (nacked) the message to topic {topic:?}",
-                    self.label
-                ),
-            )),
-            Ok(Err(e)) => Err(failed("no confirm for the message", &e)),
-            Err(_) => Err(failed(
-                "no confirm for the message",
-                &format!("none within {:?}", self.opts.publish_timeout),
-            )),
-        }
+            self.opts.mandatory,
+        )
+        .await
     }
 
     async fn subscribe(
@@ -685,7 +790,7 @@ impl Inner {
                 Err(self.unavailable(format!("subscribing to {:?} timed out", spec.topic)))
             });
             match opened {
-                Ok((channel, consumer)) => {
+                Ok((channel, consumer, queue)) => {
                     match ready.take() {
                         Some(tx) => {
                             let _ = tx.send(Ok(()));
@@ -695,7 +800,7 @@ impl Inner {
                         }
                     }
                     pause = self.opts.reconnect_min;
-                    let ended = self.consume(&spec, consumer, &stop).await;
+                    let ended = self.consume(&spec, &queue, consumer, &stop).await;
                     match ended {
                         Ended::Stopped => {
                             // Unacknowledged deliveries go back to the queue with the channel.
@@ -726,12 +831,13 @@ impl Inner {
         }
     }
 
-    /// A channel with QoS, the subscription's queue declared and bound, and a consumer on it.
+    /// A channel with QoS, the subscription's queue declared and bound, and a consumer on it;
+    /// and the queue's name (the server names a subscriber's own queue).
     async fn open_consumer(
         &self,
         live: &Live,
         spec: &SubscriptionSpec,
-    ) -> Result<(Channel, Consumer)> {
+    ) -> Result<(Channel, Consumer, ShortString)> {
         let topic = &spec.topic;
         let fail = |what: &str, e: lapin::Error| {
             let detail = format!("subscribing to {topic:?}: {what}: {e}");
@@ -743,23 +849,20 @@ impl Inner {
                 self.unavailable(detail)
             }
         };
-        let channel = live
-            .conn
-            .create_channel()
-            .await
-            .map_err(|e| fail("cannot open a channel", e))?;
-        if self.opts.prefetch > 0 {
-            channel
-                .basic_qos(self.opts.prefetch, BasicQosOptions::default())
-                .await
-                .map_err(|e| fail("cannot set the prefetch", e))?;
-        }
         let (name, options, arguments) = match &spec.queue {
             Some(name) => {
                 let mut args = FieldTable::default();
                 if let Some(expiry) = self.opts.queue_expiry {
                     let ms = u32::try_from(expiry.as_millis()).unwrap_or(u32::MAX).max(1);
                     args.insert("x-expires".into(), AMQPValue::LongUInt(ms));
+                }
+                if let (true, Some(dlx)) =
+                    (self.opts.dead_letter_arguments, self.dead_letter_exchange())
+                {
+                    args.insert(
+                        "x-dead-letter-exchange".into(),
+                        AMQPValue::LongString(dlx.as_str().into()),
+                    );
                 }
                 let options = QueueDeclareOptions {
                     durable: true,
@@ -776,13 +879,25 @@ impl Inner {
                 (ShortString::default(), options, FieldTable::default())
             }
         };
-        let queue = channel
-            .queue_declare(name, options, arguments)
+        let (channel, queue) = self
+            .declare_queue(&live.conn, &name, options, arguments)
             .await
-            .map_err(|e| fail("cannot declare the queue", e))?;
+            .map_err(|e| {
+                Error::new(
+                    ERROR_ID,
+                    e.code,
+                    format!("{} (subscribing to {topic:?})", e.detail),
+                )
+            })?;
+        if self.opts.prefetch > 0 {
+            channel
+                .basic_qos(self.opts.prefetch, BasicQosOptions::default())
+                .await
+                .map_err(|e| fail("cannot set the prefetch", e))?;
+        }
         channel
             .queue_bind(
-                queue.name().clone(),
+                queue.clone(),
                 self.exchange.clone(),
                 spec.routing_key.clone(),
                 QueueBindOptions::default(),
@@ -792,21 +907,22 @@ impl Inner {
             .map_err(|e| fail("cannot bind the queue to the exchange", e))?;
         let consumer = channel
             .basic_consume(
-                queue.name().clone(),
+                queue.clone(),
                 ShortString::default(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
             .await
             .map_err(|e| fail("cannot start consuming", e))?;
-        Ok((channel, consumer))
+        Ok((channel, consumer, queue))
     }
 
     /// Hands deliveries to the handler one at a time, in queue order, until stopped or the
     /// channel ends.
     async fn consume(
-        &self,
+        self: &Arc<Self>,
         spec: &SubscriptionSpec,
+        queue: &ShortString,
         mut consumer: Consumer,
         stop: &CancellationToken,
     ) -> Ended {
@@ -825,41 +941,56 @@ impl Inner {
                 // Not handled and not acknowledged: it goes back to the queue with the channel.
                 return Ended::Stopped;
             }
-            self.handle(spec, delivery, stop).await;
+            self.handle(spec, queue, delivery, stop).await;
         }
     }
 
     async fn handle(
-        &self,
+        self: &Arc<Self>,
         spec: &SubscriptionSpec,
+        queue: &ShortString,
         delivery: lapin::message::Delivery,
         stop: &CancellationToken,
     ) {
-        let topic = if delivery.routing_key.as_str().is_empty() {
-            spec.topic.clone()
-        } else {
-            delivery.routing_key.as_str().to_string()
-        };
-        let acker = Arc::new(RabbitAcker {
-            acker: delivery.acker,
-            settled: AtomicBool::new(false),
-            label: self.label.clone(),
-        });
         let header = match headers::from_properties(&delivery.properties, self.opts.header_limits) {
             Ok(h) => h,
             Err(e) => {
-                // Requeueing it would only fail again.
-                tracing::warn!(broker = %self.label, %topic, error = %e, "dropped a message");
-                if let Err(e) = acker.settle(true, false).await {
-                    tracing::debug!(broker = %self.label, %topic, error = %e.detail, "ack of a dropped message failed");
+                // Requeueing it would only fail again. Rejected: a queue with a dead-letter
+                // exchange passes it on there.
+                tracing::warn!(broker = %self.label, routing_key = %delivery.routing_key, error = %e, "rejected a message");
+                let options = BasicNackOptions {
+                    multiple: false,
+                    requeue: false,
+                };
+                if let Err(e) = delivery.acker.nack(options).await {
+                    tracing::debug!(broker = %self.label, error = %e, "rejecting a message failed");
                 }
                 return;
             }
+        };
+        // A message the broker republished to its queue came through the default exchange,
+        // its routing key the queue's name; its topic rides in `Micro-Topic`.
+        let republished = delivery.exchange.as_str().is_empty();
+        let topic = match header.get(TOPIC_HEADER) {
+            Some(t) if republished => t.to_string(),
+            _ if delivery.routing_key.as_str().is_empty() => spec.topic.clone(),
+            _ => delivery.routing_key.as_str().to_string(),
         };
         let message = Message {
             header,
             body: Bytes::from(delivery.data),
         };
+        let acker = Arc::new(RabbitAcker {
+            acker: delivery.acker,
+            settled: AtomicBool::new(false),
+            inner: self.clone(),
+            topic: topic.clone(),
+            group: spec.group.clone(),
+            queue: queue.clone(),
+            deliveries: deliveries(&delivery.properties),
+            properties: delivery.properties,
+            message: message.clone(),
+        });
         let d = Delivery::new(
             topic.clone(),
             message,
@@ -880,15 +1011,16 @@ impl Inner {
                 }
             }
             (Err(e), true) => {
-                tracing::warn!(broker = %self.label, %topic, queue = ?spec.group, error = %e, "handler failed; the message goes back to the queue");
+                tracing::warn!(broker = %self.label, %topic, queue = ?spec.group, error = %e, deliveries = acker.deliveries, "handler failed");
                 if !acker.settled.load(Ordering::SeqCst) && !self.opts.requeue_delay.is_zero() {
                     tokio::select! {
                         _ = stop.cancelled() => {}
                         _ = tokio::time::sleep(self.opts.requeue_delay) => {}
                     }
                 }
-                if let Err(e) = acker.settle(false, true).await {
-                    tracing::debug!(broker = %self.label, %topic, error = %e.detail, "nack failed; RabbitMQ will redeliver");
+                let why = format!("the handler failed {} times: {e}", acker.deliveries);
+                if let Err(e) = acker.fail(true, &why).await {
+                    tracing::warn!(broker = %self.label, %topic, error = %e.detail, "giving a failed message back failed; RabbitMQ will redeliver it");
                 }
             }
             (Err(e), false) => {
@@ -897,6 +1029,114 @@ impl Inner {
             (Ok(()), false) => {}
         }
     }
+
+    /// Publishes one message and waits for RabbitMQ's confirm (bounded by the publish
+    /// timeout). With `mandatory`, a message no queue takes is an error (404).
+    async fn send(
+        self: &Arc<Self>,
+        exchange: ShortString,
+        routing_key: ShortString,
+        body: &[u8],
+        props: BasicProperties,
+        mandatory: bool,
+    ) -> Result<()> {
+        let topic = routing_key.as_str().to_string();
+        self.session().await?;
+        let deadline = tokio::time::Instant::now() + self.opts.publish_timeout;
+        let live = self.live(Some(deadline)).await.map_err(|e| {
+            Error::new(
+                ERROR_ID,
+                503,
+                format!(
+                    "{}; the message to topic {topic:?} was not published",
+                    e.detail
+                ),
+            )
+        })?;
+        let failed = |what: &str, e: &dyn fmt::Display| {
+            self.nudge.notify_one();
+            self.unavailable(format!(
+                "{what} to topic {topic:?}: {e}; the message may not have been published"
+            ))
+        };
+        let channel = match tokio::time::timeout_at(deadline, live.channel(self)).await {
+            Ok(Ok(channel)) => channel,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(failed("publishing", &"no channel in time")),
+        };
+        let options = BasicPublishOptions {
+            mandatory,
+            ..BasicPublishOptions::default()
+        };
+        let sent = channel.basic_publish(exchange.clone(), routing_key, options, body, props);
+        let confirm = match tokio::time::timeout_at(deadline, sent).await {
+            Ok(Ok(confirm)) => confirm,
+            Ok(Err(e)) => return Err(failed("publishing", &e)),
+            Err(_) => return Err(failed("publishing", &"timed out")),
+        };
+        if !self.opts.confirms {
+            return Ok(());
+        }
+        let exchange = if exchange.as_str().is_empty() {
+            "the default exchange".to_string()
+        } else {
+            format!("exchange {exchange}")
+        };
+        match tokio::time::timeout_at(deadline, confirm).await {
+            Ok(Ok(Confirmation::Ack(None) | Confirmation::NotRequested)) => Ok(()),
+            Ok(Ok(Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)))) => {
+                Err(Error::not_found(
+                    ERROR_ID,
+                    format!(
+                        "{}: no queue on {exchange} takes topic {topic:?}, so RabbitMQ returned the message unroutable ({} {}): nothing received it (subscribe first, or publish with mandatory off: MICRO_RABBITMQ_MANDATORY=false)",
+                        self.label, returned.reply_code, returned.reply_text
+                    ),
+                ))
+            }
+            Ok(Ok(Confirmation::Nack(None))) => Err(Error::internal(
+                ERROR_ID,
+                format!(
+                    "{}: RabbitMQ refused (nacked) the message to topic {topic:?}",
+                    self.label
+                ),
+            )),
+            Ok(Err(e)) => Err(failed("no confirm for the message", &e)),
+            Err(_) => Err(failed(
+                "no confirm for the message",
+                &format!("none within {:?}", self.opts.publish_timeout),
+            )),
+        }
+    }
+}
+
+/// Whether RabbitMQ refused a declaration because the thing exists with other settings.
+fn precondition_failed(e: &lapin::Error) -> bool {
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(a) if a.get_id() == 406)
+}
+
+/// Which delivery of its message this is (1 for the first): one more than the count the broker
+/// wrote when it republished it, or than a quorum queue's `x-delivery-count`.
+fn deliveries(props: &BasicProperties) -> u32 {
+    let Some(table) = props.headers() else {
+        return 1;
+    };
+    let count = |name: &str| -> u32 {
+        match table.inner().get(name) {
+            Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes())
+                .trim()
+                .parse()
+                .unwrap_or(0),
+            Some(AMQPValue::LongUInt(n)) => *n,
+            Some(AMQPValue::LongInt(n)) => u32::try_from(*n).unwrap_or(0),
+            Some(AMQPValue::LongLongInt(n)) => u32::try_from(*n).unwrap_or(u32::MAX),
+            Some(AMQPValue::ShortInt(n)) => u32::try_from(*n).unwrap_or(0),
+            Some(AMQPValue::ShortShortInt(n)) => u32::try_from(*n).unwrap_or(0),
+            _ => 0,
+        }
+    };
+    count(DELIVERIES_HEADER)
+        .max(count("x-delivery-count"))
+        .saturating_add(1)
 }
 
 impl Live {
@@ -936,10 +1176,19 @@ struct SubscriptionSpec {
 }
 
 /// Settles one delivery; the first ack or nack wins, later ones do nothing.
+/// A nack of a delivery that used up its budget (or one without requeue) dead-letters it.
 struct RabbitAcker {
     acker: lapin::Acker,
     settled: AtomicBool,
-    label: String,
+    inner: Arc<Inner>,
+    topic: String,
+    group: Option<String>,
+    /// The queue it came from, to republish it there.
+    queue: ShortString,
+    /// Which delivery of the message this is (1 for the first).
+    deliveries: u32,
+    properties: BasicProperties,
+    message: Message,
 }
 
 impl fmt::Debug for RabbitAcker {
@@ -955,6 +1204,86 @@ impl RabbitAcker {
         if self.settled.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
+        self.send(ack, requeue).await
+    }
+
+    /// The message was not handled (`why`). Under block, or without a delivery limit, it is
+    /// nacked (with `requeue`). Otherwise, with deliveries left and `requeue`, it is published
+    /// again to its queue with its count raised, and acked once that is confirmed; else its dead
+    /// letter is published to the dead-letter exchange, and it is acked once that is
+    /// confirmed. When a publish fails the message is requeued: it comes back and is tried
+    /// again.
+    async fn fail(&self, requeue: bool, why: &str) -> Result<()> {
+        if self.settled.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let inner = &self.inner;
+        let limit = inner.opts.max_deliveries;
+        let dlx = match inner.dead_letter_exchange() {
+            Some(dlx) if !(requeue && limit == 0) => dlx,
+            _ => return self.send(false, requeue).await,
+        };
+        let placed = if requeue && self.deliveries < limit {
+            let mut props = self.properties.clone();
+            let mut table = props.headers().clone().unwrap_or_default();
+            table.insert(
+                DELIVERIES_HEADER.into(),
+                AMQPValue::LongString(self.deliveries.to_string().into()),
+            );
+            table.insert(
+                TOPIC_HEADER.into(),
+                AMQPValue::LongString(self.topic.as_str().into()),
+            );
+            props = props.with_headers(table);
+            // Straight to its queue through the default exchange, mandatory: a queue that is
+            // gone returns it, and then it is requeued instead.
+            inner
+                .send(
+                    ShortString::default(),
+                    self.queue.clone(),
+                    &self.message.body,
+                    props,
+                    true,
+                )
+                .await
+        } else {
+            self.dead_letter(&dlx, why).await
+        };
+        match placed {
+            Ok(()) => self.send(true, false).await,
+            Err(e) => {
+                tracing::warn!(broker = %inner.label, topic = %self.topic, error = %e.detail, "could not place a failed message (republish or dead letter); it goes back to its queue and is tried again");
+                self.send(false, true).await?;
+                Err(e)
+            }
+        }
+    }
+
+    async fn dead_letter(&self, dlx: &ShortString, why: &str) -> Result<()> {
+        let inner = &self.inner;
+        let mut letter = dead_letter::letter(
+            &self.message,
+            Reason {
+                topic: &self.topic,
+                queue: self.group.as_deref(),
+                error: why,
+                attempts: u64::from(self.deliveries),
+            },
+        );
+        letter.header.remove(DELIVERIES_HEADER);
+        let props = headers::to_properties(&letter.header, inner.opts.persistent)
+            .map_err(|e| inner.bad_request(format!("cannot make the dead letter: {e}")))?;
+        let routing_key = inner.routing_key(&self.topic)?;
+        // Mandatory: a dead-letter exchange no queue takes this from must not swallow it.
+        inner
+            .send(dlx.clone(), routing_key, &letter.body, props, true)
+            .await?;
+        tracing::warn!(broker = %inner.label, topic = %self.topic, dead_letter = %dlx, deliveries = self.deliveries, error = %why, "gave a message up to the dead-letter exchange");
+        Ok(())
+    }
+
+    async fn send(&self, ack: bool, requeue: bool) -> Result<()> {
+        let label = &self.inner.label;
         let what = if ack { "ack" } else { "nack" };
         let done = if ack {
             self.acker.ack(BasicAckOptions::default()).await
@@ -971,17 +1300,13 @@ impl RabbitAcker {
                 ERROR_ID,
                 503,
                 format!(
-                    "{}: cannot {what}: the delivery's channel closed, so RabbitMQ redelivers the message",
-                    self.label
+                    "{label}: cannot {what}: the delivery's channel closed, so RabbitMQ redelivers the message"
                 ),
             )),
             Err(e) => Err(Error::new(
                 ERROR_ID,
                 503,
-                format!(
-                    "{}: cannot {what}: {e}; RabbitMQ redelivers the message",
-                    self.label
-                ),
+                format!("{label}: cannot {what}: {e}; RabbitMQ redelivers the message"),
             )),
         }
     }
@@ -993,7 +1318,14 @@ impl Acknowledger for RabbitAcker {
     }
 
     fn nack(&self, requeue: bool) -> BoxFuture<'_, Result<()>> {
-        Box::pin(self.settle(false, requeue))
+        Box::pin(async move {
+            let why = if requeue {
+                format!("nacked by the handler on delivery {}", self.deliveries)
+            } else {
+                "nacked by the handler without requeue".to_string()
+            };
+            self.fail(requeue, &why).await
+        })
     }
 }
 

@@ -16,8 +16,10 @@
 //!
 //! # Semantics
 //!
-//! - **Layout.** Every message goes through one topic exchange (`micro`, non-durable by
-//!   default, as in Go Micro) with the topic as routing key. A subscriber without a queue group
+//! - **Layout.** Every message goes through one topic exchange (`micro`, durable by default;
+//!   Go Micro's plugin declares it non-durable unless `DurableExchange()`, and RabbitMQ refuses
+//!   to redeclare an exchange with the other durability, so an existing one is used as it is,
+//!   with a warning) with the topic as routing key. A subscriber without a queue group
 //!   gets an exclusive, auto-deleted, server-named queue bound to the topic: it sees every
 //!   message published while it is subscribed. The members of a queue group share one durable
 //!   queue, named `<exchange>.<topic>.<group>` (for example `micro.orders.billing`), so each
@@ -32,7 +34,11 @@
 //!   header values are turned into text (numbers and booleans as written, tables and arrays as
 //!   JSON, invalid UTF-8 replaced), an AMQP `content_type` property becomes `Content-Type` when
 //!   no header says it, and the body is never looked at. The delivery's topic is its routing key.
-//! - **Publishing.** Publisher confirms are on: `publish` returns `Ok` once RabbitMQ has taken
+//! - **Publishing.** Publishes are mandatory: a message no queue is bound to take (nobody
+//!   subscribes to its topic) is returned by RabbitMQ and `publish` fails with a 404 that says
+//!   so, rather than confirming a message that went nowhere ([`RabbitOptions::mandatory`],
+//!   `MICRO_RABBITMQ_MANDATORY=false` for the Broker trait's "no subscribers is fine", as Go
+//!   Micro publishes). Publisher confirms are on: `publish` returns `Ok` once RabbitMQ has taken
 //!   responsibility for the message (for a durable queue, written it to disk, as messages are
 //!   persistent by default). While the connection is down, `publish` waits for the reconnect up
 //!   to [`RabbitOptions::publish_timeout`] (5 s), then fails with a 503 (retryable) that says so.
@@ -41,9 +47,25 @@
 //!   RabbitMQ 4 default) fail with a 413 before anything is sent.
 //! - **Consuming.** Each subscriber has its own channel with a prefetch (QoS) of 64 and runs its
 //!   handler on one delivery at a time, in queue order. With auto-ack, `Ok` acks and `Err` (or
-//!   a panic) nacks with requeue after a short pause ([`RabbitOptions::requeue_delay`]), so the
-//!   message comes back. With manual ack the handler settles each delivery; settling twice is
-//!   harmless (the first ack or nack wins). A failing handler never stops the subscriber.
+//!   a panic) gives the message back after a short pause ([`RabbitOptions::requeue_delay`]).
+//!   With manual ack the handler settles each delivery; settling twice is harmless (the first
+//!   ack or nack wins). A failing handler never stops the subscriber.
+//! - **Delivery limit and dead letters.** A message given back is published again to its
+//!   queue with its delivery count in the `Micro-Deliveries` header (and its topic in
+//!   `Micro-Topic`), and acked once that is confirmed: it goes to the back of the queue. After
+//!   [`RabbitOptions::max_deliveries`] deliveries (10), or on a `nack(false)`, it is published
+//!   instead to the dead-letter exchange `micro.dlx` (durable, topic; routing key the topic),
+//!   mandatory and confirmed, with the reason headers of [`micro_core::broker::dead_letter`]
+//!   (`Micro-Dead-Letter-Error`, `-Attempts`, `-Topic`, `-Queue`), and only then acked; the
+//!   durable queue `micro.dlq`, bound with `#`, keeps dead letters. Should a publish fail, the
+//!   message is requeued and tried again, never dropped. Queue-group queues are declared with
+//!   `x-dead-letter-exchange` too, for what RabbitMQ itself rejects. Go Micro's plugin declares
+//!   queues without arguments, and RabbitMQ refuses to redeclare a queue with other arguments
+//!   (`PRECONDITION_FAILED`): a queue that exists without them (a Go Micro group's, with
+//!   [`QueueNaming::Bare`]) is used as it is, with a warning
+//!   ([`RabbitOptions::dead_letter_arguments`] turns the argument off). With
+//!   [`PoisonPolicy::Block`] (`MICRO_RABBITMQ_DEAD_LETTER=block`) a failing message is requeued
+//!   in place for ever, and no dead-letter exchange is declared.
 //! - **Outages.** A supervisor task notices a lost connection (closed by the server, a network
 //!   error, a missed heartbeat), reconnects with a pause doubling from 100 ms to 5 s, logging
 //!   every attempt, redeclares the exchange, and every live subscription redeclares and rebinds
@@ -63,7 +85,12 @@
 //! |---|---|
 //! | `MICRO_BROKER_ADDRESS` | `host:port`, or `amqp://user:pass@host:port/vhost` (`amqps://` for TLS); `amqp://guest:guest@127.0.0.1:5672/%2f` by default |
 //! | `MICRO_RABBITMQ_EXCHANGE` | the topic exchange, `micro` |
-//! | `MICRO_RABBITMQ_DURABLE_EXCHANGE` | `true` to declare it durable (`false`) |
+//! | `MICRO_RABBITMQ_DURABLE_EXCHANGE` | `false` to declare it non-durable, as Go Micro does by default (`true`) |
+//! | `MICRO_RABBITMQ_MANDATORY` | unroutable publishes are errors (`true`) |
+//! | `MICRO_RABBITMQ_MAX_DELIVERIES` | deliveries of a failing message before it is dead-lettered, `10` (`0`: no limit, requeued in place) |
+//! | `MICRO_RABBITMQ_DEAD_LETTER` | the dead-letter exchange, `<exchange>.dlx`, or `block` |
+//! | `MICRO_RABBITMQ_DEAD_LETTER_QUEUE` | the queue keeping dead letters, `<exchange>.dlq`, or `none` |
+//! | `MICRO_RABBITMQ_DEAD_LETTER_ARGUMENTS` | declare group queues with `x-dead-letter-exchange` (`true`) |
 //! | `MICRO_RABBITMQ_PREFETCH` | unacknowledged messages per subscriber, `64` (`0`: unlimited) |
 //! | `MICRO_RABBITMQ_CONFIRMS` | publisher confirms, `true` |
 //! | `MICRO_RABBITMQ_PERSISTENT` | persistent messages, `true` |
@@ -119,6 +146,7 @@ mod headers;
 pub mod options;
 
 pub use broker::RabbitBroker;
+pub use micro_core::broker::dead_letter::PoisonPolicy;
 pub use options::{QueueNaming, RabbitOptions};
 
 /// The `id` of the errors this crate returns.

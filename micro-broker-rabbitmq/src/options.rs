@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use micro_core::broker::dead_letter::PoisonPolicy;
 use micro_core::{env, MetadataLimits, Result};
 
 use crate::ERROR_ID;
@@ -13,8 +14,21 @@ use crate::ERROR_ID;
 pub const ADDRESS_ENV: &str = "MICRO_BROKER_ADDRESS";
 /// The name of the topic exchange, `micro` unless set.
 pub const EXCHANGE_ENV: &str = "MICRO_RABBITMQ_EXCHANGE";
-/// `true` declares the exchange durable (it survives a RabbitMQ restart).
+/// `false` declares the exchange non-durable (Go Micro's default); `true` by default.
 pub const DURABLE_EXCHANGE_ENV: &str = "MICRO_RABBITMQ_DURABLE_EXCHANGE";
+/// `false` publishes without the mandatory flag: a message no queue takes is then dropped by
+/// RabbitMQ and still confirmed, rather than an error.
+pub const MANDATORY_ENV: &str = "MICRO_RABBITMQ_MANDATORY";
+/// How many deliveries a message whose handler fails gets before it is dead-lettered (0: no
+/// limit).
+pub const MAX_DELIVERIES_ENV: &str = "MICRO_RABBITMQ_MAX_DELIVERIES";
+/// The dead-letter exchange (`<exchange>.dlx` by default), or `block`.
+pub const DEAD_LETTER_ENV: &str = "MICRO_RABBITMQ_DEAD_LETTER";
+/// The queue bound to the dead-letter exchange that keeps dead letters (`<exchange>.dlq` by
+/// default), or `none`.
+pub const DEAD_LETTER_QUEUE_ENV: &str = "MICRO_RABBITMQ_DEAD_LETTER_QUEUE";
+/// `false`: queue-group queues are declared without `x-dead-letter-exchange`.
+pub const DEAD_LETTER_ARGUMENTS_ENV: &str = "MICRO_RABBITMQ_DEAD_LETTER_ARGUMENTS";
 /// How many unacknowledged messages each subscriber may hold (AMQP QoS prefetch); 0 is no limit.
 pub const PREFETCH_ENV: &str = "MICRO_RABBITMQ_PREFETCH";
 /// `false` turns publisher confirms off: publish then returns once the message is written.
@@ -61,7 +75,9 @@ pub enum QueueNaming {
 
 /// How a [`RabbitBroker`](crate::RabbitBroker) reaches RabbitMQ and uses it.
 ///
-/// `Default` is a local RabbitMQ as guest, a non-durable topic exchange `micro`, prefetch 64,
+/// `Default` is a local RabbitMQ as guest, a durable topic exchange `micro`, mandatory
+/// publishes, 10 deliveries before a failing message goes to the dead-letter exchange
+/// `micro.dlx` (kept in the queue `micro.dlq`), prefetch 64,
 /// publisher confirms and persistent messages, scoped queue-group names kept forever, 5 s to
 /// connect and to publish, reconnects every 100 ms to 5 s, and 16 MiB messages at most;
 /// [`from_env`](Self::from_env) reads the `MICRO_*` variables over that.
@@ -72,8 +88,43 @@ pub struct RabbitOptions {
     pub url: String,
     /// The topic exchange every message goes through; the routing key is the topic.
     pub exchange: String,
-    /// Declare the exchange durable. Must match how the exchange already exists, if it does.
+    /// Declare the exchange durable (the default), so it survives a RabbitMQ restart. Go
+    /// Micro's plugin declares it non-durable unless told `DurableExchange()`; RabbitMQ refuses
+    /// to declare an existing exchange with the other durability, so one that already exists
+    /// is used as it is (with a warning), and a Go Micro service started after this one must
+    /// declare it durable too (or set this to `false` for a fleet of Go Micro defaults).
     pub durable_exchange: bool,
+    /// Publish with the mandatory flag (the default): a message no queue is bound to take is
+    /// returned by RabbitMQ, and `publish` fails with a 404 saying so, instead of a confirm for a
+    /// message that went nowhere. Needs [`RabbitOptions::confirms`].
+    pub mandatory: bool,
+    /// How many deliveries a message whose handler fails (or that is nacked with requeue) gets
+    /// before it is dead-lettered; 0 for no limit. Default 10. The broker counts them in the
+    /// `Micro-Deliveries` header (and reads a quorum queue's `x-delivery-count`): a failed
+    /// message is published again to its queue with the count raised and the delivery acked
+    /// once that is confirmed, so it goes to the back of the queue.
+    pub max_deliveries: u32,
+    /// Where a message goes once its deliveries are used up: [`PoisonPolicy::DeadLetter`] names
+    /// the dead-letter exchange (`<exchange>.dlx` by default, a durable topic exchange; the
+    /// routing key is the topic; `{topic}` in the name is replaced by the topic). The dead
+    /// letter carries the reason headers of [`micro_core::broker::dead_letter`], is published
+    /// mandatory with a confirm, and only then is the original acked; if it cannot be placed
+    /// the original is requeued and it is tried again. [`PoisonPolicy::Block`] requeues a
+    /// failing message for ever (no counting).
+    pub dead_letter: PoisonPolicy,
+    /// A durable queue declared and bound (`#`) to the dead-letter exchange so dead letters are
+    /// kept: `<exchange>.dlq` by default. `None` when you bind your own queues (a dead letter
+    /// no queue takes is not dropped: it stays in its queue and is tried again).
+    pub dead_letter_queue: Option<String>,
+    /// Declare queue-group queues with `x-dead-letter-exchange` (the default), so messages
+    /// RabbitMQ itself rejects (a manual `nack(false)` under block, `x-expires`, length limits)
+    /// reach the dead-letter exchange too. Go Micro's plugin declares its queues without it,
+    /// and RabbitMQ refuses a declaration whose arguments differ from the queue's: a queue
+    /// that already exists without it (a Go Micro group's, with bare names) is used as it is,
+    /// with a warning; the broker's own dead-lettering works either way. A RabbitMQ policy
+    /// (`rabbitmqctl set_policy DLX ".*" '{"dead-letter-exchange":"micro.dlx"}' --apply-to
+    /// queues`) sets it on existing queues without redeclaring them.
+    pub dead_letter_arguments: bool,
     /// How many unacknowledged messages each subscriber may hold (QoS); 0 is no limit.
     pub prefetch: u16,
     /// Publish returns `Ok` only once RabbitMQ confirmed the message (publisher confirms).
@@ -112,7 +163,12 @@ impl Default for RabbitOptions {
         RabbitOptions {
             url: DEFAULT_URL.to_string(),
             exchange: DEFAULT_EXCHANGE.to_string(),
-            durable_exchange: false,
+            durable_exchange: true,
+            mandatory: true,
+            max_deliveries: 10,
+            dead_letter: PoisonPolicy::DeadLetter(format!("{DEFAULT_EXCHANGE}.dlx")),
+            dead_letter_queue: Some(format!("{DEFAULT_EXCHANGE}.dlq")),
+            dead_letter_arguments: true,
             prefetch: 64,
             confirms: true,
             persistent: true,
@@ -136,6 +192,11 @@ impl fmt::Debug for RabbitOptions {
             .field("url", &redacted(&self.url))
             .field("exchange", &self.exchange)
             .field("durable_exchange", &self.durable_exchange)
+            .field("mandatory", &self.mandatory)
+            .field("max_deliveries", &self.max_deliveries)
+            .field("dead_letter", &self.dead_letter)
+            .field("dead_letter_queue", &self.dead_letter_queue)
+            .field("dead_letter_arguments", &self.dead_letter_arguments)
             .field("prefetch", &self.prefetch)
             .field("confirms", &self.confirms)
             .field("persistent", &self.persistent)
@@ -166,7 +227,12 @@ impl RabbitOptions {
     /// |---|---|
     /// | `MICRO_BROKER_ADDRESS` | `host:port` or `amqp(s)://user:pass@host:port/vhost` |
     /// | `MICRO_RABBITMQ_EXCHANGE` | the topic exchange, `micro` |
-    /// | `MICRO_RABBITMQ_DURABLE_EXCHANGE` | `true` for a durable exchange (`false`) |
+    /// | `MICRO_RABBITMQ_DURABLE_EXCHANGE` | `false` for a non-durable exchange (`true`) |
+    /// | `MICRO_RABBITMQ_MANDATORY` | unroutable publishes are errors, `true` |
+    /// | `MICRO_RABBITMQ_MAX_DELIVERIES` | deliveries of a failing message before it is dead-lettered, `10` (0: no limit) |
+    /// | `MICRO_RABBITMQ_DEAD_LETTER` | the dead-letter exchange, `<exchange>.dlx`, or `block` |
+    /// | `MICRO_RABBITMQ_DEAD_LETTER_QUEUE` | the queue keeping dead letters, `<exchange>.dlq`, or `none` |
+    /// | `MICRO_RABBITMQ_DEAD_LETTER_ARGUMENTS` | declare group queues with `x-dead-letter-exchange`, `true` |
     /// | `MICRO_RABBITMQ_PREFETCH` | unacknowledged messages per subscriber, `64` (0: no limit) |
     /// | `MICRO_RABBITMQ_CONFIRMS` | publisher confirms, `true` |
     /// | `MICRO_RABBITMQ_PERSISTENT` | persistent messages, `true` |
@@ -207,7 +273,24 @@ impl RabbitOptions {
             o = o.with_address(&address);
         }
         if let Some(v) = get(EXCHANGE_ENV) {
-            o.exchange = v;
+            o = o.with_exchange(v);
+        }
+        if let Some(v) = get(MANDATORY_ENV) {
+            o.mandatory = switch(MANDATORY_ENV, &v)?;
+        }
+        if let Some(v) = get(MAX_DELIVERIES_ENV) {
+            o.max_deliveries = v
+                .parse()
+                .map_err(|_| invalid(MAX_DELIVERIES_ENV, &v, "a whole number (0: no limit)"))?;
+        }
+        if let Some(v) = get(DEAD_LETTER_ENV) {
+            o.dead_letter = PoisonPolicy::from_setting(ERROR_ID, DEAD_LETTER_ENV, &v)?;
+        }
+        if let Some(v) = get(DEAD_LETTER_QUEUE_ENV) {
+            o.dead_letter_queue = (!v.eq_ignore_ascii_case("none")).then_some(v);
+        }
+        if let Some(v) = get(DEAD_LETTER_ARGUMENTS_ENV) {
+            o.dead_letter_arguments = switch(DEAD_LETTER_ARGUMENTS_ENV, &v)?;
         }
         if let Some(v) = get(DURABLE_EXCHANGE_ENV) {
             o.durable_exchange = switch(DURABLE_EXCHANGE_ENV, &v)?;
@@ -285,9 +368,17 @@ impl RabbitOptions {
         self
     }
 
-    /// These options with another exchange.
+    /// These options with another exchange. Dead-letter names still derived from the old one
+    /// (`<exchange>.dlx`, `<exchange>.dlq`) follow it.
     pub fn with_exchange(mut self, exchange: impl Into<String>) -> Self {
-        self.exchange = exchange.into();
+        let exchange = exchange.into();
+        let old = std::mem::replace(&mut self.exchange, exchange);
+        if self.dead_letter == PoisonPolicy::DeadLetter(format!("{old}.dlx")) {
+            self.dead_letter = PoisonPolicy::DeadLetter(format!("{}.dlx", self.exchange));
+        }
+        if self.dead_letter_queue.as_deref() == Some(format!("{old}.dlq").as_str()) {
+            self.dead_letter_queue = Some(format!("{}.dlq", self.exchange));
+        }
         self
     }
 
@@ -431,7 +522,11 @@ mod tests {
         let o = RabbitOptions::from_lookup(lookup(&[
             (ADDRESS_ENV, "127.0.0.1:5999"),
             (EXCHANGE_ENV, "events"),
-            (DURABLE_EXCHANGE_ENV, "yes"),
+            (DURABLE_EXCHANGE_ENV, "no"),
+            (MANDATORY_ENV, "false"),
+            (MAX_DELIVERIES_ENV, "3"),
+            (DEAD_LETTER_QUEUE_ENV, "none"),
+            (DEAD_LETTER_ARGUMENTS_ENV, "off"),
             (PREFETCH_ENV, "10"),
             (CONFIRMS_ENV, "off"),
             (PERSISTENT_ENV, "0"),
@@ -445,7 +540,19 @@ mod tests {
         .expect("valid");
         assert_eq!(o.url, "amqp://guest:guest@127.0.0.1:5999/%2f");
         assert_eq!(o.exchange, "events");
-        assert!(o.durable_exchange);
+        assert!(!o.durable_exchange && !o.mandatory && !o.dead_letter_arguments);
+        assert_eq!(o.max_deliveries, 3);
+        assert_eq!(
+            o.dead_letter,
+            PoisonPolicy::DeadLetter("events.dlx".into()),
+            "follows the exchange"
+        );
+        assert_eq!(o.dead_letter_queue, None);
+        let d = RabbitOptions::default();
+        assert!(d.durable_exchange && d.mandatory && d.dead_letter_arguments);
+        assert_eq!(d.dead_letter_queue.as_deref(), Some("micro.dlq"));
+        let b = RabbitOptions::from_lookup(lookup(&[(DEAD_LETTER_ENV, "block")])).expect("block");
+        assert_eq!(b.dead_letter, PoisonPolicy::Block);
         assert_eq!(o.prefetch, 10);
         assert!(!o.confirms);
         assert!(!o.persistent);

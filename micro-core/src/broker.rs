@@ -3,6 +3,7 @@
 //! A message published to a topic reaches every subscriber of that topic, except that
 //! subscribers sharing a queue group share the messages: each reaches one member of the group.
 
+pub mod dead_letter;
 pub mod envelope;
 pub mod support;
 

@@ -34,6 +34,25 @@ pub(crate) fn bootstrap() -> String {
         .clone()
 }
 
+/// The partitions of `topic` on the test cluster, or `None` when it does not have it; asked
+/// without letting the question create it.
+pub(crate) fn topic_partitions(topic: &str) -> Option<usize> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("allow.auto.create.topics", "false")
+        .create()
+        .expect("a metadata client");
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .expect("metadata");
+    md.topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map(|t| t.partitions().len())
+        .filter(|n| *n > 0)
+}
+
 /// Options tuned for tests: short timeouts, fast group joins and heartbeats.
 pub(crate) fn options() -> KafkaOptions {
     // Warnings of the broker and librdkafka show with a failing test's output.
