@@ -85,7 +85,15 @@
 //! | `keepalive_timeout`: unanswered ping closes the connection | `MICRO_GRPC_KEEPALIVE_TIMEOUT` | 20 s |
 //! | `connect_timeout`: TCP + TLS handshake | `MICRO_GRPC_CONNECT_TIMEOUT` | 5 s |
 //! | `reflection`: serve gRPC server reflection | `MICRO_GRPC_REFLECTION` | on |
+//! | `max_connections`: connections the server holds open; a new one past it is closed at once | `MICRO_GRPC_MAX_CONNECTIONS` | 16 384 |
+//! | `idle_timeout`: a connection without a call in flight is closed (`GOAWAY`), as gRPC's `MaxConnectionIdle` | `MICRO_GRPC_IDLE_TIMEOUT` | 5 min |
+//! | `write_timeout`: a reply waiting on a caller that stopped reading fails the call; a closing connection's calls get this long before it is cut | `MICRO_GRPC_WRITE_TIMEOUT` | 30 s |
 //! | `tls` | `MICRO_TLS_CERT`, `MICRO_TLS_KEY`, `MICRO_TLS_CA` | none (h2c) |
+//!
+//! A new connection must send the HTTP/2 preface (and finish its TLS handshake) within 10 s, or
+//! `idle_timeout` when shorter. The server's load is bounded too (`MICRO_SERVER_MAX_CALLS`,
+//! `MICRO_SERVER_MAX_REQUEST_BYTES`): a call past it gets `UNAVAILABLE` at once, which gRPC
+//! clients retry.
 //!
 //! # TLS
 //!

@@ -274,18 +274,19 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>)
 }
 
 /// Serves HTTP/2 on one connection until it closes: once its preface arrived (within
-/// `HANDSHAKE_TIMEOUT`), until it has had no call in flight for `idle_timeout`, or the listener
+/// `HANDSHAKE_TIMEOUT`, or `idle_timeout` when shorter), until it has had no call in flight for `idle_timeout`, or the listener
 /// shuts down; then its calls get `write_timeout` to finish before it is cut.
 async fn serve_http2<I>(io: I, peer: String, shared: Arc<Shared>, plaintext_on_tls: bool)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let limit = HANDSHAKE_TIMEOUT.min(shared.opts.idle_timeout);
     let preface = tokio::select! {
         _ = shared.shutdown.cancelled() => return,
-        preface = read_preface(io, HANDSHAKE_TIMEOUT) => preface,
+        preface = read_preface(io, limit) => preface,
     };
     let Some(io) = preface else {
-        tracing::debug!(%peer, "no HTTP/2 preface within {HANDSHAKE_TIMEOUT:?}; closed");
+        tracing::debug!(%peer, "no HTTP/2 preface within {limit:?}; closed");
         return;
     };
     let (in_flight, idle_rx) = watch::channel(0usize);

@@ -1170,3 +1170,111 @@ async fn tls_failures_are_clear() -> TestResult {
     assert!(e.detail.contains("plaintext"), "{e}");
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------
+// Bounds: connections, prefaces, idle connections, callers that stop reading
+// ---------------------------------------------------------------------------------------
+
+/// Whether the server closes `tcp` (rather than it staying open past `BOUND`), reading and
+/// throwing away whatever the server sends first (its SETTINGS, a GOAWAY).
+async fn closed_by_server(tcp: &mut TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    bounded("the server closing the connection", async {
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return true,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await
+}
+
+/// The client preface and an empty SETTINGS frame, as every HTTP/2 client starts.
+const PREFACE_AND_SETTINGS: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+
+#[tokio::test]
+async fn connections_past_the_cap_are_closed_and_those_open_keep_working() -> TestResult {
+    let opts = GrpcOptions {
+        max_connections: 2,
+        ..GrpcOptions::default()
+    };
+    let (_listener, addr) = start(opts.clone()).await?;
+    let transport = GrpcTransport::new(opts);
+    let mut held = vec![
+        TcpStream::connect(&addr).await?,
+        TcpStream::connect(&addr).await?,
+    ];
+    let mut third = TcpStream::connect(&addr).await?;
+    assert!(closed_by_server(&mut third).await);
+    held.pop();
+    let reply = bounded("a call once there is room", async {
+        loop {
+            if let Ok(reply) = call(&transport, &addr, unary("Greeter.Hello", hello("Ann"))).await {
+                return reply;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert_eq!(reply_text(&reply.body), "Hello Ann");
+    Ok(())
+}
+
+#[tokio::test]
+async fn silent_and_idle_connections_are_closed() -> TestResult {
+    // The write timeout bounds the close: this raw client answers no PING of the GOAWAY.
+    let opts = GrpcOptions {
+        idle_timeout: Duration::from_millis(200),
+        write_timeout: Duration::from_millis(200),
+        ..GrpcOptions::default()
+    };
+    let (_listener, addr) = start(opts.clone()).await?;
+    // No preface at all.
+    let mut silent = TcpStream::connect(&addr).await?;
+    assert!(closed_by_server(&mut silent).await);
+    // A preface, then no call.
+    let mut idle = TcpStream::connect(&addr).await?;
+    tokio::io::AsyncWriteExt::write_all(&mut idle, PREFACE_AND_SETTINGS).await?;
+    assert!(closed_by_server(&mut idle).await);
+    // The server itself goes on.
+    let transport = GrpcTransport::new(opts);
+    let reply = call(&transport, &addr, unary("Greeter.Hello", hello("Bo"))).await?;
+    assert_eq!(reply_text(&reply.body), "Hello Bo");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_caller_that_stops_reading_fails_the_servers_send_and_holds_no_shutdown() -> TestResult {
+    let opts = GrpcOptions {
+        write_timeout: Duration::from_millis(200),
+        ..GrpcOptions::default()
+    };
+    let (handler, calls) = accepting(kinds);
+    let transport = GrpcTransport::new(opts);
+    let listener = transport.bind("127.0.0.1:0", handler).await?;
+    let addr = listener.local_addr();
+    let _client = open_stream(&transport, &addr, open("s-1", "Greeter.Stream")).await?;
+    let mut socket = bounded("the call", calls.accept()).await.ok_or("no call")?;
+    bounded("the opening", socket.recv()).await?;
+    // The caller never reads: its flow-control window fills, then the server's buffer.
+    let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+    let e = bounded("sends until one fails", async {
+        loop {
+            if let Err(e) = socket.send(data("s-1", chunk.clone())).await {
+                return e;
+            }
+        }
+    })
+    .await;
+    assert_eq!(e.code, 408, "{e}");
+    assert!(e.detail.contains("stopped reading"), "{e}");
+    drop(socket);
+    bounded(
+        "shutdown beside a caller that reads nothing",
+        listener.shutdown(),
+    )
+    .await;
+    Ok(())
+}

@@ -72,6 +72,13 @@
 //! | `body_read_timeout`: unary body, or the rest of a started stream frame | `MICRO_HTTP_BODY_TIMEOUT` | 30 s |
 //! | `pool_max_idle_per_host`: pooled idle connections per address (keep it above the calls in flight to one node) | `MICRO_HTTP_POOL_MAX_IDLE` | 256 |
 //! | `pool_idle_timeout`: how long the client keeps one | `MICRO_HTTP_POOL_IDLE_TIMEOUT` | 60 s |
+//! | `max_connections`: connections the server holds open; a new one past it is closed at once | `MICRO_HTTP_MAX_CONNECTIONS` | 16 384 |
+//! | `write_timeout`: a stream message waiting on a peer that stopped reading fails with a `408`; a closing connection's calls get this long before it is cut | `MICRO_HTTP_WRITE_TIMEOUT` | 30 s |
+//!
+//! A stream's first message must arrive within `body_read_timeout` of its opening. The server's
+//! load is bounded too (`MICRO_SERVER_MAX_CALLS`, `MICRO_SERVER_MAX_REQUEST_BYTES`: see
+//! [`CallHandler::admit`](micro_core::transport::CallHandler::admit)): a call past it is
+//! answered at once with a `503` in `Micro-Error`, before its body is read.
 //!
 //! A unary request body over the limit is answered by the transport itself with a `413` in
 //! `Micro-Error`; the server reads and discards the rest of it (up to

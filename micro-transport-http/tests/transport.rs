@@ -430,7 +430,12 @@ async fn a_too_large_header_is_refused_and_the_server_goes_on() {
     assert_eq!(reply.body, "still here");
 }
 
-async fn h2_client(addr: &str) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+async fn h2_client<B>(addr: &str) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let tcp = TcpStream::connect(addr).await.expect("connect");
     let (sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
@@ -776,4 +781,133 @@ async fn an_http1_stream_is_refused_with_an_error() {
     let e = rsp.micro_error().expect("a Micro-Error");
     assert_eq!(e.code, 501);
     assert!(e.detail.contains("h2c"), "{e}");
+}
+
+/// Opens raw TCP connections until the server closes one at once; they are kept open.
+async fn fill_up(addr: &str, max: usize) -> Vec<RawConn> {
+    let mut held = Vec::new();
+    for _ in 0..max {
+        held.push(RawConn::connect(addr).await);
+    }
+    held
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_are_closed_and_those_open_keep_working() {
+    let opts = HttpOptions {
+        max_connections: 2,
+        ..HttpOptions::default()
+    };
+    let (transport, listener, addr) = serve(opts).await;
+    let listener = Arc::new(listener);
+    tokio::spawn({
+        let listener = listener.clone();
+        async move {
+            while let Some(mut socket) = listener.calls.accept().await {
+                let _ = socket.recv().await;
+                let _ = socket.send(message(&[], "served")).await;
+            }
+        }
+    });
+    let mut held = fill_up(&addr, 2).await;
+    // The two open ones are served: a request on one of them is answered.
+    held[0].write(go_micro_request(&addr, "x").as_bytes()).await;
+    assert!(held[0].response().await.micro_error().is_none());
+    let mut third = RawConn::connect(&addr).await;
+    assert!(third.closed().await, "a third connection is closed at once");
+    // Once one closes, a new one is taken again.
+    drop(held.pop());
+    within("a call once there is room", async {
+        loop {
+            let sent = micro_conformance::transport::call(
+                &transport,
+                &addr,
+                message(&[("Micro-Endpoint", "A.B")], "x"),
+            )
+            .await;
+            if let Ok(reply) = sent {
+                break reply;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}
+
+/// A request body that sends nothing and never ends.
+struct Silent;
+
+impl http_body::Body for Silent {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Pending
+    }
+}
+
+#[tokio::test]
+async fn a_stream_whose_first_message_never_comes_times_out() {
+    let opts = HttpOptions {
+        body_read_timeout: Duration::from_millis(200),
+        ..HttpOptions::default()
+    };
+    let (_transport, listener, addr) = serve(opts).await;
+    let mut h2 = h2_client::<Silent>(&addr).await;
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri(format!("http://{addr}/"))
+        .header("Micro-Stream", "s-1")
+        .header("Content-Type", "application/protobuf")
+        .body(Silent)
+        .expect("a request");
+    let _response = within("the stream's response", h2.send_request(request))
+        .await
+        .expect("a response");
+    let mut socket = accept(&listener).await;
+    let e = within("the first message", socket.recv())
+        .await
+        .expect_err("no first message");
+    assert_eq!(e.code, 408, "{e}");
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_a_stream_fails_the_servers_send() {
+    let opts = HttpOptions {
+        write_timeout: Duration::from_millis(200),
+        ..HttpOptions::default()
+    };
+    let (transport, listener, addr) = serve(opts).await;
+    let _client = stream(
+        &transport,
+        &addr,
+        &[("Micro-Stream", "s-1"), ("Micro-Endpoint", "Feed.Flood")],
+    )
+    .await;
+    let mut socket = accept(&listener).await;
+    within("the opening", socket.recv()).await.expect("opening");
+    // The client never reads: its flow-control window fills, then the server's buffer.
+    let chunk = "x".repeat(64 * 1024);
+    let e = within("sends until one fails", async {
+        let mut sent = 0usize;
+        loop {
+            match socket.send(message(&[], &chunk)).await {
+                Ok(()) => sent += 1,
+                Err(e) => break (e, sent),
+            }
+        }
+    })
+    .await;
+    assert_eq!(e.0.code, 408, "{}", e.0);
+    assert!(e.0.detail.contains("stopped reading"), "{}", e.0);
+    // Nor does that client hold up a shutdown: its connection is cut once closing.
+    drop(socket);
+    within(
+        "shutdown beside a client that reads nothing",
+        listener.shutdown(),
+    )
+    .await;
 }
