@@ -251,7 +251,9 @@ mod tests {
     #[tokio::test]
     async fn messages_carry_the_token_unless_it_must_travel_over_tls() {
         assert_eq!(
-            published(&BearerLayer::new("t0k"), "orders").await.as_deref(),
+            published(&BearerLayer::new("t0k"), "orders")
+                .await
+                .as_deref(),
             Some("Bearer t0k")
         );
         let topics = BearerLayer::new("t0k").only_to(["orders"]);

@@ -92,7 +92,12 @@ impl AuthLayer {
 
     /// Decides a call or an event: `Ok` with the claims to hand on (none for an anonymous
     /// public one), or the 401/403 to answer.
-    async fn check(&self, id: &str, target: Target<'_>, metadata: &Metadata) -> Result<Option<Claims>> {
+    async fn check(
+        &self,
+        id: &str,
+        target: Target<'_>,
+        metadata: &Metadata,
+    ) -> Result<Option<Claims>> {
         let name = target.name();
         let access = self.rules.access(name);
         let token = bearer_token(metadata);
@@ -287,7 +292,10 @@ mod tests {
             Box::pin(async { Ok(()) })
         }
         fn nack(&self, requeue: bool) -> BoxFuture<'_, Result<()>> {
-            self.0.lock().expect("lock").push(format!("nack({requeue})"));
+            self.0
+                .lock()
+                .expect("lock")
+                .push(format!("nack({requeue})"));
             Box::pin(async { Ok(()) })
         }
     }
@@ -324,12 +332,19 @@ mod tests {
             .public("news");
         let forged = ("Micro-Auth-Subject", "admin");
 
-        let (seen, outcome, settled) =
-            deliver(&auth, "orders.placed", &[("Authorization", "Bearer good"), forged]).await;
+        let (seen, outcome, settled) = deliver(
+            &auth,
+            "orders.placed",
+            &[("Authorization", "Bearer good"), forged],
+        )
+        .await;
         outcome.expect("a good token passes");
         let seen = seen.expect("the subscriber ran");
         assert_eq!(seen.get(crate::SUBJECT), Some("alice"));
-        assert_eq!(Claims::from_metadata(&seen).map(|c| c.scopes), Some(vec!["publish".into()]));
+        assert_eq!(
+            Claims::from_metadata(&seen).map(|c| c.scopes),
+            Some(vec!["publish".into()])
+        );
         assert!(settled.is_empty(), "{settled:?}");
 
         for (headers, code) in [

@@ -66,7 +66,10 @@ async fn publish(from: &Service, n: u64) -> micro::Result<()> {
     let forged: Metadata = [
         ("Micro-Auth-Subject", "admin"),
         ("Micro-Auth-Scopes", "orders:write admin"),
-        ("Micro-Auth-Claims", r#"{"subject":"admin","scopes":["admin"]}"#),
+        (
+            "Micro-Auth-Claims",
+            r#"{"subject":"admin","scopes":["admin"]}"#,
+        ),
     ]
     .into_iter()
     .collect();

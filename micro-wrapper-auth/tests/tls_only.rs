@@ -44,8 +44,11 @@ fn pki() -> Pki {
     let ca = ca.self_signed(&ca_key).expect("CA certificate");
     let key = KeyPair::generate().expect("server key");
     let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("leaf params");
-    leaf.distinguished_name.push(DnType::CommonName, "127.0.0.1");
-    let cert = leaf.signed_by(&key, &ca, &ca_key).expect("server certificate");
+    leaf.distinguished_name
+        .push(DnType::CommonName, "127.0.0.1");
+    let cert = leaf
+        .signed_by(&key, &ca, &ca_key)
+        .expect("server certificate");
     Pki {
         ca: ca.pem(),
         cert: cert.pem(),
@@ -80,7 +83,11 @@ fn grpc(tls: Option<&Pki>) -> Arc<dyn Transport> {
 }
 
 /// A started greeter service called `name` on `transport`, every endpoint behind a token.
-async fn protected(name: &str, registry: &MemoryRegistry, transport: Arc<dyn Transport>) -> Service {
+async fn protected(
+    name: &str,
+    registry: &MemoryRegistry,
+    transport: Arc<dyn Transport>,
+) -> Service {
     let service = Service::builder(name)
         .ignore_env()
         .address("127.0.0.1:0")

@@ -551,10 +551,9 @@ fn transport_for<'a>(
     node: &Node,
 ) -> &'a Arc<dyn Transport> {
     match node.metadata.get("protocol") {
-        Some(p) if p != default.protocol() => others
-            .iter()
-            .find(|t| t.protocol() == p)
-            .unwrap_or(default),
+        Some(p) if p != default.protocol() => {
+            others.iter().find(|t| t.protocol() == p).unwrap_or(default)
+        }
         _ => default,
     }
 }
