@@ -104,6 +104,12 @@ pub struct CallOptions {
     pub filters: Vec<Filter>,
     /// The proto service of the endpoint, for [`Request::proto_service`].
     pub proto_service: Option<String>,
+    /// Metadata entries (by name, compared case-insensitively) that may leave only over TLS:
+    /// credentials. The client removes them from every attempt and stream whose transport
+    /// does not say it dials with TLS ([`Transport::tls`](crate::Transport::tls)), deciding
+    /// per node, so a call that a retry moves to a plaintext node loses them there. Empty by
+    /// default; `BearerLayer::tls_only` (micro-wrapper-auth) puts `Authorization` here.
+    pub tls_only_metadata: Vec<String>,
 }
 
 /// Which failed attempts a client tries again (on another node, after a backoff).

@@ -110,6 +110,15 @@ pub trait Transport: Send + Sync + fmt::Debug {
         "mucp"
     }
 
+    /// Whether this transport's client side dials every address with TLS, checking the
+    /// server's certificate, and never falls back to plaintext. Credentials that must not
+    /// travel in the clear ([`CallOptions::tls_only_metadata`](crate::rpc::CallOptions)) go
+    /// only over transports that say so. `false` unless a transport overrides it: a transport
+    /// that cannot tell keeps them off.
+    fn tls(&self) -> bool {
+        false
+    }
+
     /// One unary call to the node at `addr` (`host:port`). `req.id` is sent as the request id
     /// (the client fills it). An error the node answered with is [`AttemptError::Answered`];
     /// a node that could not be reached, or whose connection broke, is

@@ -243,6 +243,11 @@ impl Transport for GrpcTransport {
         "grpc"
     }
 
+    /// With [`GrpcOptions::tls`] every dial is TLS (or fails): there is no plaintext fallback.
+    fn tls(&self) -> bool {
+        self.opts.tls.is_some()
+    }
+
     async fn call(
         &self,
         addr: &str,

@@ -277,6 +277,11 @@ impl Transport for HttpTransport {
         "http"
     }
 
+    /// With [`HttpOptions::tls`] every dial is TLS (or fails): there is no plaintext fallback.
+    fn tls(&self) -> bool {
+        matches!(self.tls, Ok(Some(_)))
+    }
+
     async fn call(
         &self,
         addr: &str,

@@ -1,11 +1,12 @@
-//! The caller's side: attach a bearer token to outgoing calls.
+//! The caller's side: attach a bearer token to outgoing calls and published messages.
 
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use micro_core::broker::Publication;
 use micro_core::rpc::{self, Call};
-use micro_core::Error;
+use micro_core::{Error, Metadata};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -13,24 +14,36 @@ use crate::AUTHORIZATION;
 
 type TokenFn = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
-/// Attaches `Authorization: Bearer <token>` to every call on the client call path that does not
-/// carry an `Authorization` entry already (a token set on the request itself wins, so a handler
-/// can pass its caller's token on).
+/// Attaches `Authorization: Bearer <token>` to every call on the client call path
+/// (`ServiceBuilder::client_layer`), and to every message on the publish path
+/// (`ServiceBuilder::publish_layer`), that does not carry an `Authorization` entry already (a
+/// token set on the request itself wins, so a handler can pass its caller's token on).
 ///
-/// Every call means every service the client calls, whoever registered it: limit the token to
-/// the services meant to see it with [`BearerLayer::only_to`]. The token travels as the
-/// transport carries it, in the clear without TLS (`MICRO_TLS_*`).
+/// Every call means every service the client calls, whoever registered it, over whatever
+/// transport reaches it. Two limits keep the token where it is meant to go:
+/// - [`BearerLayer::only_to`]: only to the services named (on the publish path: the topics).
+/// - [`BearerLayer::tls_only`]: only over TLS. The client decides per node, once it knows
+///   which transport dials it: the token is removed from every attempt or stream whose
+///   transport does not dial with TLS (`MICRO_TLS_*`, or the transports' `tls` option), and
+///   from every transport that cannot say, such as the in-process `memory` one. Brokers do not
+///   say whether they use TLS, so a `tls_only` layer on the publish path sends no token.
+///
+/// Without `tls_only` the token travels as the transport carries it: in the clear without TLS.
 #[derive(Clone)]
 pub struct BearerLayer {
     token: TokenFn,
-    /// The services the token goes to; all when `None`.
+    /// The services (or topics) the token goes to; all when `None`.
     only_to: Option<Arc<[String]>>,
+    tls_only: bool,
 }
 
 impl fmt::Debug for BearerLayer {
     // The token is left out: it is a credential.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BearerLayer").finish_non_exhaustive()
+        f.debug_struct("BearerLayer")
+            .field("only_to", &self.only_to)
+            .field("tls_only", &self.tls_only)
+            .finish_non_exhaustive()
     }
 }
 
@@ -47,14 +60,41 @@ impl BearerLayer {
         BearerLayer {
             token: Arc::new(token),
             only_to: None,
+            tls_only: false,
         }
     }
 
-    /// Sends the token only on calls to these services (by their registered name); calls to
-    /// others go without it.
+    /// Sends the token only on calls to these services (by their registered name), or, on the
+    /// publish path, only on messages to these topics; others go without it.
     pub fn only_to<S: Into<String>>(mut self, services: impl IntoIterator<Item = S>) -> Self {
         self.only_to = Some(services.into_iter().map(Into::into).collect());
         self
+    }
+
+    /// Sends the `Authorization` entry only over transports that dial with TLS, whoever set
+    /// it (this layer, or the request itself), deciding for each node a call tries
+    /// ([`CallOptions::tls_only_metadata`](micro_core::rpc::CallOptions)). A call to a
+    /// plaintext node still goes, without the token, and its server answers as it answers
+    /// anonymous callers (a `401` behind an auth layer).
+    pub fn tls_only(mut self) -> Self {
+        self.tls_only = true;
+        self
+    }
+
+    /// Whether the token goes to `name` (a service or a topic).
+    fn meant_for(&self, name: &str) -> bool {
+        self.only_to
+            .as_deref()
+            .is_none_or(|only| only.iter().any(|s| s == name))
+    }
+
+    /// Adds the token to `metadata` unless it carries an `Authorization` entry already.
+    fn attach(&self, metadata: &mut Metadata) {
+        if !metadata.contains_key(AUTHORIZATION) {
+            if let Some(token) = (self.token)() {
+                metadata.insert(AUTHORIZATION, format!("Bearer {token}"));
+            }
+        }
     }
 }
 
@@ -64,25 +104,24 @@ impl<S> Layer<S> for BearerLayer {
     fn layer(&self, inner: S) -> Bearer<S> {
         Bearer {
             inner,
-            token: self.token.clone(),
-            only_to: self.only_to.clone(),
+            layer: self.clone(),
         }
     }
 }
 
-/// A call service behind a [`BearerLayer`].
+/// A call (or publish) service behind a [`BearerLayer`].
 #[derive(Clone)]
 pub struct Bearer<S> {
     inner: S,
-    token: TokenFn,
-    only_to: Option<Arc<[String]>>,
+    layer: BearerLayer,
 }
 
 impl<S: fmt::Debug> fmt::Debug for Bearer<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Bearer")
             .field("inner", &self.inner)
-            .finish_non_exhaustive()
+            .field("layer", &self.layer)
+            .finish()
     }
 }
 
@@ -95,36 +134,58 @@ where
     type Future = S::Future;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.inner.poll_ready(cx)
+        Service::<Call>::poll_ready(&mut self.inner, cx)
     }
 
     fn call(&mut self, mut call: Call) -> S::Future {
-        let service = &call.request.service;
-        let meant = self
-            .only_to
-            .as_deref()
-            .is_none_or(|only| only.iter().any(|s| s == service));
-        let metadata = &mut call.request.metadata;
-        if meant && !metadata.contains_key(AUTHORIZATION) {
-            if let Some(token) = (self.token)() {
-                metadata.insert(AUTHORIZATION, format!("Bearer {token}"));
+        if self.layer.meant_for(&call.request.service) {
+            self.layer.attach(&mut call.request.metadata);
+        }
+        if self.layer.tls_only {
+            let names = &mut call.options.tls_only_metadata;
+            if !names.iter().any(|n| n.eq_ignore_ascii_case(AUTHORIZATION)) {
+                names.push(AUTHORIZATION.to_string());
             }
         }
         self.inner.call(call)
     }
 }
 
+impl<S> Service<Publication> for Bearer<S>
+where
+    S: Service<Publication, Response = (), Error = Error>,
+{
+    type Response = ();
+    type Error = Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Service::<Publication>::poll_ready(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, mut publication: Publication) -> S::Future {
+        // No broker says whether its connection is TLS: a TLS-only token stays home.
+        if !self.layer.tls_only && self.layer.meant_for(&publication.topic) {
+            self.layer.attach(&mut publication.message.header);
+        }
+        self.inner.call(publication)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use micro_core::broker::Message;
     use micro_core::rpc::{CallOptions, Request};
 
-    /// The `Authorization` a call to `service` leaves with, through `layer`.
-    async fn sent(layer: &BearerLayer, service: &str) -> Option<String> {
+    /// The `Authorization` a call to `service` leaves with through `layer`, and the entries it
+    /// asks the client to keep off plaintext.
+    async fn sent(layer: &BearerLayer, service: &str) -> (Option<String>, Vec<String>) {
         let inner = tower::service_fn(|call: Call| async move {
-            let seen = call.request.metadata.get(AUTHORIZATION).map(str::to_string);
+            let seen = call.request.metadata.get(AUTHORIZATION).unwrap_or_default();
+            let tls_only = call.options.tls_only_metadata.join(",");
             Ok::<_, Error>(rpc::Response {
-                body: seen.unwrap_or_default().into(),
+                body: format!("{seen}|{tls_only}").into(),
                 ..rpc::Response::default()
             })
         });
@@ -137,22 +198,68 @@ mod tests {
             stream: false,
         };
         let mut bearer = layer.layer(inner);
-        let reply = bearer.call(call).await.ok()?;
-        Some(String::from_utf8_lossy(&reply.body).into_owned()).filter(|s| !s.is_empty())
+        let reply = bearer.call(call).await.expect("the inner service answers");
+        let reply = String::from_utf8_lossy(&reply.body).into_owned();
+        let (token, tls_only) = reply.split_once('|').unwrap_or_default();
+        let token = Some(token.to_string()).filter(|t| !t.is_empty());
+        let tls_only = tls_only
+            .split(',')
+            .filter(|n| !n.is_empty())
+            .map(str::to_string)
+            .collect();
+        (token, tls_only)
+    }
+
+    /// The `Authorization` header a message to `topic` leaves with through `layer`.
+    async fn published(layer: &BearerLayer, topic: &str) -> Option<String> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let inner = tower::service_fn(move |p: Publication| {
+            let _ = tx.send(p.message.header.get(AUTHORIZATION).map(str::to_string));
+            async { Ok::<_, Error>(()) }
+        });
+        let publication = Publication {
+            topic: topic.to_string(),
+            message: Message::default(),
+        };
+        let mut bearer = layer.layer(inner);
+        bearer.call(publication).await.expect("published");
+        rx.try_recv().expect("the inner service saw the message")
     }
 
     #[tokio::test]
     async fn the_token_goes_only_where_it_is_meant_to() {
         let everywhere = BearerLayer::new("t0k");
-        assert_eq!(
-            sent(&everywhere, "billing").await.as_deref(),
-            Some("Bearer t0k")
-        );
+        let (token, tls_only) = sent(&everywhere, "billing").await;
+        assert_eq!(token.as_deref(), Some("Bearer t0k"));
+        assert!(tls_only.is_empty(), "{tls_only:?}");
         let limited = BearerLayer::new("t0k").only_to(["greeter"]);
         assert_eq!(
-            sent(&limited, "greeter").await.as_deref(),
+            sent(&limited, "greeter").await.0.as_deref(),
             Some("Bearer t0k")
         );
-        assert_eq!(sent(&limited, "billing").await, None);
+        assert_eq!(sent(&limited, "billing").await.0, None);
+    }
+
+    #[tokio::test]
+    async fn a_tls_only_token_is_left_to_the_client_to_keep_off_plaintext() {
+        let layer = BearerLayer::new("t0k").tls_only();
+        let (token, tls_only) = sent(&layer, "greeter").await;
+        assert_eq!(token.as_deref(), Some("Bearer t0k"));
+        assert_eq!(tls_only, [AUTHORIZATION]);
+    }
+
+    #[tokio::test]
+    async fn messages_carry_the_token_unless_it_must_travel_over_tls() {
+        assert_eq!(
+            published(&BearerLayer::new("t0k"), "orders")
+                .await
+                .as_deref(),
+            Some("Bearer t0k")
+        );
+        let topics = BearerLayer::new("t0k").only_to(["orders"]);
+        assert!(published(&topics, "orders").await.is_some());
+        assert_eq!(published(&topics, "audit").await, None);
+        let tls_only = BearerLayer::new("t0k").tls_only();
+        assert_eq!(published(&tls_only, "orders").await, None);
     }
 }

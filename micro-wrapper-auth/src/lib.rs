@@ -1,4 +1,4 @@
-//! Bearer-token authentication for Micro for Rust.
+//! Bearer-token authentication for Micro for Rust, for calls and for events.
 //!
 //! - [`AuthLayer`] goes on the handler path (`ServiceBuilder::handler_layer`). It reads the
 //!   caller's `Authorization: Bearer <token>` metadata, checks the token with a [`Verifier`],
@@ -6,16 +6,38 @@
 //!   metadata ([`SUBJECT`], [`SCOPES`], [`ROLES`], [`CLAIMS`]). A call without a usable token
 //!   gets `401 Unauthorized`; a call whose token is good but lacks the scope or role the
 //!   endpoint needs gets `403 Forbidden`.
+//! - The same [`AuthLayer`] goes on the subscriber path (`ServiceBuilder::subscriber_layer`),
+//!   for brokers whose messages carry tokens: the token is the message's `Authorization`
+//!   header, rules name topics as they name endpoints, and the claims reach the subscriber as
+//!   headers of the event (`Claims::from_metadata(&event.header)`). An event refused with a
+//!   401 or 403 never reaches the subscriber: it is nacked without requeue (dead-lettered by
+//!   brokers that keep dead letters) and its publisher hears the refusal where the broker
+//!   answers publishers (the http broker does).
 //! - [`BearerLayer`] goes on the client call path (`ServiceBuilder::client_layer`) and attaches
-//!   a token to every call that does not carry one, or only to calls to the services named with
-//!   [`BearerLayer::only_to`]. The token is as safe as the transport: use TLS (`MICRO_TLS_*`)
-//!   off this machine.
+//!   a token to every call that does not carry one; on the publish path
+//!   (`ServiceBuilder::publish_layer`) it attaches it to every published message, as the
+//!   `Authorization: Bearer <token>` header Go Micro's auth wrapper reads. Two limits keep the
+//!   token where it is meant to go: [`BearerLayer::only_to`] (these services, or on the publish
+//!   path these topics) and [`BearerLayer::tls_only`] (only over transports that dial with TLS,
+//!   decided by the client for each node it tries; a transport that cannot say gets no token,
+//!   nor does any broker). Without `tls_only` the token is as safe as the transport: use TLS
+//!   (`MICRO_TLS_*`) off this machine.
 //! - [`JwtVerifier`] checks JSON Web Tokens signed with HS256 (a shared secret) or RS256 (the
-//!   issuer's public key), through the `jsonwebtoken` crate; [`JwtSigner`] makes them. By
-//!   default it checks the signature and algorithm, `exp` (required), `nbf`, and `sub`
-//!   (required); the issuer and audience only when set with [`JwtVerifier::issuer`] and
-//!   [`JwtVerifier::audience`]. Anything else (opaque tokens, an introspection endpoint) is a
-//!   [`Verifier`] away.
+//!   issuer's public key), through the `jsonwebtoken` crate; [`JwtSigner`] makes them. Anything
+//!   else (opaque tokens, an introspection endpoint) is a [`Verifier`] away.
+//!
+//! # What a JWT must pass
+//!
+//! | check | by default | |
+//! |---|---|---|
+//! | signature | always | with the verifier's key |
+//! | algorithm | always | only the verifier's own (no `none`, no HS/RS confusion) |
+//! | `exp` | always, required | 60 s of leeway ([`JwtVerifier::leeway`]) |
+//! | `nbf` | when the token has one | same leeway |
+//! | `sub` | always, required | it becomes [`Claims::subject`] |
+//! | `iss` | only when set | [`JwtVerifier::issuer`]; then required |
+//! | `aud` | only when set | [`JwtVerifier::audience`]; then required |
+//! | `iat`, `jti` | never | no replay protection |
 //!
 //! ```
 //! use micro_wrapper_auth::{AuthLayer, BearerLayer, JwtSigner, JwtVerifier};
@@ -50,10 +72,25 @@
 //! # assert_eq!(who_called(&Metadata::new()), None);
 //! ```
 //!
+//! Events carry them the same way, as headers:
+//!
+//! ```
+//! use micro_wrapper_auth::{AuthLayer, BearerLayer, JwtVerifier};
+//!
+//! # let (secret, token) = (b"a shared secret of at least 32 bytes!!", "t");
+//! // The subscriber: every event on `orders.*` needs a token granting `orders:write`.
+//! let events = AuthLayer::new(JwtVerifier::hs256(secret)).require_scope("orders.*", "orders:write");
+//! // The publisher: its token on every message.
+//! let publish = BearerLayer::new(token);
+//! // micro::Service::builder("audit").subscriber_layer(events).publish_layer(publish)
+//! # let _ = (events, publish);
+//! ```
+//!
 //! Those entries cannot be forged: every server drops the `Micro-Auth-*` entries a caller sends
 //! before any handler layer runs (with or without this crate), every subscriber drops those a
-//! publisher's message carries, and the layer sets them only from a verified token. `Debug.Health` is public unless a
-//! rule says otherwise, so health probes keep working, as in Go Micro.
+//! publisher's message carries, and the layer sets them only from a verified token.
+//! `Debug.Health` is public unless a rule says otherwise, so health probes keep working, as in
+//! Go Micro.
 
 mod claims;
 mod client;

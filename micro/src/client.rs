@@ -538,16 +538,33 @@ struct Connect {
 }
 
 impl Connect {
-    /// The transport for a node: the one of its `protocol`, else the default.
+    /// The transport for a node.
     fn transport_for(&self, node: &Node) -> &Arc<dyn Transport> {
-        match node.metadata.get("protocol") {
-            Some(p) if p != self.transport.protocol() => self
-                .others
-                .iter()
-                .find(|t| t.protocol() == p)
-                .unwrap_or(&self.transport),
-            _ => &self.transport,
+        transport_for(&self.transport, &self.others, node)
+    }
+}
+
+/// The transport for a node: the one of its `protocol`, else the default.
+fn transport_for<'a>(
+    default: &'a Arc<dyn Transport>,
+    others: &'a [Arc<dyn Transport>],
+    node: &Node,
+) -> &'a Arc<dyn Transport> {
+    match node.metadata.get("protocol") {
+        Some(p) if p != default.protocol() => {
+            others.iter().find(|t| t.protocol() == p).unwrap_or(default)
         }
+        _ => default,
+    }
+}
+
+/// Removes the [`CallOptions::tls_only_metadata`] entries from a request about to leave over
+/// `transport`, unless the transport dials with TLS.
+fn keep_off_plaintext(transport: &dyn Transport, names: &[String], request: &mut rpc::Request) {
+    if !names.is_empty() && !transport.tls() {
+        request
+            .metadata
+            .retain(|key, _| !names.iter().any(|n| n.eq_ignore_ascii_case(key)));
     }
 }
 
@@ -612,6 +629,10 @@ async fn dispatch(
         let mut this_try = request.clone();
         if this_try.id.is_empty() {
             this_try.id = uuid::Uuid::new_v4().to_string();
+        }
+        if !options.tls_only_metadata.is_empty() {
+            let transport = transport_for(&parts.transport, &parts.others, node.node());
+            keep_off_plaintext(&**transport, &options.tls_only_metadata, &mut this_try);
         }
         let try_once = Attempt {
             node: node.node().clone(),
@@ -693,10 +714,18 @@ async fn open_stream(
     let mut attempt = 0;
     loop {
         let node = picker.pick()?;
-        let opened = connect
-            .transport_for(&node)
-            .stream(&node.address, &req, parts.opts.dial_timeout)
-            .await;
+        let transport = connect.transport_for(&node);
+        let opened = if opts.tls_only_metadata.is_empty() || transport.tls() {
+            transport
+                .stream(&node.address, &req, parts.opts.dial_timeout)
+                .await
+        } else {
+            let mut plain = req.clone();
+            keep_off_plaintext(&**transport, &opts.tls_only_metadata, &mut plain);
+            transport
+                .stream(&node.address, &plain, parts.opts.dial_timeout)
+                .await
+        };
         match opened {
             Ok(socket) => {
                 parts.selector.mark(&req.service, &node, Outcome::Success);

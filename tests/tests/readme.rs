@@ -117,7 +117,11 @@ async fn governance() -> micro::Result<()> {
         .handler_layer(micro::auth::AuthLayer::new(micro::auth::JwtVerifier::hs256(secret))
             .public("Greeter.Hello").require_scope("Admin.*", "admin"))  // 401 / 403
         .attempt_layer(breaker)                                          // per node: 503, node ejected
-        .client_layer(micro::auth::BearerLayer::new(token))              // Authorization: Bearer ...
+        .client_layer(micro::auth::BearerLayer::new(token.clone())
+            .tls_only())                                                 // Authorization: Bearer ..., over TLS only
+        .subscriber_layer(micro::auth::AuthLayer::new(micro::auth::JwtVerifier::hs256(secret))
+            .require_scope("orders.*", "orders:write"))                  // events: 401 / 403, not requeued
+        .publish_layer(micro::auth::BearerLayer::new(token))             // Authorization on each message
         .build()?;
     // README end
     start_and_stop(&service).await
