@@ -282,11 +282,7 @@ async fn connection(
 
 /// Forwards `from` to `to` under the current fault until `from` ends, then passes the end on
 /// (a FIN); returns the bytes forwarded.
-async fn pump(
-    from: Arc<TcpStream>,
-    to: Arc<TcpStream>,
-    mut faults: watch::Receiver<Fault>,
-) -> u64 {
+async fn pump(from: Arc<TcpStream>, to: Arc<TcpStream>, mut faults: watch::Receiver<Fault>) -> u64 {
     let mut buf = vec![0u8; CHUNK];
     let mut forwarded = 0u64;
     loop {
@@ -321,7 +317,9 @@ async fn pump(
 /// worth, each followed by the pause it costs.
 async fn throttled(to: &TcpStream, bytes: &[u8], per_second: u64) -> io::Result<()> {
     let per_second = per_second.max(1);
-    let slice = usize::try_from(per_second / 10).unwrap_or(usize::MAX).max(1);
+    let slice = usize::try_from(per_second / 10)
+        .unwrap_or(usize::MAX)
+        .max(1);
     for part in bytes.chunks(slice) {
         write_all(to, part).await?;
         let nanos = (part.len() as u128 * 1_000_000_000) / u128::from(per_second);

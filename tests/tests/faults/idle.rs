@@ -71,7 +71,9 @@ fn fault_child_idle_clients() {
                     return;
                 };
                 let mut buf = [0u8; 256];
-                if s.write_all(&send).await.is_err() || !matches!(s.read(&mut buf).await, Ok(n) if n > 0) {
+                if s.write_all(&send).await.is_err()
+                    || !matches!(s.read(&mut buf).await, Ok(n) if n > 0)
+                {
                     refused.fetch_add(1, Ordering::AcqRel);
                     return;
                 }
@@ -166,7 +168,10 @@ where
             ("opened", opened.to_string()),
             ("refused", refused.to_string()),
             ("closed_before_the_call", closed_early.to_string()),
-            ("real_call", if called.is_ok() { "ok" } else { "failed" }.into()),
+            (
+                "real_call",
+                if called.is_ok() { "ok" } else { "failed" }.into(),
+            ),
             ("closed_by_server", closed.to_string()),
             ("idle_timeout_ms", IDLE_TIMEOUT.as_millis().to_string()),
             ("took_ms", started.elapsed().as_millis().to_string()),

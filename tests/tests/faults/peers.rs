@@ -43,9 +43,8 @@ fn fault_child_greeter() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("a SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("a SIGTERM handler");
         let service = micro::Service::builder(SERVICE)
             .ignore_env()
             .address("127.0.0.1:0")
@@ -98,8 +97,12 @@ impl Load {
         let stop = Arc::new(AtomicBool::new(false));
         let workers = (0..CALLERS as u64)
             .map(|w| {
-                let (client, calls, failures, stop) =
-                    (client.clone(), calls.clone(), failures.clone(), stop.clone());
+                let (client, calls, failures, stop) = (
+                    client.clone(),
+                    calls.clone(),
+                    failures.clone(),
+                    stop.clone(),
+                );
                 tokio::spawn(async move {
                     let mut i = w << 32;
                     while !stop.load(Ordering::Acquire) {

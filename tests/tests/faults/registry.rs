@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use greeter::greeter::{greeter_handler, GreeterClient, HelloRequest};
 use greeter::GreeterService;
+use micro::registry::Registry;
 use micro::selector::{RegistrySelector, SelectorOptions};
 use micro_conformance::fault::{Fault, FaultProxy};
 use micro_registry_etcd::testing::EtcdServer;
-use micro::registry::Registry;
 use micro_registry_etcd::EtcdRegistry;
 
 use crate::{report, within, PATIENCE};
@@ -185,8 +185,14 @@ async fn etcd_blackholed_under_load_fails_no_call() {
             ("calls_partitioned", in_partition.to_string()),
             ("failed", failures.len().to_string()),
             ("partition_ms", partition_for.as_millis().to_string()),
-            ("slowest_partitioned_call_ms", slowest.as_millis().to_string()),
-            ("registry_timeout_ms", REGISTRY_TIMEOUT.as_millis().to_string()),
+            (
+                "slowest_partitioned_call_ms",
+                slowest.as_millis().to_string(),
+            ),
+            (
+                "registry_timeout_ms",
+                REGISTRY_TIMEOUT.as_millis().to_string(),
+            ),
         ],
     );
     assert!(
