@@ -11,6 +11,7 @@
 //! condition.
 
 pub mod broker;
+pub mod fault;
 pub mod program;
 pub mod registry;
 pub mod transport;

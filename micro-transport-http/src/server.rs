@@ -425,10 +425,16 @@ fn open_stream(
     reply
 }
 
+/// A call that arrived while the server stops: no handler ran it, so it is a `503` that
+/// callers retry on another node (as gRPC's `UNAVAILABLE` is), never a `500`.
 fn shutting_down(conn: &ConnContext) -> Error {
-    Error::internal(
+    Error::new(
         ID,
-        format!("the server at {} is shutting down", conn.shared.local_addr),
+        503,
+        format!(
+            "the server at {} is shutting down and takes no new calls",
+            conn.shared.local_addr
+        ),
     )
 }
 

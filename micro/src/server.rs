@@ -428,7 +428,8 @@ impl CallHandler for Serving {
         timeout: Option<Duration>,
     ) -> BoxFuture<'static, Result<rpc::Response>> {
         let Some(inner) = self.0.upgrade() else {
-            return Box::pin(async { Err(Error::internal("micro.server", "the server is gone")) });
+            // No handler ran: retryable, like the shed and draining answers.
+            return Box::pin(async { Err(Error::new("micro.server", 503, "the server is gone")) });
         };
         let calls = inner.calls.clone();
         let cancel = inner.cancel_token();
