@@ -4,14 +4,12 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use common::{collector, message, next, options, unique, PATIENCE};
+use common::{collector, message, next, options, unique};
 use micro_broker_kafka::{KafkaOptions, PoisonPolicy, RecordKey};
+use micro_conformance::broker::{failing_on_bad, next_within};
 use micro_core::broker::dead_letter as dl;
-use micro_core::broker::{Delivery, Handler, SubscribeOptions};
+use micro_core::broker::SubscribeOptions;
 use micro_core::Error;
-use tokio::sync::mpsc;
 
 fn queue(group: &str, auto_ack: bool) -> SubscribeOptions {
     SubscribeOptions {
@@ -26,36 +24,6 @@ fn one_partition(o: KafkaOptions) -> KafkaOptions {
         key: RecordKey::Fixed(b"k".to_vec()),
         ..o
     }
-}
-
-/// A handler that fails on bodies starting with `bad` (sending each failed body to `failed`)
-/// and forwards the rest to `handled`.
-fn failing_on_bad() -> (
-    Handler,
-    mpsc::UnboundedReceiver<Delivery>,
-    mpsc::UnboundedReceiver<Vec<u8>>,
-) {
-    let (tx, handled) = mpsc::unbounded_channel();
-    let (ftx, failed) = mpsc::unbounded_channel();
-    let handler: Handler = Arc::new(move |d: Delivery| {
-        let (tx, ftx) = (tx.clone(), ftx.clone());
-        Box::pin(async move {
-            if d.message.body.starts_with(b"bad") {
-                let _ = ftx.send(d.message.body.to_vec());
-                return Err(Error::internal("test", "always failing\nsecond line"));
-            }
-            let _ = tx.send(d);
-            Ok(())
-        })
-    });
-    (handler, handled, failed)
-}
-
-async fn failure(rx: &mut mpsc::UnboundedReceiver<Vec<u8>>, what: &str) -> Vec<u8> {
-    tokio::time::timeout(PATIENCE, rx.recv())
-        .await
-        .unwrap_or_else(|_| panic!("{what}: no failed attempt within {PATIENCE:?}"))
-        .unwrap_or_else(|| panic!("{what}: the handler went away"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,7 +41,8 @@ async fn a_message_that_keeps_failing_goes_to_the_dead_letter_topic_and_the_next
         .subscribe(&format!("{topic}.dlq"), dh, SubscribeOptions::default())
         .await
         .expect("subscribe to the dead-letter topic");
-    let (h, mut handled, mut failed) = failing_on_bad();
+    let (h, mut handled, mut failed) =
+        failing_on_bad(Error::internal("test", "always failing\nsecond line"));
     let sub = b
         .subscribe(&topic, h, queue(&group, true))
         .await
@@ -88,7 +57,10 @@ async fn a_message_that_keeps_failing_goes_to_the_dead_letter_topic_and_the_next
     let d = next(&mut handled, "the message after the poisoned one").await;
     assert_eq!(&d.message.body[..], b"good");
     for _ in 0..3 {
-        assert_eq!(failure(&mut failed, "the poisoned message").await, b"bad");
+        assert_eq!(
+            next_within(&mut failed, "the poisoned message").await,
+            b"bad"
+        );
     }
     assert!(
         failed.try_recv().is_err(),
@@ -146,7 +118,8 @@ async fn under_block_a_failing_message_holds_its_partition_and_nothing_is_commit
     .expect("broker");
     let topic = unique("block");
     let group = unique("group");
-    let (h, mut handled, mut failed) = failing_on_bad();
+    let (h, mut handled, mut failed) =
+        failing_on_bad(Error::internal("test", "always failing\nsecond line"));
     let sub = b
         .subscribe(&topic, h, queue(&group, true))
         .await
@@ -158,7 +131,10 @@ async fn under_block_a_failing_message_holds_its_partition_and_nothing_is_commit
     // Twice the budget, and still it comes back; in-place retries mean nothing after it
     // was handed out meanwhile.
     for _ in 0..4 {
-        assert_eq!(failure(&mut failed, "the blocking message").await, b"bad");
+        assert_eq!(
+            next_within(&mut failed, "the blocking message").await,
+            b"bad"
+        );
     }
     assert!(
         handled.try_recv().is_err(),
@@ -254,7 +230,8 @@ async fn a_dead_letter_topic_that_cannot_take_the_message_holds_it_until_it_can(
     }))
     .await
     .expect("broker");
-    let (h, mut handled, mut failed) = failing_on_bad();
+    let (h, mut handled, mut failed) =
+        failing_on_bad(Error::internal("test", "always failing\nsecond line"));
     let sub = b
         .subscribe(&topic, h, queue(&group, true))
         .await
@@ -263,7 +240,10 @@ async fn a_dead_letter_topic_that_cannot_take_the_message_holds_it_until_it_can(
     b.publish(&topic, message(b"good", &[]))
         .await
         .expect("good");
-    assert_eq!(failure(&mut failed, "the poisoned message").await, b"bad");
+    assert_eq!(
+        next_within(&mut failed, "the poisoned message").await,
+        b"bad"
+    );
     assert!(
         handled.try_recv().is_err(),
         "the partition waits while the dead letter cannot be produced"

@@ -11,6 +11,7 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use futures_util::StreamExt;
 use micro_broker_nats::{JetStreamOptions, NatsBroker, NatsOptions, PoisonPolicy};
+use micro_conformance::broker::{failing_on_bad, next_within};
 use micro_core::broker::dead_letter as dl;
 use micro_core::broker::{Delivery, Handler, Message, SubscribeOptions};
 use micro_core::{Broker, Error};
@@ -47,35 +48,6 @@ async fn with_jetstream(
     Some(o)
 }
 
-/// Fails on bodies starting with `bad` (reporting each attempt), forwards the rest.
-fn failing_on_bad() -> (
-    Handler,
-    mpsc::UnboundedReceiver<Delivery>,
-    mpsc::UnboundedReceiver<Vec<u8>>,
-) {
-    let (tx, handled) = mpsc::unbounded_channel();
-    let (ftx, failed) = mpsc::unbounded_channel();
-    let handler: Handler = Arc::new(move |d: Delivery| {
-        let (tx, ftx) = (tx.clone(), ftx.clone());
-        Box::pin(async move {
-            if d.message.body.starts_with(b"bad") {
-                let _ = ftx.send(d.message.body.to_vec());
-                return Err(Error::internal("test", "always failing"));
-            }
-            let _ = tx.send(d);
-            Ok(())
-        })
-    });
-    (handler, handled, failed)
-}
-
-async fn recv<T>(rx: &mut mpsc::UnboundedReceiver<T>, what: &str) -> T {
-    tokio::time::timeout(PATIENCE, rx.recv())
-        .await
-        .unwrap_or_else(|_| panic!("{what}: nothing within {PATIENCE:?}"))
-        .unwrap_or_else(|| panic!("{what}: the sender went away"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_that_keeps_failing_is_stored_on_its_dead_letter_subject() {
     let Some(opts) = with_jetstream(|js| JetStreamOptions {
@@ -90,7 +62,7 @@ async fn a_message_that_keeps_failing_is_stored_on_its_dead_letter_subject() {
     let broker = NatsBroker::new(opts).expect("broker");
     let topic = unique("poison");
     let queue = unique("workers");
-    let (h, mut handled, mut failed) = failing_on_bad();
+    let (h, mut handled, mut failed) = failing_on_bad(Error::internal("test", "always failing"));
     let sub = broker
         .subscribe(&topic, h, group(&queue))
         .await
@@ -103,10 +75,13 @@ async fn a_message_that_keeps_failing_is_stored_on_its_dead_letter_subject() {
         .publish(&topic, body(b"good", &[]))
         .await
         .expect("good");
-    let d = recv(&mut handled, "the message after the poisoned one").await;
+    let d = next_within(&mut handled, "the message after the poisoned one").await;
     assert_eq!(&d.message.body[..], b"good");
     for _ in 0..3 {
-        assert_eq!(recv(&mut failed, "the poisoned message").await, b"bad");
+        assert_eq!(
+            next_within(&mut failed, "the poisoned message").await,
+            b"bad"
+        );
     }
 
     // The dead letter is stored (terminated only after that), with the reasons, whether or not
@@ -178,7 +153,7 @@ async fn under_block_a_failing_message_keeps_coming_back() {
     let servers = opts.servers.clone();
     let broker = NatsBroker::new(opts).expect("broker");
     let topic = unique("block");
-    let (h, _handled, mut failed) = failing_on_bad();
+    let (h, _handled, mut failed) = failing_on_bad(Error::internal("test", "always failing"));
     let sub = broker
         .subscribe(&topic, h, group(&unique("workers")))
         .await
@@ -188,7 +163,10 @@ async fn under_block_a_failing_message_keeps_coming_back() {
         .await
         .expect("bad");
     for _ in 0..5 {
-        assert_eq!(recv(&mut failed, "the blocking message").await, b"bad");
+        assert_eq!(
+            next_within(&mut failed, "the blocking message").await,
+            b"bad"
+        );
     }
     let js = async_nats::jetstream::new(async_nats::connect(servers).await.expect("client"));
     assert!(
@@ -234,7 +212,7 @@ async fn a_handler_longer_than_the_ack_wait_gets_one_delivery() {
         .publish(&topic, body(b"long", &[]))
         .await
         .expect("publish");
-    recv(&mut started, "the long handler starts").await;
+    next_within(&mut started, "the long handler starts").await;
 
     // The clock: a plain consumer with the same ack wait that never acks. Its message coming
     // back twice means more than two ack waits have passed while the handler ran.
@@ -273,14 +251,17 @@ async fn a_handler_longer_than_the_ack_wait_gets_one_delivery() {
         deliveries = tick.info().expect("info").delivered;
     }
     release.notify_one();
-    assert_eq!(recv(&mut done, "the long handler ends").await, b"long");
+    assert_eq!(
+        next_within(&mut done, "the long handler ends").await,
+        b"long"
+    );
 
     // A redelivery made during the run would come before this.
     broker
         .publish(&topic, body(b"next", &[]))
         .await
         .expect("publish");
-    assert_eq!(recv(&mut done, "the next message").await, b"next");
+    assert_eq!(next_within(&mut done, "the next message").await, b"next");
     assert_eq!(
         calls.load(Ordering::SeqCst),
         2,

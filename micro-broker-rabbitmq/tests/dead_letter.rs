@@ -3,17 +3,16 @@
 //! coming back), the exchange is durable, and queues Go Micro declared without dead-letter
 //! arguments are used as they are. Each test has a vhost of its own.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use micro_broker_rabbitmq::{PoisonPolicy, QueueNaming, RabbitBroker, RabbitOptions};
+use micro_conformance::broker::{failing_on_bad, next_within};
 use micro_core::broker::dead_letter as dl;
-use micro_core::broker::{Delivery, Handler, Message, SubscribeOptions};
+use micro_core::broker::{Message, SubscribeOptions};
 use micro_core::{Broker, Error};
-use tokio::sync::mpsc;
 
 mod common;
 
@@ -39,35 +38,6 @@ fn options(vhost: &Vhost) -> RabbitOptions {
         requeue_delay: Duration::from_millis(10),
         ..RabbitOptions::default()
     }
-}
-
-/// Fails on bodies starting with `bad` (reporting each attempt), forwards the rest.
-fn failing_on_bad() -> (
-    Handler,
-    mpsc::UnboundedReceiver<Delivery>,
-    mpsc::UnboundedReceiver<Vec<u8>>,
-) {
-    let (tx, handled) = mpsc::unbounded_channel();
-    let (ftx, failed) = mpsc::unbounded_channel();
-    let handler: Handler = Arc::new(move |d: Delivery| {
-        let (tx, ftx) = (tx.clone(), ftx.clone());
-        Box::pin(async move {
-            if d.message.body.starts_with(b"bad") {
-                let _ = ftx.send(d.message.body.to_vec());
-                return Err(Error::internal("test", "always failing"));
-            }
-            let _ = tx.send(d);
-            Ok(())
-        })
-    });
-    (handler, handled, failed)
-}
-
-async fn failure(rx: &mut mpsc::UnboundedReceiver<Vec<u8>>, what: &str) -> Vec<u8> {
-    tokio::time::timeout(PATIENCE, rx.recv())
-        .await
-        .unwrap_or_else(|_| panic!("{what}: no failed attempt within {PATIENCE:?}"))
-        .unwrap_or_else(|| panic!("{what}: the handler went away"))
 }
 
 async fn raw(vhost: &Vhost) -> lapin::Channel {
@@ -132,7 +102,7 @@ async fn a_poison_message_reaches_the_dead_letter_exchange_after_the_limit() {
     .expect("broker");
     let topic = unique("orders");
     let workers = unique("workers");
-    let (h, mut handled, mut failed) = failing_on_bad();
+    let (h, mut handled, mut failed) = failing_on_bad(Error::internal("test", "always failing"));
     let sub = b
         .subscribe(&topic, h, group(&workers))
         .await
@@ -149,7 +119,10 @@ async fn a_poison_message_reaches_the_dead_letter_exchange_after_the_limit() {
         b"good"
     );
     for _ in 0..3 {
-        assert_eq!(failure(&mut failed, "the poisoned message").await, b"bad");
+        assert_eq!(
+            next_within(&mut failed, "the poisoned message").await,
+            b"bad"
+        );
     }
 
     // The dead letter waits in micro.dlq, bound to micro.dlx.
@@ -222,14 +195,17 @@ async fn under_block_a_failing_message_keeps_coming_back() {
     })
     .expect("broker");
     let topic = unique("orders");
-    let (h, _handled, mut failed) = failing_on_bad();
+    let (h, _handled, mut failed) = failing_on_bad(Error::internal("test", "always failing"));
     let sub = b
         .subscribe(&topic, h, group(&unique("workers")))
         .await
         .expect("subscribe");
     b.publish(&topic, body(b"bad", &[])).await.expect("bad");
     for _ in 0..5 {
-        assert_eq!(failure(&mut failed, "the blocking message").await, b"bad");
+        assert_eq!(
+            next_within(&mut failed, "the blocking message").await,
+            b"bad"
+        );
     }
     sub.unsubscribe().await.expect("unsubscribe");
     b.disconnect().await.expect("disconnect");

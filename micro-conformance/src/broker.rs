@@ -374,3 +374,37 @@ macro_rules! broker_suite {
         )*
     };
 }
+
+/// A handler for poison-message tests: a delivery whose body starts with `bad` fails with
+/// `error` (its body sent to the second receiver, once per attempt); the rest are forwarded to
+/// the first receiver and succeed.
+pub fn failing_on_bad(
+    error: Error,
+) -> (
+    Handler,
+    mpsc::UnboundedReceiver<Delivery>,
+    mpsc::UnboundedReceiver<Vec<u8>>,
+) {
+    let (tx, handled) = mpsc::unbounded_channel();
+    let (ftx, failed) = mpsc::unbounded_channel();
+    let handler: Handler = Arc::new(move |d: Delivery| {
+        let (tx, ftx, error) = (tx.clone(), ftx.clone(), error.clone());
+        Box::pin(async move {
+            if d.message.body.starts_with(b"bad") {
+                let _ = ftx.send(d.message.body.to_vec());
+                return Err(error);
+            }
+            let _ = tx.send(d);
+            Ok(())
+        })
+    });
+    (handler, handled, failed)
+}
+
+/// The next item `rx` receives, within [`PATIENCE`]; panics naming `what` otherwise.
+pub async fn next_within<T>(rx: &mut mpsc::UnboundedReceiver<T>, what: &str) -> T {
+    tokio::time::timeout(PATIENCE, rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("{what}: nothing within {PATIENCE:?}"))
+        .unwrap_or_else(|| panic!("{what}: the sender went away"))
+}
