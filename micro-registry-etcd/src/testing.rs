@@ -77,7 +77,82 @@ pub struct EtcdServer {
     /// Removes `root` on drop; `None` for the shared server, whose wrapper removes it.
     owned_dir: Option<tempfile::TempDir>,
     tls: Option<ServerTls>,
+    /// Its member name and the `--initial-cluster` it starts in (its own peer URL alone, when
+    /// it is not part of an [`EtcdCluster`]).
+    name: String,
+    initial_cluster: Option<String>,
     process: Mutex<Option<Running>>,
+}
+
+/// Several etcd members on loopback forming one cluster, each stopped when dropped: for tests
+/// of a member that loses its leader.
+#[derive(Debug)]
+pub struct EtcdCluster {
+    members: Vec<EtcdServer>,
+}
+
+impl EtcdCluster {
+    /// Starts `size` members and waits until each is healthy (the cluster has a leader).
+    pub fn start(size: usize) -> io::Result<EtcdCluster> {
+        let binary = Self::binary_or_fail()?;
+        let mut members = Vec::with_capacity(size);
+        for i in 0..size {
+            let dir = tempfile::Builder::new().prefix("micro-etcd-").tempdir()?;
+            let [client_port, peer_port, metrics_port] = free_ports()?;
+            members.push(EtcdServer {
+                binary: binary.clone(),
+                client_port,
+                peer_port,
+                metrics_port,
+                root: dir.path().to_path_buf(),
+                owned_dir: Some(dir),
+                tls: None,
+                name: format!("m{i}"),
+                initial_cluster: None,
+                process: Mutex::new(None),
+            });
+        }
+        let cluster: Vec<String> = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect();
+        let cluster = cluster.join(",");
+        for m in &mut members {
+            m.initial_cluster = Some(cluster.clone());
+        }
+        // No member is healthy before a quorum runs: start them all, then wait for each.
+        for m in &members {
+            m.spawn(false)?;
+        }
+        for m in &members {
+            m.wait_healthy()?;
+        }
+        Ok(EtcdCluster { members })
+    }
+
+    /// The members, in the order they were started.
+    pub fn members(&self) -> &[EtcdServer] {
+        &self.members
+    }
+
+    /// A new cluster, or `None` (after saying why) when etcd is not installed and tests may
+    /// skip. Panics when etcd is required but missing, or when the cluster does not start.
+    pub fn start_or_skip(size: usize) -> Option<EtcdCluster> {
+        EtcdServer::present_or_skip()?;
+        match Self::start(size) {
+            Ok(cluster) => Some(cluster),
+            Err(e) => panic!("starting a private etcd cluster of {size}: {e}"),
+        }
+    }
+
+    fn binary_or_fail() -> io::Result<PathBuf> {
+        EtcdServer::binary().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                "etcd is not installed (apt-get install etcd-server)",
+            )
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -191,6 +266,8 @@ impl EtcdServer {
                 root,
                 owned_dir,
                 tls: tls.clone(),
+                name: "t".into(),
+                initial_cluster: None,
                 process: Mutex::new(None),
             };
             match server.run(shared) {
@@ -272,6 +349,12 @@ impl EtcdServer {
 
     /// Spawns etcd through the wrapper and waits for its health check.
     fn run(&self, remove_root_at_exit: bool) -> io::Result<()> {
+        self.spawn(remove_root_at_exit)?;
+        self.wait_healthy()
+    }
+
+    /// Spawns etcd through the wrapper.
+    fn spawn(&self, remove_root_at_exit: bool) -> io::Result<()> {
         let log = File::options()
             .create(true)
             .append(true)
@@ -279,9 +362,13 @@ impl EtcdServer {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         let client_url = format!("{scheme}://127.0.0.1:{}", self.client_port);
         let peer_url = format!("http://127.0.0.1:{}", self.peer_port);
+        let initial_cluster = self
+            .initial_cluster
+            .clone()
+            .unwrap_or_else(|| format!("{}={peer_url}", self.name));
         let mut args: Vec<String> = vec![
             "--name".into(),
-            "t".into(),
+            self.name.clone(),
             "--data-dir".into(),
             self.data_dir().display().to_string(),
             "--listen-client-urls".into(),
@@ -293,7 +380,7 @@ impl EtcdServer {
             "--initial-advertise-peer-urls".into(),
             peer_url.clone(),
             "--initial-cluster".into(),
-            format!("t={peer_url}"),
+            initial_cluster,
             // Plain-HTTP /health, whether or not the client port speaks TLS.
             "--listen-metrics-urls".into(),
             format!("http://127.0.0.1:{}", self.metrics_port),
@@ -334,7 +421,11 @@ impl EtcdServer {
             .process
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Running { wrapper, stdin });
+        Ok(())
+    }
 
+    /// Waits until etcd answers its health check (it has a leader), or says why not.
+    fn wait_healthy(&self) -> io::Result<()> {
         let deadline = Instant::now() + STARTUP;
         loop {
             if self.is_healthy() {

@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use micro_conformance::registry::{eventually, sample, unique, PATIENCE};
 use micro_core::registry::{Event, EventKind, RegisterOptions, Watcher};
 use micro_core::{Registry, Service};
-use micro_registry_etcd::testing::{EtcdServer, ServerTls};
+use micro_registry_etcd::testing::{EtcdCluster, EtcdServer, ServerTls};
 use micro_registry_etcd::{EtcdOptions, EtcdRegistry, EtcdTls};
 use serde_json::Value as Json;
 
@@ -782,4 +782,48 @@ async fn a_go_micro_entry_put_with_etcdctl_is_found() {
     );
     assert_eq!(found[0].nodes[0].address, "127.0.0.1:9090");
     assert_eq!(found[0].endpoints[0].name, "Greeter.Hello");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_loses_its_leader_ends_its_watches_and_refuses_at_once() {
+    let Some(cluster) = EtcdCluster::start_or_skip(3) else {
+        return;
+    };
+    let [m0, m1, m2] = cluster.members() else {
+        panic!("three members");
+    };
+    // The registry talks to one member only, as a client whose member is cut off does.
+    let r = registry(m0);
+    let name = unique("leader");
+    r.register(&sample(&name, "latest", &["a"]), ttl(60))
+        .await
+        .expect("register");
+    let mut w = r.watch(Some(&name)).await.expect("watch");
+
+    // Two of three gone: the member left has no quorum, so no leader. Without requiring one,
+    // its watch would stay open and silent, and reads would be served from its stale copy.
+    m1.stop();
+    m2.stop();
+    let item = tokio::time::timeout(PATIENCE, w.next())
+        .await
+        .expect("a watch on a member without a leader must say so, not go silent")
+        .expect("the watch goes on after its error");
+    let err = item.expect_err("the member has no leader");
+    assert!(err.to_string().contains("watching again"), "{err}");
+    let refused = r
+        .get_service(&name)
+        .await
+        .expect_err("no leader, no answer");
+    assert_eq!(refused.code, 503, "{refused}");
+
+    // A quorum again: the watch opens again by itself and reports what changes from then on.
+    m1.restart().expect("restart a second member");
+    let again = sample(&name, "latest", &["b"]);
+    eventually("registering once there is a leader again", || async {
+        r.register(&again, ttl(60)).await.ok()
+    })
+    .await;
+    let event = next_event(&mut w, &name).await;
+    assert_eq!(event.kind, EventKind::Create, "a new node's key: {event:?}");
+    assert_eq!(node_ids(&[event.service]), [format!("{name}-b")]);
 }
