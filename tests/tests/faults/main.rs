@@ -7,7 +7,9 @@
 //! by killing processes this test started: peers run in child processes (this same test
 //! binary, run again with `MICRO_FAULT_CHILD` set, which only the child tests below act on).
 
+mod brokers;
 mod idle;
+mod nats;
 mod peers;
 mod registry;
 

@@ -1,0 +1,97 @@
+//! NATS on a bad day: a private nats-server with a JetStream file store killed with SIGKILL
+//! while a publisher streams into it, then started again on the same store; and NATS behind
+//! the fault proxy's delay and reset. No acknowledged message is lost, and no publish hangs
+//! past its timeout.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use micro::core::broker::SubscribeOptions;
+use micro::core::Broker;
+use micro_broker_nats::testing::NatsServer;
+use micro_broker_nats::{JetStreamOptions, NatsBroker};
+
+use crate::brokers::{assert_nothing_lost, figures, receive, record, Publisher};
+use crate::report;
+
+/// Messages in each sequence.
+const COUNT: u32 = 600;
+/// The broker's bound on a publish (the server's acknowledgement): short, so that the outage
+/// costs little wall time.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// A publish call that has not returned by then hangs: its own timeout plus a margin for a
+/// loaded machine.
+const ATTEMPT_BOUND: Duration = Duration::from_secs(10);
+
+/// The subscriber's work per message: slower than the publisher, so that a backlog of stored,
+/// acknowledged messages is waiting when the server dies.
+const WORK: Duration = Duration::from_millis(3);
+
+fn jetstream() -> JetStreamOptions {
+    JetStreamOptions {
+        stream_prefix: "FAULT".into(),
+        // Acks lost with the server come back quickly as redeliveries.
+        ack_wait: Duration::from_secs(2),
+        nack_delay: Duration::from_millis(100),
+        request_timeout: REQUEST_TIMEOUT,
+        ..Default::default()
+    }
+}
+
+fn queue_group() -> SubscribeOptions {
+    SubscribeOptions {
+        queue: Some("workers".into()),
+        auto_ack: true,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_killed_with_sigkill_mid_stream_loses_no_acknowledged_message() {
+    let Some(server) = NatsServer::start_or_skip() else {
+        return;
+    };
+    let server = Arc::new(server);
+    let broker: Arc<dyn Broker> = Arc::new(
+        NatsBroker::new(server.jetstream_options(jetstream())).expect("a JetStream broker"),
+    );
+    broker.connect().await.expect("connect");
+    let topic = "fault-kill9";
+    let mut recorder = record(&*broker, topic, queue_group(), WORK).await;
+
+    let mut publisher = Publisher::start(broker.clone(), topic, COUNT, ATTEMPT_BOUND);
+    publisher.acked_at_least(COUNT as usize / 3).await;
+    // Mid-stream: the publisher is still publishing, the subscriber still consuming.
+    let waiting = publisher.acked().saturating_sub(recorder.handled.load(Ordering::Acquire));
+    let killing = server.clone();
+    tokio::task::spawn_blocking(move || killing.kill())
+        .await
+        .expect("kill task")
+        .expect("nats-server killed with SIGKILL");
+    let down = Instant::now();
+    // Down until a publish has failed for it: the outage is real.
+    publisher.failed_at_least(1).await;
+    let starting = server.clone();
+    tokio::task::spawn_blocking(move || starting.start_again())
+        .await
+        .expect("start task")
+        .unwrap_or_else(|e| panic!("nats-server starts again on its store: {e}"));
+    let outage = down.elapsed();
+    let published = publisher.finish().await;
+    let received = receive(&mut recorder.numbers, &published.acked).await;
+
+    let mut line = figures(&published, &received, COUNT);
+    line.push(("unconsumed_at_kill", waiting.to_string()));
+    line.push(("outage_ms", outage.as_millis().to_string()));
+    report("nats-jetstream-kill-9", &line);
+    assert_nothing_lost("nats kill -9", &published, &received);
+    assert!(
+        published.unacked.is_empty(),
+        "every message was acknowledged in the end once the server was back: {:?} were not \
+         (first error {:?})",
+        published.unacked,
+        published.first_error
+    );
+    let _ = recorder.subscription.unsubscribe().await;
+    let _ = broker.disconnect().await;
+}
