@@ -10,6 +10,7 @@
 mod brokers;
 mod idle;
 mod nats;
+mod rabbitmq;
 mod peers;
 mod registry;
 
