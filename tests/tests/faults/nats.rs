@@ -1,6 +1,6 @@
 //! NATS on a bad day: a private nats-server with a JetStream file store killed with SIGKILL
-//! while a publisher streams into it, then started again on the same store; and NATS behind
-//! the fault proxy's delay and reset. No acknowledged message is lost, and no publish hangs
+//! while a publisher streams into it, then started again on the same store; and JetStream
+//! behind the fault proxy's delay and reset. No acknowledged message is lost, and no publish hangs
 //! past its timeout.
 
 use std::sync::atomic::Ordering;
@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use micro::core::broker::SubscribeOptions;
 use micro::core::Broker;
 use micro_broker_nats::testing::NatsServer;
-use micro_broker_nats::{JetStreamOptions, NatsBroker};
+use micro_broker_nats::{JetStreamOptions, NatsBroker, NatsOptions};
+use micro_conformance::fault::{Fault, FaultProxy};
 
 use crate::brokers::{assert_nothing_lost, figures, receive, record, Publisher};
 use crate::report;
@@ -89,6 +90,64 @@ async fn nats_killed_with_sigkill_mid_stream_loses_no_acknowledged_message() {
         published.unacked.is_empty(),
         "every message was acknowledged in the end once the server was back: {:?} were not \
          (first error {:?})",
+        published.unacked,
+        published.first_error
+    );
+    let _ = recorder.subscription.unsubscribe().await;
+    let _ = broker.disconnect().await;
+}
+
+/// How long the delay fault holds each chunk between the broker and nats-server: many times a
+/// publish's round trip on loopback, far below its timeout.
+const NATS_DELAY: Duration = Duration::from_millis(20);
+
+/// JetStream through the fault proxy: mid-stream every chunk is delayed, then every
+/// connection (open or new) is reset until the fault is lifted. Publishes either succeed or
+/// fail within their timeout, and every acknowledged message arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_behind_delay_and_reset_loses_no_acknowledged_message() {
+    let Some(server) = NatsServer::start_or_skip() else {
+        return;
+    };
+    let proxy = FaultProxy::start(&server.address())
+        .await
+        .expect("fault proxy");
+    let opts = NatsOptions {
+        connect_timeout: Duration::from_secs(2),
+        ..NatsOptions::from_address(&format!("nats://{}", proxy.address()))
+    }
+    .with_jetstream(jetstream());
+    let broker: Arc<dyn Broker> = Arc::new(NatsBroker::new(opts).expect("a JetStream broker"));
+    broker.connect().await.expect("connect through the proxy");
+    let topic = "fault-proxy";
+    let mut recorder = record(&*broker, topic, queue_group(), Duration::ZERO).await;
+
+    let mut publisher = Publisher::start(broker.clone(), topic, COUNT, ATTEMPT_BOUND);
+    publisher.acked_at_least(COUNT as usize / 4).await;
+    proxy.set(Fault::Delay(NATS_DELAY));
+    let acked_before_delay = publisher.acked();
+    // Publishes go on, slowly, through the delay.
+    publisher.acked_at_least(acked_before_delay + 50).await;
+    proxy.set(Fault::Reset);
+    let reset = Instant::now();
+    publisher.failed_at_least(1).await;
+    let resets = proxy.resets();
+    proxy.set(Fault::Pass);
+    let outage = reset.elapsed();
+    let published = publisher.finish().await;
+    let received = receive(&mut recorder.numbers, &published.acked).await;
+
+    let mut line = figures(&published, &received, COUNT);
+    line.push(("delay_ms", NATS_DELAY.as_millis().to_string()));
+    line.push(("connections_reset", resets.to_string()));
+    line.push(("reset_for_ms", outage.as_millis().to_string()));
+    report("nats-jetstream-delay-reset", &line);
+    assert_nothing_lost("nats behind delay and reset", &published, &received);
+    assert!(resets > 0, "the reset fault reset no connection");
+    assert!(
+        published.unacked.is_empty(),
+        "every message was acknowledged once the fault was lifted: {:?} were not (first error \
+         {:?})",
         published.unacked,
         published.first_error
     );
