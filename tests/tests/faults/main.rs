@@ -10,6 +10,7 @@
 mod brokers;
 mod idle;
 mod nats;
+mod netns;
 mod rabbitmq;
 mod peers;
 mod registry;
@@ -65,8 +66,21 @@ struct ChildProcess {
 impl ChildProcess {
     /// Runs this test binary again as `role`, running only the child test `test`, with `env`.
     fn spawn(role: &str, test: &str, env: &[(&str, String)]) -> ChildProcess {
+        Self::spawn_under(&[], role, test, env)
+    }
+
+    /// As [`ChildProcess::spawn`], run by the command `under` (`ip netns exec <name>`), which
+    /// must exec the test binary in place, so that the child's pid is the test binary's.
+    fn spawn_under(under: &[&str], role: &str, test: &str, env: &[(&str, String)]) -> ChildProcess {
         let exe = std::env::current_exe().expect("the test binary's path");
-        let mut command = Command::new(exe);
+        let mut command = match under.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(exe);
+                command
+            }
+            None => Command::new(exe),
+        };
         command
             .args(["--exact", test, "--nocapture", "--test-threads", "1"])
             .env(CHILD_ENV, role)
