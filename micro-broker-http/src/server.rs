@@ -166,8 +166,8 @@ async fn accept_loop(
 /// The idle bound is kept here rather than with hyper's `header_read_timeout`, which arms a
 /// timer of its own (a boxed sleep, registered and dropped) for every request head: one timer
 /// per connection, re-armed each [`HttpBrokerOptions::idle_timeout`], closes a connection on which no request
-/// started for a whole period and none is in flight. A client sending its head slowly, or
-/// nothing at all, is thus cut off after one to two periods.
+/// started for a whole period and none is in flight. A client sending nothing is thus cut off
+/// after one to two periods, and one sending its head slowly after two to three.
 async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, shutdown: CancellationToken) {
     // However the connection ends (this future dropped included), it is counted out.
     struct Open(Arc<Shared>);
@@ -211,7 +211,16 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, shutdown: Canc
                 if started == started_before && !in_flight {
                     tracing::debug!("http broker: closing a connection without requests for {idle_timeout:?}");
                     conn.as_mut().graceful_shutdown();
-                    break conn.await;
+                    // hyper closes an idle connection at once, but one in the middle of a
+                    // request head (a slowloris) only once the head is complete: give it one
+                    // more period, then drop it. No request of it has started, so none is cut.
+                    match tokio::time::timeout(idle_timeout, conn.as_mut()).await {
+                        Ok(result) => break result,
+                        Err(_) => {
+                            tracing::debug!("http broker: cutting off a connection that sent no complete request head for {:?}", idle_timeout * 2);
+                            break Ok(());
+                        }
+                    }
                 }
                 started_before = started;
                 idle.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
