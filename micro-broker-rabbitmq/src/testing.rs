@@ -186,7 +186,11 @@ impl RabbitNode {
 
     /// The end of the node's log, for failure messages.
     pub fn log_tail(&self) -> String {
-        let log = self.dir.path().join("log").join(format!("{}.log", self.name));
+        let log = self
+            .dir
+            .path()
+            .join("log")
+            .join(format!("{}.log", self.name));
         let text = std::fs::read_to_string(log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(30)..].join("\n")

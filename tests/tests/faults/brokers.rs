@@ -115,9 +115,11 @@ impl Publisher {
                 let give_up = Instant::now() + PATIENCE;
                 loop {
                     out.attempts += 1;
-                    let attempt =
-                        tokio::time::timeout(attempt_bound, broker.publish(&topic, numbered(&topic, i)))
-                            .await;
+                    let attempt = tokio::time::timeout(
+                        attempt_bound,
+                        broker.publish(&topic, numbered(&topic, i)),
+                    )
+                    .await;
                     let error = match attempt {
                         Ok(Ok(())) => {
                             out.acked.insert(i);
@@ -228,7 +230,11 @@ pub(crate) async fn receive(
 }
 
 /// The figures every broker fault reports.
-pub(crate) fn figures(published: &Published, received: &Received, count: u32) -> Vec<(&'static str, String)> {
+pub(crate) fn figures(
+    published: &Published,
+    received: &Received,
+    count: u32,
+) -> Vec<(&'static str, String)> {
     vec![
         ("published", count.to_string()),
         ("acked", published.acked.len().to_string()),

@@ -11,8 +11,8 @@ mod brokers;
 mod idle;
 mod nats;
 mod netns;
-mod rabbitmq;
 mod peers;
+mod rabbitmq;
 mod registry;
 
 use std::io::{BufRead, BufReader};

@@ -63,7 +63,9 @@ async fn nats_killed_with_sigkill_mid_stream_loses_no_acknowledged_message() {
     let mut publisher = Publisher::start(broker.clone(), topic, COUNT, ATTEMPT_BOUND);
     publisher.acked_at_least(COUNT as usize / 3).await;
     // Mid-stream: the publisher is still publishing, the subscriber still consuming.
-    let waiting = publisher.acked().saturating_sub(recorder.handled.load(Ordering::Acquire));
+    let waiting = publisher
+        .acked()
+        .saturating_sub(recorder.handled.load(Ordering::Acquire));
     let killing = server.clone();
     tokio::task::spawn_blocking(move || killing.kill())
         .await

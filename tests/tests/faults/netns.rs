@@ -99,7 +99,14 @@ impl Namespace {
         run(
             "ip",
             &[
-                "link", "add", &ns.host_if, "type", "veth", "peer", "name", &inside_if,
+                "link",
+                "add",
+                &ns.host_if,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &inside_if,
             ],
         );
         run("ip", &["link", "set", &inside_if, "netns", &ns.name]);
@@ -126,7 +133,10 @@ impl Namespace {
         // Loss, each way, counted; only on the veth, never on the namespace's loopback.
         let loss = LOSS_PERCENT.to_string();
         inside(&["nft", "add", "table", "inet", "micro_fault"]);
-        for (chain, hook, dir) in [("lossy_in", "input", "iifname"), ("lossy_out", "output", "oifname")] {
+        for (chain, hook, dir) in [
+            ("lossy_in", "input", "iifname"),
+            ("lossy_out", "output", "oifname"),
+        ] {
             inside(&[
                 "nft",
                 "add",
@@ -137,12 +147,28 @@ impl Namespace {
                 &format!("{{ type filter hook {hook} priority 0; policy accept; }}"),
             ]);
             inside(&[
-                "nft", "add", "rule", "inet", "micro_fault", chain, dir, &inside_if, "numgen",
-                "random", "mod", "100", "<", &loss, "counter", "drop",
+                "nft",
+                "add",
+                "rule",
+                "inet",
+                "micro_fault",
+                chain,
+                dir,
+                &inside_if,
+                "numgen",
+                "random",
+                "mod",
+                "100",
+                "<",
+                &loss,
+                "counter",
+                "drop",
             ]);
         }
         // The rate, each way: a token bucket on both ends' egress.
-        let tbf = ["root", "tbf", "rate", RATE, "burst", "4kb", "latency", "200ms"];
+        let tbf = [
+            "root", "tbf", "rate", RATE, "burst", "4kb", "latency", "200ms",
+        ];
         let mut host_tbf = vec!["qdisc", "add", "dev", &ns.host_if];
         host_tbf.extend_from_slice(&tbf);
         run("tc", &host_tbf);
@@ -156,7 +182,16 @@ impl Namespace {
     fn dropped(&self) -> u64 {
         let listed = run(
             "ip",
-            &["netns", "exec", &self.name, "nft", "list", "table", "inet", "micro_fault"],
+            &[
+                "netns",
+                "exec",
+                &self.name,
+                "nft",
+                "list",
+                "table",
+                "inet",
+                "micro_fault",
+            ],
         );
         listed
             .split("packets ")
@@ -179,7 +214,9 @@ impl Namespace {
 impl Drop for Namespace {
     fn drop(&mut self) {
         // Deleting the namespace deletes its end of the pair, and so the pair.
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
         let _ = Command::new("ip")
             .args(["link", "del", &self.host_if])
             .stderr(std::process::Stdio::null())
@@ -260,8 +297,12 @@ async fn calls_through_a_lossy_slow_link_in_a_namespace_succeed() {
     let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let mut workers = Vec::new();
     for _ in 0..CALLERS {
-        let (client, next, failures, address) =
-            (client.clone(), next.clone(), failures.clone(), address.clone());
+        let (client, next, failures, address) = (
+            client.clone(),
+            next.clone(),
+            failures.clone(),
+            address.clone(),
+        );
         workers.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::AcqRel);
@@ -285,7 +326,10 @@ async fn calls_through_a_lossy_slow_link_in_a_namespace_succeed() {
                         .lock()
                         .expect("failures")
                         .push(format!("call {i}: a different answer")),
-                    Err(e) => failures.lock().expect("failures").push(format!("call {i}: {e}")),
+                    Err(e) => failures
+                        .lock()
+                        .expect("failures")
+                        .push(format!("call {i}: {e}")),
                 }
             }
         }));
@@ -325,7 +369,10 @@ async fn calls_through_a_lossy_slow_link_in_a_namespace_succeed() {
         failures.len(),
         failures.first()
     );
-    assert!(dropped > 0, "the loss rules dropped no packet: the loss was not real");
+    assert!(
+        dropped > 0,
+        "the loss rules dropped no packet: the loss was not real"
+    );
     assert!(
         throttled > 0,
         "the token bucket held back no packet: the rate limit was not real"

@@ -196,7 +196,11 @@ async fn etcd_fault_under_load(result: &str, fault: Fault) {
             probe.abort();
             None
         }
-        _ => Some(within("the probe", PATIENCE, probe).await.expect("probe task")),
+        _ => Some(
+            within("the probe", PATIENCE, probe)
+                .await
+                .expect("probe task"),
+        ),
     };
     partitioned.store(false, Ordering::Release);
     let in_partition = calls_in_partition.load(Ordering::Acquire);
@@ -212,7 +216,10 @@ async fn etcd_fault_under_load(result: &str, fault: Fault) {
     report(
         result,
         &[
-            ("fault", format!("{fault:?}").to_lowercase().replace(' ', "")),
+            (
+                "fault",
+                format!("{fault:?}").to_lowercase().replace(' ', ""),
+            ),
             ("calls", calls.load(Ordering::Acquire).to_string()),
             ("calls_partitioned", in_partition.to_string()),
             ("failed", failures.len().to_string()),
