@@ -61,6 +61,10 @@ wait_port() { # wait_port PORT NAME: up to 90 s
     return 1
 }
 
+log "nftables and tc, the packet loss and rate limit of the fault suite's network namespace (no netem in this kernel)"
+need_pkg nft nftables
+need_pkg tc iproute2
+
 log "backends: etcd and ZooKeeper (private instances started by the tests), RabbitMQ, NATS with JetStream, Redis, Mosquitto"
 need_pkg etcd etcd-server
 need_pkg etcdctl etcd-client
@@ -135,10 +139,16 @@ if [ "$quick" = 0 ]; then
 fi
 
 log "cargo test"
+# The fault suite's FAULT-RESULT lines, kept for CI (and for RELIABILITY.md).
+export MICRO_FAULT_RESULTS="$PWD/target/fault-results.txt"
+mkdir -p target
+: >"$MICRO_FAULT_RESULTS"
 cargo test --workspace --no-fail-fast 2>&1 | tee /tmp/micro-test.log
 grep -E '^test result:' /tmp/micro-test.log | awk '
     { passed += $4; failed += $6 }
     END { printf "\nsuite: %d passed, %d failed\n", passed, failed }'
+log "fault injection results ($MICRO_FAULT_RESULTS)"
+cat "$MICRO_FAULT_RESULTS"
 
 log "benchmark smoke run (checks that it runs, never its numbers)"
 # Debug build: it reuses the test build; release numbers come from the full run (BENCHMARKS.md).

@@ -80,6 +80,7 @@
 //! | `MICRO_BROKER_HTTP_TIMEOUT` | [`request_timeout`](HttpBrokerOptions::request_timeout) | 30 s |
 //! | `MICRO_BROKER_HTTP_CACHE_TTL` | [`cache_ttl`](HttpBrokerOptions::cache_ttl) | 1 s |
 //! | `MICRO_BROKER_HTTP_MAX_CONNECTIONS` | [`max_connections`](HttpBrokerOptions::max_connections): connections the receiving server holds at once | 1024 |
+//! | `MICRO_BROKER_HTTP_IDLE_TIMEOUT` | [`idle_timeout`](HttpBrokerOptions::idle_timeout): a connection on which no request started (idle, or a slowloris) is closed after it | 90 s |
 //! | `MICRO_MAX_HEADERS`, `MICRO_MAX_HEADER_BYTES` | [`header_limits`](HttpBrokerOptions::header_limits): entries and bytes of one envelope's `Header` (more is answered 431 and dropped) | 512, 64 KiB |
 //!
 //! To reach subscribers on other hosts, listen on a routable address
@@ -122,7 +123,7 @@ mod wire;
 
 pub use broker::HttpBroker;
 pub use options::{
-    HttpBrokerOptions, ADDRESS_ENV, ADVERTISE_ENV, CACHE_TTL_ENV, MAX_BODY_ENV,
+    HttpBrokerOptions, ADDRESS_ENV, ADVERTISE_ENV, CACHE_TTL_ENV, IDLE_TIMEOUT_ENV, MAX_BODY_ENV,
     MAX_CONNECTIONS_ENV, REGISTER_INTERVAL_ENV, REGISTER_TTL_ENV, TIMEOUT_ENV,
 };
 

@@ -25,6 +25,8 @@ pub const TIMEOUT_ENV: &str = "MICRO_BROKER_HTTP_TIMEOUT";
 pub const CACHE_TTL_ENV: &str = "MICRO_BROKER_HTTP_CACHE_TTL";
 /// The variable for [`HttpBrokerOptions::max_connections`].
 pub const MAX_CONNECTIONS_ENV: &str = "MICRO_BROKER_HTTP_MAX_CONNECTIONS";
+/// The variable that sets [`HttpBrokerOptions::idle_timeout`].
+pub const IDLE_TIMEOUT_ENV: &str = "MICRO_BROKER_HTTP_IDLE_TIMEOUT";
 
 /// The options of an [`HttpBroker`](crate::HttpBroker).
 ///
@@ -66,6 +68,13 @@ pub struct HttpBrokerOptions {
     /// closed at once (publishers retry on another connection once one frees up), and those
     /// open keep being served. `MICRO_BROKER_HTTP_MAX_CONNECTIONS`, default 1024.
     pub max_connections: usize,
+    /// How long the receiving server keeps a connection on which no request started: an idle
+    /// kept-alive connection, or one still sending its first request's head a byte at a time
+    /// (a slowloris), is closed after between one and two of these (checked once a period).
+    /// Keep it above publishers' pool idle time (Go Micro's and this broker's own, 60 s), so
+    /// that they do not find pooled connections closed. `MICRO_BROKER_HTTP_IDLE_TIMEOUT`,
+    /// default 90 s.
+    pub idle_timeout: Duration,
 }
 
 impl Default for HttpBrokerOptions {
@@ -80,6 +89,7 @@ impl Default for HttpBrokerOptions {
             cache_ttl: Duration::from_secs(1),
             header_limits: MetadataLimits::default(),
             max_connections: 1024,
+            idle_timeout: Duration::from_secs(90),
         }
     }
 }
@@ -126,6 +136,7 @@ impl HttpBrokerOptions {
         duration(REGISTER_INTERVAL_ENV, &mut o.register_interval)?;
         duration(TIMEOUT_ENV, &mut o.request_timeout)?;
         duration(CACHE_TTL_ENV, &mut o.cache_ttl)?;
+        duration(IDLE_TIMEOUT_ENV, &mut o.idle_timeout)?;
         if let Some(v) = text(MAX_BODY_ENV) {
             o.max_body_bytes = env::parse_size(&v).ok_or_else(|| {
                 env::invalid_from(
@@ -183,6 +194,12 @@ impl HttpBrokerOptions {
         self
     }
 
+    /// These options with the receiving server's idle timeout set to `timeout`.
+    pub fn with_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
     /// Checks that the options can work together.
     pub(crate) fn validate(&self) -> Result<()> {
         let bad = |detail: String| Err(Error::bad_request(ID, detail));
@@ -206,6 +223,9 @@ impl HttpBrokerOptions {
         }
         if self.request_timeout.is_zero() {
             return bad("the request timeout must be more than zero".into());
+        }
+        if self.idle_timeout.is_zero() {
+            return bad("the idle timeout must be more than zero".into());
         }
         Ok(())
     }
@@ -243,6 +263,7 @@ mod tests {
             (MAX_BODY_ENV, "1MiB"),
             (TIMEOUT_ENV, "500ms"),
             (CACHE_TTL_ENV, "2s"),
+            (IDLE_TIMEOUT_ENV, "3s"),
         ]))
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(o.address, "0.0.0.0:8001");
@@ -252,6 +273,7 @@ mod tests {
         assert_eq!(o.max_body_bytes, MIB);
         assert_eq!(o.request_timeout, Duration::from_millis(500));
         assert_eq!(o.cache_ttl, Duration::from_secs(2));
+        assert_eq!(o.idle_timeout, Duration::from_secs(3));
     }
 
     #[test]
@@ -268,5 +290,9 @@ mod tests {
             .err()
             .unwrap_or_default();
         assert!(e.detail.contains("shorter than the register TTL"), "{e}");
+        let e = HttpBrokerOptions::from_vars(vars(&[(IDLE_TIMEOUT_ENV, "0")]))
+            .err()
+            .unwrap_or_default();
+        assert!(e.detail.contains("idle timeout"), "{e}");
     }
 }

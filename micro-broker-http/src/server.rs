@@ -30,11 +30,6 @@ use tokio_util::task::TaskTracker;
 
 use crate::{wire, HttpBrokerOptions, ID, TOPIC_HEADER};
 
-/// A connection on which no request arrived for this long, and none is in flight, is closed
-/// (checked once per period, so after between one and two periods). Above Go Micro's (and our own client's) pool
-/// idle time, so that publishers do not find pooled connections closed.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-
 /// One subscription as the server sees it.
 pub(crate) struct Subscriber {
     /// The topic it subscribed to.
@@ -66,6 +61,7 @@ struct Shared {
     /// Connections open now, and how many may be.
     open: AtomicUsize,
     max_connections: usize,
+    idle_timeout: Duration,
 }
 
 /// A running server; dropping it stops accepting without waiting.
@@ -98,6 +94,7 @@ impl Server {
             tasks: tasks.clone(),
             open: AtomicUsize::new(0),
             max_connections: opts.max_connections,
+            idle_timeout: opts.idle_timeout,
         });
         let server = Server {
             local_addr,
@@ -168,9 +165,9 @@ async fn accept_loop(
 ///
 /// The idle bound is kept here rather than with hyper's `header_read_timeout`, which arms a
 /// timer of its own (a boxed sleep, registered and dropped) for every request head: one timer
-/// per connection, re-armed each [`IDLE_TIMEOUT`], closes a connection on which no request
-/// started for a whole period and none is in flight. A client sending its head slowly, or
-/// nothing at all, is thus cut off after one to two periods.
+/// per connection, re-armed each [`HttpBrokerOptions::idle_timeout`], closes a connection on which no request
+/// started for a whole period and none is in flight. A client sending nothing is thus cut off
+/// after one to two periods, and one sending its head slowly after two to three.
 async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, shutdown: CancellationToken) {
     // However the connection ends (this future dropped included), it is counted out.
     struct Open(Arc<Shared>);
@@ -180,6 +177,7 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, shutdown: Canc
         }
     }
     let _open = Open(shared.clone());
+    let idle_timeout = shared.idle_timeout;
     let activity = Arc::new(Activity::default());
     let counted = activity.clone();
     let service = service_fn(move |req| {
@@ -196,7 +194,7 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, shutdown: Canc
         .keep_alive(true)
         .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
-    let idle = tokio::time::sleep(IDLE_TIMEOUT);
+    let idle = tokio::time::sleep(idle_timeout);
     tokio::pin!(idle);
     let mut started_before = 0;
     let result = loop {
@@ -211,12 +209,21 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, shutdown: Canc
                 let started = activity.started.load(Ordering::Relaxed);
                 let in_flight = started != activity.finished.load(Ordering::Relaxed);
                 if started == started_before && !in_flight {
-                    tracing::debug!("http broker: closing a connection without requests for {IDLE_TIMEOUT:?}");
+                    tracing::debug!("http broker: closing a connection without requests for {idle_timeout:?}");
                     conn.as_mut().graceful_shutdown();
-                    break conn.await;
+                    // hyper closes an idle connection at once, but one in the middle of a
+                    // request head (a slowloris) only once the head is complete: give it one
+                    // more period, then drop it. No request of it has started, so none is cut.
+                    match tokio::time::timeout(idle_timeout, conn.as_mut()).await {
+                        Ok(result) => break result,
+                        Err(_) => {
+                            tracing::debug!("http broker: cutting off a connection that sent no complete request head for {:?}", idle_timeout * 2);
+                            break Ok(());
+                        }
+                    }
                 }
                 started_before = started;
-                idle.as_mut().reset(tokio::time::Instant::now() + IDLE_TIMEOUT);
+                idle.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
             }
         }
     };

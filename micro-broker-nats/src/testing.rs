@@ -15,6 +15,8 @@
 //! let Some(nats) = NatsServer::start_or_skip() else { return Ok(()) }; // skipped, said why
 //! let broker = NatsBroker::new(nats.options())?;
 //! nats.restart().expect("nats-server is back");
+//! nats.kill().expect("nats-server killed with SIGKILL, as a crash would");
+//! nats.start_again().expect("nats-server recovered its store");
 //! # Ok(())
 //! # }
 //! ```
@@ -118,6 +120,8 @@ struct Running {
     wrapper: Child,
     /// Dropping it stops nats-server.
     stdin: Option<ChildStdin>,
+    /// nats-server's own process (the wrapper's child), from its pid file.
+    pid: u32,
 }
 
 impl NatsServer {
@@ -217,9 +221,41 @@ impl NatsServer {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take();
-        let Some(mut running) = running else {
+        let Some(running) = running else {
             return Ok(());
         };
+        self.wait_exit(running)
+    }
+
+    /// Kills nats-server with SIGKILL, as a crash or the OOM killer would: no clean JetStream
+    /// shutdown, whatever it had not written to its store is lost with it. Waits until it has
+    /// exited; [`NatsServer::start_again`] then recovers the store. Killing a stopped server
+    /// does nothing.
+    pub fn kill(&self) -> io::Result<()> {
+        let running = self
+            .process
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        let Some(running) = running else {
+            return Ok(());
+        };
+        // The process this server started; the wrapper's `wait` returns once it is gone.
+        let status = Command::new("kill")
+            .args(["-KILL", &running.pid.to_string()])
+            .status()?;
+        if !status.success() {
+            return Err(io::Error::other(format!(
+                "kill -KILL {} (nats-server on port {}) failed: {status}",
+                running.pid, self.port
+            )));
+        }
+        self.wait_exit(running)
+    }
+
+    /// Closes the wrapper's standard input (which stops nats-server if it still runs) and
+    /// waits for the wrapper to exit.
+    fn wait_exit(&self, mut running: Running) -> io::Result<()> {
         drop(running.stdin.take());
         let deadline = Instant::now() + SHUTDOWN;
         loop {
@@ -252,6 +288,12 @@ impl NatsServer {
         let port = self.port.to_string();
         let store = self.dir.path().join("store");
         let log = self.dir.path().join("nats.log");
+        let pid_file = self.dir.path().join("nats.pid");
+        // A killed server leaves its pid file behind: only a new one names the new process.
+        match std::fs::remove_file(&pid_file) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         let mut wrapper = Command::new("sh")
             .arg("-c")
             .arg(WRAPPER)
@@ -261,6 +303,8 @@ impl NatsServer {
             .arg(&store)
             .arg("-l")
             .arg(&log)
+            .arg("-P")
+            .arg(&pid_file)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -268,8 +312,16 @@ impl NatsServer {
         let stdin = wrapper.stdin.take();
         let deadline = Instant::now() + STARTUP;
         loop {
-            if self.is_listening() {
-                *process = Some(Running { wrapper, stdin });
+            // nats-server writes its pid file before it listens.
+            let pid = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|p| p.trim().parse::<u32>().ok());
+            if let (Some(pid), true) = (pid, self.is_listening()) {
+                *process = Some(Running {
+                    wrapper,
+                    stdin,
+                    pid,
+                });
                 return Ok(());
             }
             if let Some(status) = wrapper.try_wait()? {

@@ -140,10 +140,17 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Cargo features
+//!
+//! - `testing`: [`testing`], a private RabbitMQ node that tests may stop and restart without
+//!   disturbing the shared one (for outage tests).
 
 mod broker;
 mod headers;
 pub mod options;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use broker::RabbitBroker;
 pub use micro_core::broker::dead_letter::PoisonPolicy;

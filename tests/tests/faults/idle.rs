@@ -16,8 +16,14 @@ use tokio::net::TcpStream;
 
 use crate::{raise_fd_limit, report, within, ChildProcess, CHILD_ENV, PATIENCE};
 
-/// Idle connections per server.
+/// Idle connections per transport.
 const IDLE: usize = 10_000;
+/// Idle connections to the other HTTP servers (the http broker's receiving server, the
+/// Prometheus endpoint), whose default connection caps (1024, 32) are far below 10 000: their
+/// caps are raised past this in the tests, and this many show the same behaviour.
+const IDLE_OTHERS: usize = 1_000;
+/// A GET that a server answers and keeps the connection open after.
+const GET_METRICS: &[u8] = b"GET /metrics HTTP/1.1\r\nHost: fault\r\n\r\n";
 /// The servers' idle timeout in these tests: long enough for all of them to be open at once.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 /// What the child opens at once.
@@ -124,10 +130,9 @@ fn from_hex(hex: &str) -> Vec<u8> {
         .collect()
 }
 
-/// Holds `IDLE` idle connections to `address` from a child process; once they are open runs
-/// `real_call`, which must succeed; then waits until the server has closed them all. Returns
-/// (opened, refused, closed before the call, closed in the end).
-async fn flood<F, Fut>(name: &str, address: &str, send: &[u8], real_call: F)
+/// Holds `count` idle connections to `address` from a child process; once they are open runs
+/// `real_call`, which must succeed; then waits until the server has closed them all.
+async fn flood<F, Fut>(name: &str, address: &str, send: &[u8], count: usize, real_call: F)
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,
@@ -137,7 +142,7 @@ where
     let _turn = ONE_AT_A_TIME.lock().await;
     let env = vec![
         ("MICRO_FAULT_IDLE_TARGET", address.to_string()),
-        ("MICRO_FAULT_IDLE_COUNT", IDLE.to_string()),
+        ("MICRO_FAULT_IDLE_COUNT", count.to_string()),
         ("MICRO_FAULT_IDLE_SEND", to_hex(send)),
     ];
     let started = Instant::now();
@@ -178,9 +183,9 @@ where
         ],
     );
     assert_eq!(refused, 0, "{name}: connections refused below the cap");
-    assert_eq!(opened, IDLE, "{name}: every idle connection opened");
+    assert_eq!(opened, count, "{name}: every idle connection opened");
     if let Err(e) = called {
-        panic!("{name}: a real call failed among {IDLE} idle connections: {e}");
+        panic!("{name}: a real call failed among {count} idle connections: {e}");
     }
     assert_eq!(
         closed, opened,
@@ -285,7 +290,7 @@ async fn idle_connections_and_slowloris_on_the_http_transport() {
     };
     let service = echo_service(Arc::new(HttpTransport::new(opts))).await;
     let address = micro::rpc::Server::address(service.server()).expect("listening");
-    flood("http-transport", &address, MUCP_REQUEST, || {
+    flood("http-transport", &address, MUCP_REQUEST, IDLE, || {
         call_echo(&service, &address)
     })
     .await;
@@ -309,9 +314,115 @@ async fn idle_connections_on_the_grpc_transport() {
     };
     let service = echo_service(Arc::new(GrpcTransport::new(opts))).await;
     let address = micro::rpc::Server::address(service.server()).expect("listening");
-    flood("grpc-transport", &address, H2_PREFACE, || {
+    flood("grpc-transport", &address, H2_PREFACE, IDLE, || {
         call_echo(&service, &address)
     })
     .await;
     service.stop().await.expect("stop");
+}
+
+/// One `GET path` on a connection of its own; `Ok` when answered 200.
+async fn get_ok(address: &str, path: &str) -> Result<(), String> {
+    let mut s = TcpStream::connect(address)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: fault\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .map_err(|e| format!("send: {e}"))?;
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer)
+        .await
+        .map_err(|e| format!("read: {e}"))?;
+    let head = String::from_utf8_lossy(&answer[..answer.len().min(64)]).into_owned();
+    if head.starts_with("HTTP/1.1 200") {
+        Ok(())
+    } else {
+        Err(format!("answered {head:?}"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_and_slowloris_on_the_http_brokers_server() {
+    use micro::core::broker::{Delivery, Handler as BrokerHandler, Message, SubscribeOptions};
+    use micro::core::Broker;
+    use micro_broker_http::{HttpBroker, HttpBrokerOptions};
+
+    let limit = raise_fd_limit(IDLE_OTHERS as u64 * 2 + 4096);
+    assert!(
+        limit >= IDLE_OTHERS as u64 + 1024,
+        "open-file limit {limit}"
+    );
+    let registry: Arc<dyn micro::registry::Registry> = Arc::new(MemoryRegistry::new());
+    let mut opts = HttpBrokerOptions::default().with_idle_timeout(IDLE_TIMEOUT);
+    opts.max_connections = IDLE_OTHERS * 2;
+    let subscriber = HttpBroker::new(registry.clone(), opts).expect("http broker");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let handler: BrokerHandler = Arc::new(move |d: Delivery| {
+        let tx = tx.clone();
+        Box::pin(async move {
+            let _ = tx.send(d.message.body);
+            Ok(())
+        })
+    });
+    let topic = "fault.idle";
+    let _subscription = subscriber
+        .subscribe(topic, handler, SubscribeOptions::default())
+        .await
+        .expect("subscribe");
+    let address = subscriber.address();
+    let publisher = HttpBroker::new(registry, HttpBrokerOptions::default()).expect("publisher");
+    flood(
+        "http-broker",
+        &address,
+        b"GET / HTTP/1.1\r\nHost: fault\r\n\r\n",
+        IDLE_OTHERS,
+        || async {
+            let msg = Message {
+                body: "among idle connections".into(),
+                ..Default::default()
+            };
+            publisher
+                .publish(topic, msg)
+                .await
+                .map_err(|e| e.to_string())?;
+            match rx.recv().await {
+                Some(body) if &body[..] == b"among idle connections" => Ok(()),
+                other => Err(format!("the subscriber got {other:?}")),
+            }
+        },
+    )
+    .await;
+    slowloris("http-broker", &address, &endless_head()).await;
+    let _ = publisher.disconnect().await;
+    let _ = subscriber.disconnect().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_and_slowloris_on_the_prometheus_endpoint() {
+    use micro_wrapper_prometheus::{EndpointOptions, Metrics};
+
+    let limit = raise_fd_limit(IDLE_OTHERS as u64 * 2 + 4096);
+    assert!(
+        limit >= IDLE_OTHERS as u64 + 1024,
+        "open-file limit {limit}"
+    );
+    let metrics = Metrics::new().expect("metrics");
+    let server = metrics
+        .serve_with(
+            "127.0.0.1:0",
+            EndpointOptions {
+                header_timeout: IDLE_TIMEOUT,
+                max_connections: IDLE_OTHERS * 2,
+            },
+        )
+        .await
+        .expect("serve /metrics");
+    let address = server.local_addr().to_string();
+    flood("prometheus", &address, GET_METRICS, IDLE_OTHERS, || {
+        get_ok(&address, "/metrics")
+    })
+    .await;
+    slowloris("prometheus", &address, &endless_head()).await;
 }

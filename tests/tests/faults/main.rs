@@ -7,8 +7,12 @@
 //! by killing processes this test started: peers run in child processes (this same test
 //! binary, run again with `MICRO_FAULT_CHILD` set, which only the child tests below act on).
 
+mod brokers;
 mod idle;
+mod nats;
+mod netns;
 mod peers;
+mod rabbitmq;
 mod registry;
 
 use std::io::{BufRead, BufReader};
@@ -62,8 +66,21 @@ struct ChildProcess {
 impl ChildProcess {
     /// Runs this test binary again as `role`, running only the child test `test`, with `env`.
     fn spawn(role: &str, test: &str, env: &[(&str, String)]) -> ChildProcess {
+        Self::spawn_under(&[], role, test, env)
+    }
+
+    /// As [`ChildProcess::spawn`], run by the command `under` (`ip netns exec <name>`), which
+    /// must exec the test binary in place, so that the child's pid is the test binary's.
+    fn spawn_under(under: &[&str], role: &str, test: &str, env: &[(&str, String)]) -> ChildProcess {
         let exe = std::env::current_exe().expect("the test binary's path");
-        let mut command = Command::new(exe);
+        let mut command = match under.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(exe);
+                command
+            }
+            None => Command::new(exe),
+        };
         command
             .args(["--exact", test, "--nocapture", "--test-threads", "1"])
             .env(CHILD_ENV, role)

@@ -1,5 +1,6 @@
-//! etcd blackholed under load: callers keep calling with the nodes they know, and no call waits
-//! for the registry.
+//! etcd partitioned away (blackholed), slowed down (every byte delayed) and resetting every
+//! connection, under load: callers keep calling with the nodes they know, no call fails and
+//! none waits for the registry.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,8 +29,29 @@ const REGISTRY_TIMEOUT: Duration = Duration::from_secs(60);
 /// The bound on the partition phase.
 const PHASE: Duration = Duration::from_secs(30);
 
+/// How long each byte to and from etcd is held in the delay fault: far longer than a call
+/// takes (so a call that waited for a registry read would be seen), short enough that cache
+/// refreshes complete, late, during the fault.
+const REGISTRY_DELAY: Duration = Duration::from_millis(500);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_blackholed_under_load_fails_no_call() {
+    etcd_fault_under_load("etcd-blackhole", Fault::Blackhole).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_delayed_under_load_fails_no_call() {
+    etcd_fault_under_load("etcd-delay", Fault::Delay(REGISTRY_DELAY)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_resetting_connections_under_load_fails_no_call() {
+    etcd_fault_under_load("etcd-reset", Fault::Reset).await;
+}
+
+/// Callers under load through a fault proxy in front of etcd; `fault` strikes once they are
+/// busy, and lasts until enough calls, over enough cache expiries, were made through it.
+async fn etcd_fault_under_load(result: &str, fault: Fault) {
     let Some(etcd) = EtcdServer::shared() else {
         return;
     };
@@ -149,9 +171,9 @@ async fn etcd_blackholed_under_load_fails_no_call() {
         }
     })
     .await;
-    proxy.set(Fault::Blackhole);
+    proxy.set(fault);
     partitioned.store(true, Ordering::Release);
-    // A read of our own into the partition: it must still be waiting when the phase ends.
+    // A read of our own through the fault.
     let probe = tokio::spawn({
         let registry = callers_registry.clone();
         let name = name.clone();
@@ -167,6 +189,19 @@ async fn etcd_blackholed_under_load_fails_no_call() {
         }
     })
     .await;
+    // Our own read met the fault (a reset one fails at once; a delayed one is answered late,
+    // which needs no fault lifted): it was real.
+    let probe = match fault {
+        Fault::Blackhole if !probe.is_finished() => {
+            probe.abort();
+            None
+        }
+        _ => Some(
+            within("the probe", PATIENCE, probe)
+                .await
+                .expect("probe task"),
+        ),
+    };
     partitioned.store(false, Ordering::Release);
     let in_partition = calls_in_partition.load(Ordering::Acquire);
     let partition_for = started.elapsed();
@@ -179,8 +214,12 @@ async fn etcd_blackholed_under_load_fails_no_call() {
     let failures = failures.lock().expect("failures").clone();
     let slowest = *slowest.lock().expect("slowest");
     report(
-        "etcd-blackhole",
+        result,
         &[
+            (
+                "fault",
+                format!("{fault:?}").to_lowercase().replace(' ', ""),
+            ),
             ("calls", calls.load(Ordering::Acquire).to_string()),
             ("calls_partitioned", in_partition.to_string()),
             ("failed", failures.len().to_string()),
@@ -201,17 +240,14 @@ async fn etcd_blackholed_under_load_fails_no_call() {
         failures.len(),
         failures.first()
     );
-    // Our own read got no answer through the partition (at most an error).
-    if probe.is_finished() {
-        let answer = within("the probe", PATIENCE, probe)
-            .await
-            .expect("probe task");
-        assert!(
+    match (fault, probe) {
+        (_, None) => {}
+        (Fault::Blackhole | Fault::Reset, Some(answer)) => assert!(
             answer.is_err(),
-            "a registry read went through the partition: it was not real"
-        );
-    } else {
-        probe.abort();
+            "a registry read went through the {fault:?} fault: it was not real"
+        ),
+        (_, Some(Err(e))) => panic!("a registry read through the {fault:?} fault failed: {e}"),
+        (_, Some(Ok(_))) => {}
     }
 
     for s in servers {

@@ -1,0 +1,99 @@
+//! RabbitMQ restarted mid-publish: on a private node (never the machine's shared RabbitMQ,
+//! which other tests use at the same time), `rabbitmqctl stop_app` then `start_app` while a
+//! publisher streams into a queue group's durable queue. Every publish that returned `Ok`
+//! (RabbitMQ confirmed it) is consumed; no publish hangs past its timeout.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use micro::core::broker::SubscribeOptions;
+use micro::core::Broker;
+use micro_broker_rabbitmq::testing::RabbitNode;
+use micro_broker_rabbitmq::{RabbitBroker, RabbitOptions};
+
+use crate::brokers::{assert_nothing_lost, figures, receive, record, Publisher};
+use crate::report;
+
+/// Messages acknowledged before the fault, and after it is lifted, at least.
+const PHASE: usize = 200;
+/// The broker's bound on a publish while the connection is down.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
+/// A publish call that has not returned by then hangs: its own timeout plus a margin.
+const ATTEMPT_BOUND: Duration = Duration::from_secs(10);
+/// The subscriber's work per message: slower than the publisher, so that confirmed messages
+/// wait in the queue when the app stops.
+const WORK: Duration = Duration::from_millis(3);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_restarted_mid_publish_loses_no_confirmed_message() {
+    let Some(node) = tokio::task::spawn_blocking(RabbitNode::start_or_skip)
+        .await
+        .expect("start task")
+    else {
+        return;
+    };
+    let node = Arc::new(node);
+    let broker: Arc<dyn Broker> = Arc::new(
+        RabbitBroker::new(
+            RabbitOptions::from_address(&node.url())
+                .with_reconnect_backoff(Duration::from_millis(20), Duration::from_millis(500))
+                .with_publish_timeout(PUBLISH_TIMEOUT),
+        )
+        .expect("a RabbitMQ broker"),
+    );
+    broker.connect().await.expect("connect to the private node");
+    let topic = "fault.restart";
+    // A queue group: its durable queue keeps what was confirmed across the restart.
+    let group = SubscribeOptions {
+        queue: Some("workers".into()),
+        auto_ack: true,
+    };
+    let mut recorder = record(&*broker, topic, group, WORK).await;
+
+    let mut publisher = Publisher::start(broker.clone(), topic, ATTEMPT_BOUND);
+    publisher.acked_at_least(PHASE).await;
+    let waiting = publisher
+        .acked()
+        .saturating_sub(recorder.handled.load(Ordering::Acquire));
+    let stopping = node.clone();
+    tokio::task::spawn_blocking(move || stopping.ctl(&["stop_app"]))
+        .await
+        .expect("stop_app task")
+        .expect("rabbitmqctl stop_app");
+    let down = Instant::now();
+    // Down until a publish has failed for it: the outage is real.
+    publisher.failed_at_least(1).await;
+    let starting = node.clone();
+    let restarted = Instant::now();
+    tokio::task::spawn_blocking(move || starting.ctl(&["start_app"]))
+        .await
+        .expect("start_app task")
+        .expect("rabbitmqctl start_app");
+    let start_app = restarted.elapsed();
+    let outage = down.elapsed();
+    let acked_before = publisher.acked();
+    publisher.acked_at_least(acked_before + PHASE).await;
+    let published = publisher.finish().await;
+    let received = receive(&mut recorder.numbers, &published.acked).await;
+
+    let mut line = figures(&published, &received);
+    line.push(("unconsumed_at_stop", waiting.to_string()));
+    line.push(("outage_ms", outage.as_millis().to_string()));
+    line.push((
+        "node_startup_ms",
+        node.startup_time().as_millis().to_string(),
+    ));
+    line.push(("start_app_ms", start_app.as_millis().to_string()));
+    report("rabbitmq-restart", &line);
+    assert_nothing_lost("rabbitmq stop_app/start_app", &published, &received);
+    assert!(
+        published.unacked.is_empty(),
+        "every message was confirmed in the end once the app was back: {:?} were not (first \
+         error {:?})",
+        published.unacked,
+        published.first_error
+    );
+    let _ = recorder.subscription.unsubscribe().await;
+    let _ = broker.disconnect().await;
+}
