@@ -56,6 +56,16 @@ describe() {
     idle-connections-http-transport) echo "10 000 idle keep-alive connections to the http transport" ;;
     idle-connections-grpc-transport) echo "10 000 idle HTTP/2 connections to the gRPC transport" ;;
     slowloris-http-transport) echo "a slowloris client (a request head a byte at a time) on the http transport" ;;
+    etcd-delay) echo "etcd behind the fault proxy delaying every chunk, under load" ;;
+    etcd-reset) echo "etcd behind the fault proxy resetting every connection, under load" ;;
+    nats-jetstream-kill-9) echo "nats-server (JetStream file store) killed with SIGKILL mid-stream, started again on its store" ;;
+    nats-jetstream-delay-reset) echo "JetStream behind the fault proxy: every chunk delayed, then every connection reset, mid-stream" ;;
+    rabbitmq-restart) echo "RabbitMQ restarted (rabbitmqctl stop_app / start_app) mid-publish, on a private node" ;;
+    netns-loss-rate) echo "a peer in a network namespace behind 5 % random packet loss each way (nftables) and a 2 mbit token bucket (tc tbf)" ;;
+    idle-connections-http-broker) echo "1 000 idle connections to the http broker's receiving server" ;;
+    slowloris-http-broker) echo "a slowloris client on the http broker's receiving server" ;;
+    idle-connections-prometheus) echo "1 000 idle connections to the Prometheus /metrics endpoint" ;;
+    slowloris-prometheus) echo "a slowloris client on the Prometheus /metrics endpoint" ;;
     auth_rules) echo "fuzz: auth rules (resource patterns, scopes) against a model" ;;
     broker_envelope) echo "fuzz: the http broker's envelope, both readers compared" ;;
     consul_tags) echo "fuzz: Consul tags (compressed, encoded registry entries)" ;;

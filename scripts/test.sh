@@ -143,8 +143,8 @@ log "cargo test"
 export MICRO_FAULT_RESULTS="$PWD/target/fault-results.txt"
 mkdir -p target
 : >"$MICRO_FAULT_RESULTS"
-cargo test --workspace --no-fail-fast 2>&1 | tee /tmp/micro-test.log
-grep -E '^test result:' /tmp/micro-test.log | awk '
+cargo test --workspace --no-fail-fast 2>&1 | tee target/micro-test.log
+grep -E '^test result:' target/micro-test.log | awk '
     { passed += $4; failed += $6 }
     END { printf "\nsuite: %d passed, %d failed\n", passed, failed }'
 log "fault injection results ($MICRO_FAULT_RESULTS)"
