@@ -66,6 +66,8 @@ describe() {
     slowloris-http-broker) echo "a slowloris client on the http broker's receiving server" ;;
     idle-connections-prometheus) echo "1 000 idle connections to the Prometheus /metrics endpoint" ;;
     slowloris-prometheus) echo "a slowloris client on the Prometheus /metrics endpoint" ;;
+    idle-connections-gateway) echo "1 000 idle connections to the API gateway" ;;
+    slowloris-gateway) echo "a slowloris client on the API gateway" ;;
     auth_rules) echo "fuzz: auth rules (resource patterns, scopes) against a model" ;;
     broker_envelope) echo "fuzz: the http broker's envelope, both readers compared" ;;
     consul_tags) echo "fuzz: Consul tags (compressed, encoded registry entries)" ;;

@@ -327,7 +327,7 @@ async fn get_ok(address: &str, path: &str) -> Result<(), String> {
         .await
         .map_err(|e| format!("connect: {e}"))?;
     s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: fault\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
     )
     .await
     .map_err(|e| format!("send: {e}"))?;
@@ -425,4 +425,36 @@ async fn idle_connections_and_slowloris_on_the_prometheus_endpoint() {
     })
     .await;
     slowloris("prometheus", &address, &endless_head()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_and_slowloris_on_the_api_gateway() {
+    use micro_gateway::{Gateway, GatewayOptions};
+
+    let limit = raise_fd_limit(IDLE_OTHERS as u64 * 2 + 4096);
+    assert!(
+        limit >= IDLE_OTHERS as u64 + 1024,
+        "open-file limit {limit}"
+    );
+    let service = echo_service(Arc::new(HttpTransport::new(HttpOptions::default()))).await;
+    let opts = GatewayOptions {
+        header_timeout: IDLE_TIMEOUT,
+        max_connections: IDLE_OTHERS * 2,
+        ..GatewayOptions::default()
+    };
+    let gateway = Gateway::bind("127.0.0.1:0", &service, opts)
+        .await
+        .expect("bind the gateway");
+    let address = gateway.local_addr().to_string();
+    flood(
+        "gateway",
+        &address,
+        b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        IDLE_OTHERS,
+        || get_ok(&address, "/health"),
+    )
+    .await;
+    slowloris("gateway", &address, &endless_head()).await;
+    within("the gateway's shutdown", PATIENCE, gateway.shutdown()).await;
+    service.stop().await.expect("stop");
 }
