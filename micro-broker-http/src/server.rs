@@ -202,8 +202,15 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, shutdown: Canc
             result = conn.as_mut() => break result,
             _ = shutdown.cancelled() => {
                 // Finishes the request in flight, then closes; idle connections close at once.
+                // A slowloris (or a handler still running) holds it one idle period at most.
                 conn.as_mut().graceful_shutdown();
-                break conn.await;
+                match tokio::time::timeout(idle_timeout, conn.as_mut()).await {
+                    Ok(result) => break result,
+                    Err(_) => {
+                        tracing::debug!("http broker: cut a connection still open {idle_timeout:?} into the shutdown");
+                        break Ok(());
+                    }
+                }
             }
             _ = idle.as_mut() => {
                 let started = activity.started.load(Ordering::Relaxed);

@@ -911,3 +911,30 @@ async fn the_receiving_server_holds_a_bounded_number_of_connections() {
     next(&mut rx, "a message after the others closed").await;
     sub.unsubscribe().await.expect("unsubscribe");
 }
+
+#[tokio::test]
+async fn a_slowloris_holds_no_disconnect() {
+    let registry = TestRegistry::new();
+    let opts = HttpBrokerOptions::default().with_idle_timeout(Duration::from_millis(300));
+    let b = HttpBroker::new(Arc::new(registry.clone()), opts).expect("broker");
+    let (h, _rx) = collector();
+    let _sub = b
+        .subscribe("slow", h, SubscribeOptions::default())
+        .await
+        .expect("subscribe");
+    let (_, node) = nodes(&registry, "slow").await.remove(0);
+    // Half a request head, and nothing more.
+    let mut slow = tokio::net::TcpStream::connect(&node.address)
+        .await
+        .expect("connect");
+    slow.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nX-Slow: a")
+        .await
+        .expect("write");
+    tokio::time::timeout(PATIENCE, b.disconnect())
+        .await
+        .expect("a disconnect is not held by a slowloris")
+        .expect("disconnect");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(PATIENCE, slow.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the slowloris's connection is closed");
+}
