@@ -140,6 +140,12 @@ where
     // One flood at a time: each holds IDLE descriptors of this process.
     static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _turn = ONE_AT_A_TIME.lock().await;
+    // The server side of every connection is in this process.
+    let limit = raise_fd_limit(count as u64 * 2 + 4096);
+    assert!(
+        limit >= count as u64 + 1024,
+        "open-file limit {limit}: too low for {count} idle connections (raise ulimit -n)"
+    );
     let env = vec![
         ("MICRO_FAULT_IDLE_TARGET", address.to_string()),
         ("MICRO_FAULT_IDLE_COUNT", count.to_string()),
@@ -279,11 +285,6 @@ async fn call_echo(service: &micro::Service, address: &str) -> Result<(), String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_and_slowloris_on_the_http_transport() {
-    let limit = raise_fd_limit(IDLE as u64 * 2 + 4096);
-    assert!(
-        limit >= IDLE as u64 + 1024,
-        "open-file limit {limit}: too low for {IDLE} idle connections (raise ulimit -n)"
-    );
     let opts = HttpOptions {
         idle_timeout: IDLE_TIMEOUT,
         ..Default::default()
@@ -300,11 +301,6 @@ async fn idle_connections_and_slowloris_on_the_http_transport() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_on_the_grpc_transport() {
-    let limit = raise_fd_limit(IDLE as u64 * 2 + 4096);
-    assert!(
-        limit >= IDLE as u64 + 1024,
-        "open-file limit {limit}: too low for {IDLE} idle connections (raise ulimit -n)"
-    );
     // An idle client that speaks no HTTP/2 never answers the GOAWAY's ping, so the server
     // cuts the connection `write_timeout` after its close: short here, to keep the test quick.
     let opts = GrpcOptions {
@@ -349,11 +345,6 @@ async fn idle_connections_and_slowloris_on_the_http_brokers_server() {
     use micro::core::Broker;
     use micro_broker_http::{HttpBroker, HttpBrokerOptions};
 
-    let limit = raise_fd_limit(IDLE_OTHERS as u64 * 2 + 4096);
-    assert!(
-        limit >= IDLE_OTHERS as u64 + 1024,
-        "open-file limit {limit}"
-    );
     let registry: Arc<dyn micro::registry::Registry> = Arc::new(MemoryRegistry::new());
     let mut opts = HttpBrokerOptions::default().with_idle_timeout(IDLE_TIMEOUT);
     opts.max_connections = IDLE_OTHERS * 2;
@@ -403,11 +394,6 @@ async fn idle_connections_and_slowloris_on_the_http_brokers_server() {
 async fn idle_connections_and_slowloris_on_the_prometheus_endpoint() {
     use micro_wrapper_prometheus::{EndpointOptions, Metrics};
 
-    let limit = raise_fd_limit(IDLE_OTHERS as u64 * 2 + 4096);
-    assert!(
-        limit >= IDLE_OTHERS as u64 + 1024,
-        "open-file limit {limit}"
-    );
     let metrics = Metrics::new().expect("metrics");
     let server = metrics
         .serve_with(
@@ -431,11 +417,6 @@ async fn idle_connections_and_slowloris_on_the_prometheus_endpoint() {
 async fn idle_connections_and_slowloris_on_the_api_gateway() {
     use micro_gateway::{Gateway, GatewayOptions};
 
-    let limit = raise_fd_limit(IDLE_OTHERS as u64 * 2 + 4096);
-    assert!(
-        limit >= IDLE_OTHERS as u64 + 1024,
-        "open-file limit {limit}"
-    );
     let service = echo_service(Arc::new(HttpTransport::new(HttpOptions::default()))).await;
     let opts = GatewayOptions {
         header_timeout: IDLE_TIMEOUT,
