@@ -448,13 +448,7 @@ impl Connection {
     async fn publish(self: &Arc<Self>, topic: &str, msg: &Message) -> Result<()> {
         self.ensure_topic(topic).await?;
         let o = &self.options;
-        let mut headers = OwnedHeaders::new_with_capacity(msg.header.len());
-        for (k, v) in msg.header.iter() {
-            headers = headers.insert(Header {
-                key: k,
-                value: Some(v.as_bytes()),
-            });
-        }
+        let headers = record_headers(msg);
         let key: Option<&[u8]> = match &o.key {
             RecordKey::None => None,
             RecordKey::Header(h) => msg.header.get(h).map(str::as_bytes),
@@ -620,6 +614,18 @@ impl Subscription for KafkaSubscription {
         }
         Ok(())
     }
+}
+
+/// The record headers of a message: each header as one record header, its value as UTF-8.
+pub(crate) fn record_headers(msg: &Message) -> OwnedHeaders {
+    let mut headers = OwnedHeaders::new_with_capacity(msg.header.len());
+    for (k, v) in msg.header.iter() {
+        headers = headers.insert(Header {
+            key: k,
+            value: Some(v.as_bytes()),
+        });
+    }
+    headers
 }
 
 #[cfg(test)]

@@ -115,6 +115,8 @@
 //! ```
 
 mod broker;
+#[doc(hidden)]
+pub mod fuzzing;
 mod headers;
 pub mod options;
 

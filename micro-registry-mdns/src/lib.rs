@@ -95,6 +95,8 @@
 //! # }
 //! ```
 
+#[doc(hidden)]
+pub mod fuzzing;
 mod net;
 mod options;
 mod records;

@@ -151,6 +151,8 @@
 
 mod client;
 mod codec;
+#[doc(hidden)]
+pub mod fuzzing;
 mod options;
 mod server;
 mod tls;
