@@ -140,6 +140,9 @@ grep -E '^test result:' /tmp/micro-test.log | awk '
     { passed += $4; failed += $6 }
     END { printf "\nsuite: %d passed, %d failed\n", passed, failed }'
 
+log "fuzz smoke: every fuzz target for a few seconds, so none rots (scripts/fuzz.sh runs the full campaign)"
+scripts/fuzz.sh --smoke
+
 log "benchmark smoke run (checks that it runs, never its numbers)"
 # Debug build: it reuses the test build; release numbers come from the full run (BENCHMARKS.md).
 cargo run -q -p micro-bench -- --quick
