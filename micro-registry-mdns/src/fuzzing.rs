@@ -15,10 +15,7 @@ pub type Read = (Vec<Service>, Vec<(String, bool)>);
 /// What one received packet tells a lookup under the domain `micro`: the nodes it describes
 /// (of `want` only, when given) and the services its listing entries name, each with whether
 /// it is alive; the error says why it is not a DNS message.
-pub fn read_packet(
-    bytes: &[u8],
-    want: Option<&str>,
-) -> Result<Read, String> {
+pub fn read_packet(bytes: &[u8], want: Option<&str>) -> Result<Read, String> {
     let msg = records::parse(bytes)?;
     let mut answers = Answers::default();
     answers.add(&msg.records);
