@@ -30,6 +30,6 @@ pub fn record_message(
 /// A message published and received again: its record headers as the publisher writes
 /// them, read as a subscriber reads them.
 pub fn round_trip(msg: &Message, limits: MetadataLimits) -> Result<Message> {
-    let headers = crate::broker::record_headers(msg);
+    let headers = crate::broker::record_headers(msg)?;
     crate::subscriber::record_message(Some(&headers), None, Some(&msg.body), None, limits)
 }
