@@ -150,6 +150,9 @@ grep -E '^test result:' target/micro-test.log | awk '
 log "fault injection results ($MICRO_FAULT_RESULTS)"
 cat "$MICRO_FAULT_RESULTS"
 
+log "fuzz targets on their seeds: every target built and run, so none rots (scripts/fuzz.sh runs the campaign)"
+scripts/fuzz.sh --seeds
+
 log "benchmark smoke run (checks that it runs, never its numbers)"
 # Debug build: it reuses the test build; release numbers come from the full run (BENCHMARKS.md).
 cargo run -q -p micro-bench -- --quick

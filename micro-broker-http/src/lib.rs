@@ -116,6 +116,8 @@
 //! ```
 
 mod broker;
+#[doc(hidden)]
+pub mod fuzzing;
 mod options;
 mod publish;
 mod server;

@@ -109,6 +109,11 @@ pub(crate) fn decode(json: &[u8], limits: MetadataLimits) -> Result<Message, Dec
         Compact::Refused(e) => return Err(DecodeError::Headers(e)),
         Compact::OtherLayout => {}
     }
+    decode_general(json, limits)
+}
+
+/// The envelope read by the general reader alone (the fuzz targets compare the two).
+pub(crate) fn decode_general(json: &[u8], limits: MetadataLimits) -> Result<Message, DecodeError> {
     let envelope = general_envelope(json, limits)?;
     let body = match envelope.body {
         Some(b) => base64_body(b.as_bytes()).map_err(DecodeError::Base64)?,
@@ -118,6 +123,25 @@ pub(crate) fn decode(json: &[u8], limits: MetadataLimits) -> Result<Message, Dec
         header: envelope.header,
         body,
     })
+}
+
+/// The envelope read by the compact reader alone: `None` when it leaves the envelope to the
+/// general reader, `Some(Err)` when it refuses the headers.
+pub(crate) fn decode_compact(
+    json: &[u8],
+    limits: MetadataLimits,
+) -> Option<Result<Message, micro_core::Error>> {
+    let mut reader = limits.reader(WHAT);
+    match compact_envelope(json, &mut reader) {
+        Compact::Read(body) => base64_body(body).ok().map(|body| {
+            Ok(Message {
+                header: reader.finish(),
+                body,
+            })
+        }),
+        Compact::Refused(e) => Some(Err(e)),
+        Compact::OtherLayout => None,
+    }
 }
 
 /// The envelope in any layout JSON allows, through serde_json.

@@ -459,13 +459,7 @@ impl Connection {
     pub(crate) async fn publish(self: &Arc<Self>, topic: &str, msg: &Message) -> Result<()> {
         self.ensure_topic(topic).await?;
         let o = &self.options;
-        let mut headers = OwnedHeaders::new_with_capacity(msg.header.len());
-        for (k, v) in msg.header.iter() {
-            headers = headers.insert(Header {
-                key: k,
-                value: Some(v.as_bytes()),
-            });
-        }
+        let headers = record_headers(msg)?;
         let key: Option<&[u8]> = match &o.key {
             RecordKey::None => None,
             RecordKey::Header(h) => msg.header.get(h).map(str::as_bytes),
@@ -633,9 +627,47 @@ impl Subscription for KafkaSubscription {
     }
 }
 
+/// The record headers of a message: each header as one record header, its value as UTF-8.
+/// A name holding NUL is refused (a 400 naming it): librdkafka hands names to readers as C
+/// strings, so it would arrive cut at the NUL, possibly as another header's name.
+pub(crate) fn record_headers(msg: &Message) -> Result<OwnedHeaders> {
+    let mut headers = OwnedHeaders::new_with_capacity(msg.header.len());
+    for (k, v) in msg.header.iter() {
+        if k.contains('\0') {
+            return Err(Error::bad_request(
+                ERROR_ID,
+                format!("header {k:?} cannot travel as a Kafka record header: its name holds NUL"),
+            ));
+        }
+        headers = headers.insert(Header {
+            key: k,
+            value: Some(v.as_bytes()),
+        });
+    }
+    Ok(headers)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_names_with_nul_are_refused() {
+        // Found by the kafka_headers fuzz target: `"\u{1}\0\0"` was published and read back
+        // as `"\u{1}"`.
+        let msg = Message {
+            header: [("a\0b", "v")].into_iter().collect(),
+            body: Default::default(),
+        };
+        let e = record_headers(&msg).err().unwrap_or_default();
+        assert_eq!(e.code, 400, "{e}");
+        assert!(e.detail.contains("NUL"), "{e}");
+        let ok = Message {
+            header: [("Micro-Id", "1")].into_iter().collect(),
+            body: Default::default(),
+        };
+        assert!(record_headers(&ok).is_ok());
+    }
 
     #[test]
     fn topic_names() {

@@ -156,6 +156,8 @@
 //! `libssl-dev` and `zlib1g-dev` (no network, no cmake).
 
 mod broker;
+#[doc(hidden)]
+pub mod fuzzing;
 mod log;
 mod options;
 mod subscriber;

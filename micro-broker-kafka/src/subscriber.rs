@@ -1070,33 +1070,42 @@ fn to_message(
     key_header: Option<&str>,
     limits: MetadataLimits,
 ) -> Result<Message> {
+    // Names the record in the warning about a header name that is not UTF-8.
+    let _record =
+        tracing::warn_span!("kafka record", topic = m.topic(), offset = m.offset()).entered();
+    record_message(m.headers(), m.key(), m.payload(), key_header, limits)
+}
+
+/// The message of a record's parts: its headers (values as UTF-8, invalid bytes replaced),
+/// the record key under `key_header` when set and no header says it already, the payload.
+pub(crate) fn record_message<H: Headers + ?Sized>(
+    headers: Option<&H>,
+    key: Option<&[u8]>,
+    payload: Option<&[u8]>,
+    key_header: Option<&str>,
+    limits: MetadataLimits,
+) -> Result<Message> {
     let mut header = limits.reader("a Kafka record");
-    if let Some(hs) = m.headers() {
+    if let Some(hs) = headers {
         limits.check("a Kafka record", hs.count(), 0)?;
         for i in 0..hs.count() {
             // rdkafka panics on a header name that is not UTF-8; skip such a header.
             match catch_unwind(AssertUnwindSafe(|| hs.try_get(i))) {
                 Ok(Some(h)) => header.push(h.key, text(h.value.unwrap_or_default()))?,
                 Ok(None) => {}
-                Err(_) => {
-                    tracing::warn!(
-                        topic = m.topic(),
-                        offset = m.offset(),
-                        "skipped a record header whose name is not UTF-8"
-                    )
-                }
+                Err(_) => tracing::warn!("skipped a record header whose name is not UTF-8"),
             }
         }
     }
     let mut header = header.finish();
-    if let (Some(name), Some(key)) = (key_header, m.key()) {
+    if let (Some(name), Some(key)) = (key_header, key) {
         if !header.contains_key(name) {
             header.insert(name.to_string(), text(key));
         }
     }
     Ok(Message {
         header,
-        body: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
+        body: Bytes::copy_from_slice(payload.unwrap_or_default()),
     })
 }
 

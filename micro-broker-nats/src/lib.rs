@@ -180,6 +180,8 @@
 //!   stop and start (for outage tests).
 
 mod broker;
+#[doc(hidden)]
+pub mod fuzzing;
 mod jetstream;
 mod options;
 #[cfg(feature = "testing")]

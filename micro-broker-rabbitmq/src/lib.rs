@@ -147,6 +147,8 @@
 //!   disturbing the shared one (for outage tests).
 
 mod broker;
+#[doc(hidden)]
+pub mod fuzzing;
 mod headers;
 pub mod options;
 #[cfg(feature = "testing")]

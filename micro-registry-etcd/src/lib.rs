@@ -85,6 +85,8 @@
 //!
 //! - `testing`: `testing::EtcdServer`, a private etcd on free loopback ports for tests.
 
+#[doc(hidden)]
+pub mod fuzzing;
 mod layout;
 mod options;
 mod registry;

@@ -124,6 +124,8 @@
 
 mod conn;
 pub mod format;
+#[doc(hidden)]
+pub mod fuzzing;
 mod options;
 mod registry;
 mod watch;

@@ -105,6 +105,8 @@
 //! # }
 //! ```
 
+#[doc(hidden)]
+pub mod fuzzing;
 mod net;
 mod options;
 mod records;

@@ -159,6 +159,8 @@
 
 mod client;
 mod codec;
+#[doc(hidden)]
+pub mod fuzzing;
 mod options;
 mod preface;
 mod server;

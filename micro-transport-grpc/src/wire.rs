@@ -426,12 +426,13 @@ pub(crate) fn status_of_error(error: &Error) -> Status {
     )
 }
 
-/// JSON with every non-ASCII character written as `\uXXXX`, so that it fits in a header.
-/// Outside strings JSON is ASCII already, so the result is the same JSON.
+/// JSON with every character a header value cannot hold (non-ASCII, and DEL, which JSON
+/// leaves unescaped) written as `\uXXXX`, so that it fits in a header. Outside strings JSON
+/// is printable ASCII already, so the result is the same JSON.
 fn ascii_json(json: &str) -> String {
     let mut out = String::with_capacity(json.len());
     for c in json.chars() {
-        if c.is_ascii() {
+        if c.is_ascii() && c != '\u{7f}' {
             out.push(c);
         } else {
             let mut units = [0u16; 2];
@@ -706,6 +707,10 @@ mod tests {
         assert_eq!(error_of_status(&status, "x"), e);
         // Details beyond ASCII still travel whole in the trailer.
         let e = Error::bad_request("greeter.Greeter.Hello", "no Jürgen 👋 here");
+        assert_eq!(error_of_status(&status_of_error(&e), "x"), e);
+        // So does DEL, which JSON leaves as it is and a header value cannot hold (found by
+        // the grpc_wire fuzz target: the error came back as a 500 without its id).
+        let e = Error::new("greeter.Greeter.Hello", 511, "stuvwxyz{|}~\u{7f}");
         assert_eq!(error_of_status(&status_of_error(&e), "x"), e);
 
         // A standard server: code and message only.

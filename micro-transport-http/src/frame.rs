@@ -52,16 +52,23 @@ pub(crate) fn encode(msg: &Message, opts: &HttpOptions) -> Result<Bytes> {
 /// Reads frames from the peer's body, one message at a time.
 pub(crate) struct FrameReader {
     body: Incoming,
-    buf: BytesMut,
+    decoder: FrameDecoder,
     ended: bool,
     // Once a frame is broken, the stream is: every later read reports the same error.
     broken: Option<Error>,
     // When the frame under way must be complete.
     deadline: Option<Instant>,
+    frame_timeout: Duration,
+}
+
+/// The bytes of a stream received so far, and the frames in them: the half of
+/// [`FrameReader`] that does not wait, so it can be fed bytes in any chunks (the fuzz targets
+/// do).
+pub(crate) struct FrameDecoder {
+    buf: BytesMut,
     max_header: usize,
     max_headers: usize,
     max_body: usize,
-    frame_timeout: Duration,
     peer: String,
 }
 
@@ -76,15 +83,11 @@ impl FrameReader {
     ) -> Self {
         FrameReader {
             body,
-            buf: BytesMut::new(),
+            decoder: FrameDecoder::new(opts, peer),
             ended: false,
             broken: None,
             deadline: first_within.map(|d| Instant::now() + d),
-            max_header: opts.max_header_bytes,
-            max_headers: opts.max_headers,
-            max_body: opts.max_body_bytes,
             frame_timeout: opts.body_read_timeout,
-            peer,
         }
     }
 
@@ -103,20 +106,14 @@ impl FrameReader {
     }
 
     async fn read(&mut self) -> Result<Option<Message>> {
+        let d = &mut self.decoder;
         loop {
-            if let Some(msg) = self.parse()? {
-                self.deadline = (!self.buf.is_empty()).then(|| Instant::now() + self.frame_timeout);
+            if let Some(msg) = d.parse()? {
+                self.deadline = (!d.is_empty()).then(|| Instant::now() + self.frame_timeout);
                 return Ok(Some(msg));
             }
             if self.ended {
-                if self.buf.is_empty() {
-                    return Ok(None);
-                }
-                return Err(self.error(format!(
-                    "stream from {} ended in the middle of a frame ({} bytes left over)",
-                    self.peer,
-                    self.buf.len()
-                )));
+                return d.end().map(|()| None);
             }
             // Waiting for the next message has no limit (streams may be quiet for long);
             // a message that has started must finish within the body timeout.
@@ -130,7 +127,7 @@ impl FrameReader {
                         ID,
                         format!(
                             "stream message from {} did not arrive whole within {:?}",
-                            self.peer, self.frame_timeout
+                            d.peer, self.frame_timeout
                         ),
                     ))
                 }
@@ -138,23 +135,57 @@ impl FrameReader {
                 Ok(Some(Err(e))) => {
                     return Err(Error::internal(
                         ID,
-                        format!("reading the stream from {}: {e}", self.peer),
+                        format!("reading the stream from {}: {e}", d.peer),
                     ))
                 }
                 Ok(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
-                        if self.buf.is_empty() && !data.is_empty() {
+                        if d.is_empty() && !data.is_empty() {
                             self.deadline = Some(Instant::now() + self.frame_timeout);
                         }
-                        self.buf.extend_from_slice(&data);
+                        d.push(&data);
                     }
                 }
             }
         }
     }
+}
+
+impl FrameDecoder {
+    pub(crate) fn new(opts: &HttpOptions, peer: String) -> Self {
+        FrameDecoder {
+            buf: BytesMut::new(),
+            max_header: opts.max_header_bytes,
+            max_headers: opts.max_headers,
+            max_body: opts.max_body_bytes,
+            peer,
+        }
+    }
+
+    /// Appends bytes received from the peer.
+    pub(crate) fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Whether no byte of a frame is waiting.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// The peer ended its body: fine between frames, an error inside one.
+    pub(crate) fn end(&self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        Err(self.error(format!(
+            "stream from {} ended in the middle of a frame ({} bytes left over)",
+            self.peer,
+            self.buf.len()
+        )))
+    }
 
     /// Takes one whole frame off the buffer, if there is one.
-    fn parse(&mut self) -> Result<Option<Message>> {
+    pub(crate) fn parse(&mut self) -> Result<Option<Message>> {
         let Some(header_len) = peek_u32(&self.buf, 0) else {
             return Ok(None);
         };

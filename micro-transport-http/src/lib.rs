@@ -190,6 +190,8 @@
 mod body;
 mod client;
 mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 mod headers;
 mod options;
 mod server;
