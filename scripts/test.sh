@@ -72,7 +72,7 @@ need_pkg etcdctl etcd-client
 need_deb zookeeper default-jre-headless
 # etcd-client's build script compiles etcd's protos with protoc; rdkafka builds librdkafka.
 need_pkg protoc protobuf-compiler
-need_deb libssl-dev zlib1g-dev pkg-config make gcc
+need_deb libssl-dev zlib1g-dev pkg-config make gcc g++
 if ! port_open 5672; then
     need_pkg rabbitmq-server rabbitmq-server
     as_root rabbitmq-server -detached || true
