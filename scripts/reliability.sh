@@ -39,7 +39,7 @@ if [ -n "$from" ]; then
     log="$from/target/micro-test.log"
     tests_status=$(grep -q '^test result: FAILED' "$log" && echo 101 || echo 0)
     started=$(date -r "$log" +%s)
-    load_before="(not measured: results of an earlier run)"
+    load_before="(not measured: an earlier run's results)"
 else
     : >"$results"
     MICRO_FAULT_RESULTS="$results" cargo test --workspace --no-fail-fast >"$log" 2>&1
@@ -98,9 +98,14 @@ figure() { tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p" | head -1; }
     echo
     echo "| | |"
     echo "|---|---|"
-    echo "| command | \`scripts/reliability.sh$([ "$fuzz" = 1 ] && echo ' --fuzz')\`$([ -n "$from" ] && echo ' over the results of a \`scripts/test.sh\` run') |"
+    command="scripts/reliability.sh$([ "$fuzz" = 1 ] && echo ' --fuzz')$([ -n "$from" ] && echo " --from DIR")"
+    echo "| command | \`$command\`$([ -n "$from" ] && echo ', DIR a checkout where `scripts/test.sh` ran') |"
     echo "| date | $(date -u '+%Y-%m-%d %H:%M UTC') |"
-    echo "| commit | $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)') |"
+    if [ -n "$from" ]; then
+        echo "| commit | $(git -C "$from" rev-parse --short HEAD 2>/dev/null) (the checkout the tests ran in) |"
+    else
+        echo "| commit | $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)') |"
+    fi
     echo "| machine | $(nproc) cores usable, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(awk '/MemTotal/ { printf "%.1f GiB RAM", $2 / 1048576 }' /proc/meminfo), $(uname -sr) |"
     echo "| load average (1, 5, 15 min) | $load_before before, $(cut -d' ' -f1-3 /proc/loadavg) after |"
     if [ -n "$from" ]; then
@@ -109,7 +114,9 @@ figure() { tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p" | head -1; }
         echo "| test suite | $passed passed, $failed failed (cargo test exit status $tests_status), $(($(date +%s) - started)) s |"
     fi
     if [ -f fuzz/report.tsv ]; then
-        echo "| fuzz report | \`fuzz/report.tsv\`, written $(date -u -r fuzz/report.tsv '+%Y-%m-%d %H:%M UTC') |"
+        short=$(awk -F'\t' 'NR > 1 && $3 < 10000000 && $4 < 1800 { n++ } END { print n + 0 }' fuzz/report.tsv)
+        total=$(($(wc -l <fuzz/report.tsv) - 1))
+        echo "| fuzz report | \`fuzz/report.tsv\`, written $(date -u -r fuzz/report.tsv '+%Y-%m-%d %H:%M UTC'); $short of $total targets short of the campaign's goal (10 000 000 executions or 30 minutes each) |"
     else
         echo "| fuzz report | none: run \`scripts/fuzz.sh\` |"
     fi
