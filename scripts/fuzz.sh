@@ -15,8 +15,11 @@
 # on this machine found (fuzz/target/corpus/<target>/, not committed). A crash, a panic, an
 # input slower than FUZZ_TIMEOUT seconds or one using more than FUZZ_RSS_MB of memory fails
 # the target; its input is kept in fuzz/artifacts/<target>/ (reproduce with
-# `cargo fuzz run <target> <file>` in fuzz/, RUSTC_BOOTSTRAP=1). Results, one line per target
-# with the executions reached, go to fuzz/report.tsv. Exits non-zero when a target failed.
+# `cargo fuzz run <target> <file>` in fuzz/, RUSTC_BOOTSTRAP=1). Results go to
+# fuzz/report.tsv, one line per target with the executions reached, the date and the commit;
+# a run replaces the lines of the targets it ran and keeps the others, so a campaign can be
+# made a few targets at a time. The report is committed: it is the record RELIABILITY.md
+# shows. Exits non-zero when a target failed.
 #
 # Environment: FUZZ_RUNS (10000000), FUZZ_SECONDS (1800; 5 with --smoke), FUZZ_TIMEOUT (5),
 # FUZZ_RSS_MB (2048). libFuzzer runs as one process (no -jobs/-workers), so a campaign uses
@@ -76,7 +79,19 @@ else
 fi
 
 report=report.tsv
-printf 'target\tmode\texecutions\tseconds\tresult\tartifact\n' >"$report"
+header=$'target\tmode\texecutions\tseconds\tresult\tartifact\tdate\tcommit'
+commit="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- .. || echo '-dirty')"
+if [ "$smoke" = 1 ]; then mode=smoke
+elif [ "$runs" = 10000000 ] && [ "$seconds" = 1800 ]; then mode=full
+else mode="runs=$runs,seconds=$seconds"; fi
+# Replaces target $1's line of the report with $2, keeping the other targets' lines.
+record() {
+    local others=""
+    if [ -f "$report" ]; then others=$(tail -n +2 "$report" | awk -F'\t' -v t="$1" '$1 != t'); fi
+    printf '%s\n%s\n' "$others" "$2" | grep -v '^$' | sort >"$report.new"
+    { echo "$header"; cat "$report.new"; } >"$report"
+    rm -f "$report.new"
+}
 failed=0
 for t in "${targets[@]}"; do
     case "$t" in
@@ -98,8 +113,10 @@ for t in "${targets[@]}"; do
         failed=1
         grep -E 'panicked at|ERROR: libFuzzer|SUMMARY' "$log" | head -3 | sed "s/^/$t: /" >&2 || true
     fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$([ "$smoke" = 1 ] && echo smoke || echo full)" \
-        "${execs:-0}" "$elapsed" "$result" "${artifact:--}" | tee -a "$report"
+    row=$(printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s' "$t" "$mode" "${execs:-0}" "$elapsed" \
+        "$result" "${artifact:--}" "$(date -u '+%Y-%m-%d')" "$commit")
+    echo "$row"
+    record "$t" "$row"
 done
 echo "report: fuzz/$report"
 exit "$failed"

@@ -60,13 +60,14 @@ describe() {
     etcd-reset) echo "etcd behind the fault proxy resetting every connection, under load" ;;
     nats-jetstream-kill-9) echo "nats-server (JetStream file store) killed with SIGKILL mid-stream, started again on its store" ;;
     nats-jetstream-delay-reset) echo "JetStream behind the fault proxy: every chunk delayed, then every connection reset, mid-stream" ;;
+    kafka-faults) echo "Kafka (librdkafka's mock cluster, 3 brokers) mid-stream: every round trip slowed, produce requests failing with retriable errors, then the partition's leader down and its leadership moved" ;;
     rabbitmq-restart) echo "RabbitMQ restarted (rabbitmqctl stop_app / start_app) mid-publish, on a private node" ;;
     netns-loss-rate) echo "a peer in a network namespace behind 5 % random packet loss each way (nftables) and a 2 mbit token bucket (tc tbf)" ;;
-    idle-connections-http-broker) echo "1 000 idle connections to the http broker's receiving server" ;;
+    idle-connections-http-broker) echo "10 000 idle connections to the http broker's receiving server" ;;
     slowloris-http-broker) echo "a slowloris client on the http broker's receiving server" ;;
-    idle-connections-prometheus) echo "1 000 idle connections to the Prometheus /metrics endpoint" ;;
+    idle-connections-prometheus) echo "10 000 idle connections to the Prometheus /metrics endpoint" ;;
     slowloris-prometheus) echo "a slowloris client on the Prometheus /metrics endpoint" ;;
-    idle-connections-gateway) echo "1 000 idle connections to the API gateway" ;;
+    idle-connections-gateway) echo "10 000 idle connections to the API gateway" ;;
     slowloris-gateway) echo "a slowloris client on the API gateway" ;;
     auth_rules) echo "fuzz: auth rules (resource patterns, scopes) against a model" ;;
     broker_envelope) echo "fuzz: the http broker's envelope, both readers compared" ;;
@@ -94,7 +95,7 @@ figure() { tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p" | head -1; }
 {
     echo "# Reliability"
     echo
-    echo "Regenerate with \`scripts/reliability.sh\` (it rewrites this file; about as long as the test suite). It runs the whole test suite, in which the fault-injection tests (\`tests/tests/faults\`, \`cargo test -p micro-tests --test faults\`) report their figures, and reads the last fuzz campaign's \`fuzz/report.tsv\`; \`--fuzz\` runs that campaign first (\`scripts/fuzz.sh\`: each target until 10 000 000 executions or 30 minutes). What each test asserts is in its source; CONTRIBUTING.md describes both suites."
+    echo "Regenerate with \`scripts/reliability.sh\` (it rewrites this file; about as long as the test suite). It runs the whole test suite, in which the fault-injection tests (\`tests/tests/faults\`, \`cargo test -p micro-tests --test faults\`) report their figures, and reads the fuzz campaign's record, \`fuzz/report.tsv\`; \`--fuzz\` runs that campaign first (\`scripts/fuzz.sh\`: each target until 10 000 000 executions or 30 minutes). What each test asserts is in its source; CONTRIBUTING.md describes both suites."
     echo
     echo "| | |"
     echo "|---|---|"
@@ -116,7 +117,7 @@ figure() { tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p" | head -1; }
     if [ -f fuzz/report.tsv ]; then
         short=$(awk -F'\t' 'NR > 1 && $3 < 10000000 && $4 < 1800 { n++ } END { print n + 0 }' fuzz/report.tsv)
         total=$(($(wc -l <fuzz/report.tsv) - 1))
-        echo "| fuzz report | \`fuzz/report.tsv\`, written $(date -u -r fuzz/report.tsv '+%Y-%m-%d %H:%M UTC'); $short of $total targets short of the campaign's goal (10 000 000 executions or 30 minutes each) |"
+        echo "| fuzz report | \`fuzz/report.tsv\` (committed; each target's line says when and on which commit it ran); $short of $total targets short of the campaign's goal (10 000 000 executions or 30 minutes each) |"
     else
         echo "| fuzz report | none: run \`scripts/fuzz.sh\` |"
     fi
@@ -131,12 +132,13 @@ figure() { tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p" | head -1; }
         echo "| $(describe "$name") | \`$rest\` | ${lost:-n/a} |"
     done < <(grep '^FAULT-RESULT ' "$results" | sort -u)
     if [ -f fuzz/report.tsv ]; then
-        tail -n +2 fuzz/report.tsv | while IFS=$'\t' read -r target mode executions seconds result artifact; do
+        tail -n +2 fuzz/report.tsv | while IFS=$'\t' read -r target mode executions seconds result artifact day commit; do
             case "$result" in
             ok) happened="no crash, hang or slow input" ;;
             *) happened="**$result**: input kept in \`$artifact\`" ;;
             esac
-            echo "| $(describe "$target") | $executions executions in $seconds s ($mode): $happened | n/a |"
+            if [ "$executions" -ge 10000000 ] || [ "$seconds" -ge 1800 ]; then goal="goal reached"; else goal="**short of the goal**"; fi
+            echo "| $(describe "$target") | $executions executions in $seconds s ($mode campaign, $goal; $day, commit $commit): $happened | n/a |"
         done
     fi
     if ! grep -q '^FAULT-RESULT ' "$results"; then

@@ -800,7 +800,9 @@ impl Inner {
                         }
                     }
                     pause = self.opts.reconnect_min;
-                    let ended = self.consume(&spec, &queue, consumer, &stop).await;
+                    let ended = self
+                        .consume(&spec, &queue, consumer, (&live, &channel), &stop)
+                        .await;
                     match ended {
                         Ended::Stopped => {
                             // Unacknowledged deliveries go back to the queue with the channel.
@@ -918,18 +920,28 @@ impl Inner {
     }
 
     /// Hands deliveries to the handler one at a time, in queue order, until stopped or the
-    /// channel ends.
+    /// channel ends. The channel and its connection are watched too: lapin does not always end
+    /// a consumer's stream when the server closes the connection mid-delivery (seen with
+    /// `rabbitmqctl stop_app`), and a consumer waiting on such a stream would never resume.
     async fn consume(
         self: &Arc<Self>,
         spec: &SubscriptionSpec,
         queue: &ShortString,
         mut consumer: Consumer,
+        (live, channel): (&Live, &Channel),
         stop: &CancellationToken,
     ) -> Ended {
+        let lost = async {
+            while live.conn.status().connected() && channel.status().connected() {
+                tokio::time::sleep(POLL).await;
+            }
+        };
+        tokio::pin!(lost);
         loop {
             let next = tokio::select! {
                 biased;
                 _ = stop.cancelled() => return Ended::Stopped,
+                () = &mut lost => return Ended::Lost("the channel or its connection closed".to_string()),
                 next = consumer.next() => next,
             };
             let delivery = match next {
@@ -1282,17 +1294,30 @@ impl RabbitAcker {
         Ok(())
     }
 
+    /// Acks or nacks the delivery, within the publish timeout: an ack on a connection that is
+    /// going away must not hold the consumer.
     async fn send(&self, ack: bool, requeue: bool) -> Result<()> {
         let label = &self.inner.label;
         let what = if ack { "ack" } else { "nack" };
-        let done = if ack {
-            self.acker.ack(BasicAckOptions::default()).await
-        } else {
-            let options = BasicNackOptions {
-                multiple: false,
-                requeue,
-            };
-            self.acker.nack(options).await
+        let done = async {
+            if ack {
+                self.acker.ack(BasicAckOptions::default()).await
+            } else {
+                let options = BasicNackOptions {
+                    multiple: false,
+                    requeue,
+                };
+                self.acker.nack(options).await
+            }
+        };
+        let limit = self.inner.opts.publish_timeout;
+        let Ok(done) = tokio::time::timeout(limit, done).await else {
+            self.inner.nudge.notify_one();
+            return Err(Error::new(
+                ERROR_ID,
+                503,
+                format!("{label}: cannot {what}: no answer within {limit:?}; RabbitMQ redelivers the message"),
+            ));
         };
         match done {
             Ok(true) => Ok(()),

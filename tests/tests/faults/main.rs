@@ -9,6 +9,7 @@
 
 mod brokers;
 mod idle;
+mod kafka;
 mod nats;
 mod netns;
 mod peers;
@@ -47,6 +48,18 @@ fn report(name: &str, figures: &[(&str, String)]) {
             panic!("appending to {RESULTS_ENV}={}: {e}", path.to_string_lossy());
         }
     }
+}
+
+/// Sends the framework's log lines (`RUST_LOG`, `info` by default) to the test's captured
+/// output, so a failing fault test shows the reconnects and resubscribes that led to it.
+fn capture_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Only the first call installs it; the others find it there.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
 }
 
 /// Bounds a future so that a bug fails the test instead of hanging it.

@@ -49,6 +49,7 @@ fn queue_group() -> SubscribeOptions {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_killed_with_sigkill_mid_stream_loses_no_acknowledged_message() {
+    crate::capture_logs();
     let Some(server) = NatsServer::start_or_skip() else {
         return;
     };
@@ -110,6 +111,7 @@ const NATS_DELAY: Duration = Duration::from_millis(20);
 /// fail within their timeout, and every acknowledged message arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_behind_delay_and_reset_loses_no_acknowledged_message() {
+    crate::capture_logs();
     let Some(server) = NatsServer::start_or_skip() else {
         return;
     };

@@ -27,6 +27,7 @@ const WORK: Duration = Duration::from_millis(3);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_restarted_mid_publish_loses_no_confirmed_message() {
+    crate::capture_logs();
     let Some(node) = tokio::task::spawn_blocking(RabbitNode::start_or_skip)
         .await
         .expect("start task")
