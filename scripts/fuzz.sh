@@ -84,13 +84,17 @@ commit="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- .. || echo '-dir
 if [ "$smoke" = 1 ]; then mode=smoke
 elif [ "$runs" = 10000000 ] && [ "$seconds" = 1800 ]; then mode=full
 else mode="runs=$runs,seconds=$seconds"; fi
-# Replaces target $1's line of the report with $2, keeping the other targets' lines.
+# Replaces target $1's line of the report with $2, keeping the other targets' lines (under a
+# lock: two campaigns over different targets may run at once, one per core).
 record() {
-    local others=""
-    if [ -f "$report" ]; then others=$(tail -n +2 "$report" | awk -F'\t' -v t="$1" '$1 != t'); fi
-    printf '%s\n%s\n' "$others" "$2" | grep -v '^$' | sort >"$report.new"
-    { echo "$header"; cat "$report.new"; } >"$report"
-    rm -f "$report.new"
+    (
+        flock 9
+        local others=""
+        if [ -f "$report" ]; then others=$(tail -n +2 "$report" | awk -F'\t' -v t="$1" '$1 != t'); fi
+        printf '%s\n%s\n' "$others" "$2" | grep -v '^$' | sort >"$report.new"
+        { echo "$header"; cat "$report.new"; } >"$report"
+        rm -f "$report.new"
+    ) 9>"target/report.lock"
 }
 failed=0
 for t in "${targets[@]}"; do
