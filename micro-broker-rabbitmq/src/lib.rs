@@ -69,8 +69,10 @@
 //! - **Outages.** A supervisor task notices a lost connection (closed by the server, a network
 //!   error, a missed heartbeat), reconnects with a pause doubling from 100 ms to 5 s, logging
 //!   every attempt, redeclares the exchange, and every live subscription redeclares and rebinds
-//!   its queue and consumes again. Unacknowledged deliveries go back to their queue with the
-//!   old connection, so a queue group loses nothing that was confirmed to the publisher
+//!   its queue and consumes again (a subscription notices on its own too: it watches its
+//!   channel and connection while it waits for deliveries, and an ack or nack that gets no
+//!   answer within the publish timeout fails). Unacknowledged deliveries go back to their
+//!   queue with the old connection, so a queue group loses nothing that was confirmed to the publisher
 //!   (duplicates are possible); a subscriber without a group misses what is published while its
 //!   queue is gone. [`disconnect`](micro_core::Broker::disconnect) ends all of it, and so
 //!   does dropping the last clone of the broker; a publish or subscribe after `disconnect`
