@@ -61,6 +61,7 @@ describe() {
     nats-jetstream-kill-9) echo "nats-server (JetStream file store) killed with SIGKILL mid-stream, started again on its store" ;;
     nats-jetstream-delay-reset) echo "JetStream behind the fault proxy: every chunk delayed, then every connection reset, mid-stream" ;;
     kafka-faults) echo "Kafka (librdkafka's mock cluster, 3 brokers) mid-stream: every round trip slowed, produce requests failing with retriable errors, then the partition's leader down and its leadership moved" ;;
+    rabbitmq-delay-reset) echo "RabbitMQ (a private node) behind the fault proxy: every chunk delayed, then every connection reset, mid-publish" ;;
     rabbitmq-restart) echo "RabbitMQ restarted (rabbitmqctl stop_app / start_app) mid-publish, on a private node" ;;
     netns-loss-rate) echo "a peer in a network namespace behind 5 % random packet loss each way (nftables) and a 2 mbit token bucket (tc tbf)" ;;
     idle-connections-http-broker) echo "10 000 idle connections to the http broker's receiving server" ;;
