@@ -93,6 +93,13 @@ describe() {
 # A figure of a FAULT-RESULT line (`key=value`), or empty.
 figure() { tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p" | head -1; }
 
+# The fuzz targets, and those the campaign's report has no line for.
+mapfile -t targets < <(sed -n 's/^name = "\(.*\)"$/\1/p' fuzz/Cargo.toml | grep -v '^micro-fuzz$')
+unrun=()
+for t in "${targets[@]}"; do
+    if ! { [ -f fuzz/report.tsv ] && cut -f1 fuzz/report.tsv | grep -qx "$t"; }; then unrun+=("$t"); fi
+done
+
 {
     echo "# Reliability"
     echo
@@ -118,7 +125,7 @@ figure() { tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p" | head -1; }
     if [ -f fuzz/report.tsv ]; then
         short=$(awk -F'\t' 'NR > 1 && $3 < 10000000 && $4 < 1800 { n++ } END { print n + 0 }' fuzz/report.tsv)
         total=$(($(wc -l <fuzz/report.tsv) - 1))
-        echo "| fuzz report | \`fuzz/report.tsv\` (committed; each target's line says when and on which commit it ran); $short of $total targets short of the campaign's goal (10 000 000 executions or 30 minutes each) |"
+        echo "| fuzz report | \`fuzz/report.tsv\` (committed; each target's line says when and on which commit it ran); $short of $total targets run short of the campaign's goal (10 000 000 executions or 30 minutes each); ${#unrun[@]} of ${#targets[@]} targets not run |"
     else
         echo "| fuzz report | none: run \`scripts/fuzz.sh\` |"
     fi
@@ -142,6 +149,9 @@ figure() { tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p" | head -1; }
             echo "| $(describe "$target") | $executions executions in $seconds s ($mode campaign, $goal; $day, commit $commit): $happened | n/a |"
         done
     fi
+    for t in "${unrun[@]}"; do
+        echo "| $(describe "$t") | **not run** in the fuzz campaign | n/a |"
+    done
     if ! grep -q '^FAULT-RESULT ' "$results"; then
         echo "| the fault-injection suite | **no results**: see \`target/reliability-test.log\` | |"
     fi
