@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use micro::core::broker::{Delivery, Handler, Message, SubscribeOptions, Subscription};
 use micro::core::Broker;
 use micro::Metadata;
+use micro_conformance::fault::{Fault, FaultProxy};
 use tokio::sync::{mpsc, watch};
 
 use crate::{within, PATIENCE};
@@ -270,5 +271,51 @@ pub(crate) fn assert_nothing_lost(name: &str, published: &Published, received: &
         lost.is_empty(),
         "{name}: {} acknowledged messages were never received: {lost:?}",
         lost.len()
+    );
+}
+
+/// A stream through `proxy` while it delays every chunk by `delay`, then resets every
+/// connection (open or new) until a publish fails, then passes again: `PHASE` messages
+/// acknowledged before and after, 50 through the delay. Reports the figures as `name` and
+/// asserts what a user relies on: nothing acknowledged lost, no publish hung, every message
+/// acknowledged once the fault was lifted, and the reset was real.
+pub(crate) async fn through_delay_then_reset(
+    name: &str,
+    what: &str,
+    proxy: &FaultProxy,
+    mut publisher: Publisher,
+    recorder: &mut Recorder,
+    delay: Duration,
+) {
+    const PHASE: usize = 200;
+    publisher.acked_at_least(PHASE).await;
+    proxy.set(Fault::Delay(delay));
+    let acked_before_delay = publisher.acked();
+    // Publishes go on, slowly, through the delay.
+    publisher.acked_at_least(acked_before_delay + 50).await;
+    proxy.set(Fault::Reset);
+    let reset = Instant::now();
+    publisher.failed_at_least(1).await;
+    let resets = proxy.resets();
+    proxy.set(Fault::Pass);
+    let outage = reset.elapsed();
+    let acked_before = publisher.acked();
+    publisher.acked_at_least(acked_before + PHASE).await;
+    let published = publisher.finish().await;
+    let received = receive(&mut recorder.numbers, &published.acked).await;
+
+    let mut line = figures(&published, &received);
+    line.push(("delay_ms", delay.as_millis().to_string()));
+    line.push(("connections_reset", resets.to_string()));
+    line.push(("reset_for_ms", outage.as_millis().to_string()));
+    crate::report(name, &line);
+    assert_nothing_lost(what, &published, &received);
+    assert!(resets > 0, "{what}: the reset fault reset no connection");
+    assert!(
+        published.unacked.is_empty(),
+        "{what}: every message was acknowledged once the fault was lifted: {:?} were not \
+         (first error {:?})",
+        published.unacked,
+        published.first_error
     );
 }

@@ -11,9 +11,11 @@ use micro::core::broker::SubscribeOptions;
 use micro::core::Broker;
 use micro_broker_nats::testing::NatsServer;
 use micro_broker_nats::{JetStreamOptions, NatsBroker, NatsOptions};
-use micro_conformance::fault::{Fault, FaultProxy};
+use micro_conformance::fault::FaultProxy;
 
-use crate::brokers::{assert_nothing_lost, figures, receive, record, Publisher};
+use crate::brokers::{
+    assert_nothing_lost, figures, receive, record, through_delay_then_reset, Publisher,
+};
 use crate::report;
 
 /// Messages acknowledged before the fault, and after it is lifted, at least.
@@ -128,37 +130,16 @@ async fn nats_behind_delay_and_reset_loses_no_acknowledged_message() {
     let topic = "fault-proxy";
     let mut recorder = record(&*broker, topic, queue_group(), Duration::ZERO).await;
 
-    let mut publisher = Publisher::start(broker.clone(), topic, ATTEMPT_BOUND);
-    publisher.acked_at_least(PHASE).await;
-    proxy.set(Fault::Delay(NATS_DELAY));
-    let acked_before_delay = publisher.acked();
-    // Publishes go on, slowly, through the delay.
-    publisher.acked_at_least(acked_before_delay + 50).await;
-    proxy.set(Fault::Reset);
-    let reset = Instant::now();
-    publisher.failed_at_least(1).await;
-    let resets = proxy.resets();
-    proxy.set(Fault::Pass);
-    let outage = reset.elapsed();
-    let acked_before = publisher.acked();
-    publisher.acked_at_least(acked_before + PHASE).await;
-    let published = publisher.finish().await;
-    let received = receive(&mut recorder.numbers, &published.acked).await;
-
-    let mut line = figures(&published, &received);
-    line.push(("delay_ms", NATS_DELAY.as_millis().to_string()));
-    line.push(("connections_reset", resets.to_string()));
-    line.push(("reset_for_ms", outage.as_millis().to_string()));
-    report("nats-jetstream-delay-reset", &line);
-    assert_nothing_lost("nats behind delay and reset", &published, &received);
-    assert!(resets > 0, "the reset fault reset no connection");
-    assert!(
-        published.unacked.is_empty(),
-        "every message was acknowledged once the fault was lifted: {:?} were not (first error \
-         {:?})",
-        published.unacked,
-        published.first_error
-    );
+    let publisher = Publisher::start(broker.clone(), topic, ATTEMPT_BOUND);
+    through_delay_then_reset(
+        "nats-jetstream-delay-reset",
+        "nats behind delay and reset",
+        &proxy,
+        publisher,
+        &mut recorder,
+        NATS_DELAY,
+    )
+    .await;
     let _ = recorder.subscription.unsubscribe().await;
     let _ = broker.disconnect().await;
 }
