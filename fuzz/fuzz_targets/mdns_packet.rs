@@ -10,8 +10,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use micro_core::{Endpoint, Node, Service};
-use micro_fuzz::text;
+use micro_core::{Node, Service};
+use micro_fuzz::{mdns_parts, text};
 use micro_registry_mdns::fuzzing::{encode_txt, node_packet, read_packet};
 
 /// A DNS-label-safe name of 1 to 12 characters.
@@ -44,18 +44,7 @@ fn run(data: &[u8]) -> Result<()> {
         IpAddr::V6(Ipv6Addr::from(u.arbitrary::<u128>()?))
     };
     let addr = SocketAddr::new(ip, u.arbitrary()?);
-    let mut endpoints = Vec::new();
-    for _ in 0..u.int_in_range(0..=3)? {
-        endpoints.push(Endpoint {
-            name: text(&mut u)?,
-            metadata: [(text(&mut u)?, text(&mut u)?)].into(),
-            ..Endpoint::default()
-        });
-    }
-    let mut metadata = std::collections::BTreeMap::new();
-    for _ in 0..u.int_in_range(0..=6)? {
-        metadata.insert(text(&mut u)?, text(&mut u)?);
-    }
+    let (endpoints, metadata) = mdns_parts(&mut u)?;
     let service = Service {
         name: name.clone(),
         version: text(&mut u)?,

@@ -7,8 +7,8 @@
 
 use arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use micro_core::{Endpoint, Node, Service};
-use micro_fuzz::text;
+use micro_core::{Node, Service};
+use micro_fuzz::{mdns_parts, text};
 use micro_registry_mdns::fuzzing::{decode_txt, encode_txt};
 
 fn run(data: &[u8]) -> Result<()> {
@@ -16,18 +16,7 @@ fn run(data: &[u8]) -> Result<()> {
         let _ = decode_txt(joined);
     }
     let mut u = Unstructured::new(data);
-    let mut endpoints = Vec::new();
-    for _ in 0..u.int_in_range(0..=3)? {
-        endpoints.push(Endpoint {
-            name: text(&mut u)?,
-            metadata: [(text(&mut u)?, text(&mut u)?)].into(),
-            ..Endpoint::default()
-        });
-    }
-    let mut metadata = std::collections::BTreeMap::new();
-    for _ in 0..u.int_in_range(0..=6)? {
-        metadata.insert(text(&mut u)?, text(&mut u)?);
-    }
+    let (endpoints, metadata) = mdns_parts(&mut u)?;
     let service = Service {
         name: text(&mut u)?,
         version: text(&mut u)?,

@@ -86,6 +86,29 @@ pub fn chunks<'b>(u: &mut Unstructured<'_>, mut bytes: &'b [u8]) -> Vec<&'b [u8]
     out
 }
 
+/// What an mDNS TXT record carries of a service, drawn from `u`: endpoints (a name and one
+/// metadata pair each, no request or response types) and a node's metadata.
+pub fn mdns_parts(
+    u: &mut Unstructured<'_>,
+) -> Result<(
+    Vec<micro_core::Endpoint>,
+    std::collections::BTreeMap<String, String>,
+)> {
+    let mut endpoints = Vec::new();
+    for _ in 0..u.int_in_range(0..=3)? {
+        endpoints.push(micro_core::Endpoint {
+            name: text(u)?,
+            metadata: [(text(u)?, text(u)?)].into(),
+            ..micro_core::Endpoint::default()
+        });
+    }
+    let mut metadata = std::collections::BTreeMap::new();
+    for _ in 0..u.int_in_range(0..=6)? {
+        metadata.insert(text(u)?, text(u)?);
+    }
+    Ok((endpoints, metadata))
+}
+
 /// A registry entry: a service with endpoints and one node, drawn from `u`.
 pub fn service(u: &mut Unstructured<'_>) -> Result<micro_core::Service> {
     use micro_core::{Endpoint, Node, Service, Value};
